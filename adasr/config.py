@@ -1,0 +1,286 @@
+"""Model configuration: one dataclass tree, loaded from a preset name, our YAML, or an official YAML.
+
+YAML holds numbers; code holds structure. Unknown keys are errors (a misspelt option must not pass
+silently). Every width the released code hard-codes is a field here, with the released value as
+its default, so the official configuration is simply ``ModelConfig()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from adasr.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class KPDetectorConfig:
+    """Canonical 3-D keypoint detector (x_c): 2-D encoder, lift to 3-D, 3-D decoder, soft-argmax."""
+
+    temperature: float = 0.1
+    """Softmax temperature of the keypoint heatmaps."""
+    block_expansion: int = 32
+    """Base width; block i has min(max_features, block_expansion·2^(i+1)) channels."""
+    max_features: int = 1024
+    """Width cap of the hourglass."""
+    scale_factor: float = 0.25
+    """Anti-aliased downscale of the input before the hourglass."""
+    num_blocks: int = 5
+    """Down (2-D) and up (3-D) blocks."""
+    reshape_channel: int = 16384
+    """Channels of the 1×1 lift conv: (2-D width at the bottom)·reshape_depth."""
+    reshape_depth: int = 16
+    """Depth of the lifted 3-D volume."""
+
+
+@dataclass
+class HEEstimatorConfig:
+    """Head pose (66-bin yaw/pitch/roll), translation t and expression δ (Hopenet-like ResNet)."""
+
+    block_expansion: int = 64
+    """Stem width (7×7 conv)."""
+    max_features: int = 2048
+    """Kept for the official schema; the official code does not read it."""
+    num_bins: int = 66
+    """Angle bins of 3° from −99°."""
+    widths: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048])
+    """Stage widths (hard-coded in the official code); bottleneck width is w // 4."""
+    blocks: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
+    """Bottleneck blocks per stage (stages 2–4 open with a stride-2 block)."""
+
+
+@dataclass
+class DenseMotionConfig:
+    """Dense motion network: sparse motions + heatmaps → 3-D hourglass → mask and occlusion."""
+
+    block_expansion: int = 32
+    """Base width of the 3-D hourglass."""
+    max_features: int = 1024
+    """Width cap of the 3-D hourglass."""
+    num_blocks: int = 5
+    """Hourglass depth (each halves H and W)."""
+    reshape_depth: int = 16
+    """Depth of the feature volume (must equal the generator's)."""
+    compress: int = 4
+    """Channels the feature volume is compressed to before warping it K+1 times."""
+    mask_kernel_size: int = 7
+    """Kernel of the 3-D conv predicting the K+1 motion mask (7 as released)."""
+    occlusion_kernel_size: int = 7
+    """Kernel of the 2-D conv predicting the occlusion map (7 as released)."""
+    motion_scale: float = 1.0
+    """Spatial scale at which motion is estimated (1 as released); the deformation and
+    occlusion are upsampled back to the feature size, which the released warp already supports."""
+
+
+@dataclass
+class SPADEDecoderConfig:
+    """SPADE decoder: occluded feature → image (all hard-coded widths in the release)."""
+
+    in_channels: int = 256
+    """ic: channels of the occluded feature (= generator block_expansion·2^num_down_blocks)."""
+    label_nc: int = 256
+    """Channels of the SPADE segmentation map (the same occluded feature, so = in_channels)."""
+    out_channels: int = 64
+    """oc: channels before the final RGB conv."""
+    spade_hidden: int = 128
+    """Hidden width of each SPADE modulation MLP."""
+    middle_channels: int = 512
+    """Width of the middle blocks (2·ic as released)."""
+    num_middle_blocks: int = 6
+    """SPADE resnet blocks at the feature resolution."""
+
+
+@dataclass
+class GeneratorConfig:
+    """Appearance encoder, dense motion, warp, occlusion and SPADE decoder."""
+
+    block_expansion: int = 64
+    """Width of the first appearance-encoder block."""
+    max_features: int = 512
+    """Channels of the lift conv (= reshape_channel·reshape_depth)."""
+    num_down_blocks: int = 2
+    """2-D down blocks of the appearance encoder (the decoder upsamples by 2^this)."""
+    reshape_channel: int = 32
+    """Channels C of the feature volume f_s [C, D, H/4, W/4] (= feature_channel)."""
+    reshape_depth: int = 16
+    """Depth D of the feature volume."""
+    num_resblocks: int = 6
+    """Pre-activation 3-D resblocks on f_s."""
+    estimate_occlusion_map: bool = True
+    """Predict and apply the occlusion map."""
+    appearance_norm: Literal["batch", "none"] = "batch"
+    """Normalisation of the appearance encoder: batch norm as released, none as in the paper."""
+    dense_motion_params: DenseMotionConfig = field(default_factory=DenseMotionConfig)
+    """Dense motion network."""
+    decoder: SPADEDecoderConfig = field(default_factory=SPADEDecoderConfig)
+    """SPADE decoder."""
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Multi-scale patch discriminator (training only)."""
+
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    """Image scales, one discriminator each."""
+    block_expansion: int = 32
+    """Width of the first block (×2 per block)."""
+    max_features: int = 512
+    """Width cap."""
+    num_blocks: int = 4
+    """Conv 4×4 blocks."""
+    sn: bool = True
+    """Spectral norm on every conv."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build the three inference networks (and the discriminator)."""
+
+    name: str = "official"
+    """Preset name, recorded in checkpoints and in the model identity."""
+    image_size: int = 512
+    """Square input/output resolution S."""
+    num_kp: int = 15
+    """K implicit 3-D keypoints."""
+    image_channel: int = 3
+    """RGB."""
+    feature_channel: int = 32
+    """C of the feature volume."""
+    estimate_jacobian: bool = False
+    """Must be False: the released model has no Jacobians."""
+    kp_detector: KPDetectorConfig = field(default_factory=KPDetectorConfig)
+    he_estimator: HEEstimatorConfig = field(default_factory=HEEstimatorConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+    def validate(self) -> ModelConfig:
+        """Check the structural constraints the networks rely on; raise ConfigError naming the fix."""
+        g, kp, dm, dec = self.generator, self.kp_detector, self.generator.dense_motion_params, self.generator.decoder
+        checks = [
+            (not self.estimate_jacobian, "estimate_jacobian must be False (no Jacobians in this model)"),
+            (g.reshape_channel == self.feature_channel, "generator.reshape_channel must equal feature_channel"),
+            (g.max_features == g.reshape_channel * g.reshape_depth,
+             "generator.max_features must equal reshape_channel × reshape_depth"),
+            (dm.reshape_depth == g.reshape_depth, "dense_motion_params.reshape_depth must equal generator.reshape_depth"),
+            (dec.in_channels == g.block_expansion * 2**g.num_down_blocks,
+             "decoder.in_channels must equal generator.block_expansion × 2^num_down_blocks"),
+            (dec.label_nc == dec.in_channels, "decoder.label_nc must equal decoder.in_channels"),
+            (g.num_down_blocks == 2, "num_down_blocks must be 2: the SPADE decoder upsamples by 4"),
+            (kp.reshape_channel == min(kp.max_features, kp.block_expansion * 2**kp.num_blocks) * kp.reshape_depth,
+             "kp_detector.reshape_channel must be min(max_features, block_expansion·2^num_blocks)·reshape_depth"),
+            (self.image_size % (4 * 2**dm.num_blocks) == 0 or dm.motion_scale != 1.0,
+             f"image_size {self.image_size} must be divisible by 4·2^num_blocks of the dense-motion hourglass"),
+            (len(self.he_estimator.widths) == 4 and len(self.he_estimator.blocks) == 4,
+             "he_estimator.widths and blocks need 4 stages"),
+            (0 < dm.motion_scale <= 1 and (1 / dm.motion_scale).is_integer(),
+             "dense_motion_params.motion_scale must be 1/n for an integer n"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"config '{self.name}': {message}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build a (nested) dataclass from a dict, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def model_config_from_dict(data: dict[str, Any], where: str = "config") -> ModelConfig:
+    """Our own schema (``model:`` section of a preset YAML, or a checkpoint's stored config)."""
+    return _from_dict(ModelConfig, data, where).validate()
+
+
+def _official_to_ours(doc: dict[str, Any], name: str) -> ModelConfig:
+    """Map the released schema (``model_params`` + optional ``hardcoded_overrides``) to ModelConfig."""
+    mp = doc["model_params"]
+    common = dict(mp.get("common_params", {}))
+    cfg = ModelConfig(name=name)
+    cfg.num_kp = common.pop("num_kp", cfg.num_kp)
+    cfg.image_channel = common.pop("image_channel", cfg.image_channel)
+    cfg.feature_channel = common.pop("feature_channel", cfg.feature_channel)
+    cfg.estimate_jacobian = common.pop("estimate_jacobian", cfg.estimate_jacobian)
+    if common:
+        raise ConfigError(f"{name}: unknown common_params {sorted(common)}")
+    cfg.kp_detector = _from_dict(KPDetectorConfig, mp.get("kp_detector_params", {}), f"{name}.kp_detector_params")
+    cfg.he_estimator = _from_dict(HEEstimatorConfig, mp.get("he_estimator_params", {}), f"{name}.he_estimator_params")
+    gen = dict(mp.get("generator_params", {}))
+    dense = gen.pop("dense_motion_params", {})
+    cfg.generator = _from_dict(GeneratorConfig, gen, f"{name}.generator_params")
+    cfg.generator.dense_motion_params = _from_dict(DenseMotionConfig, dense, f"{name}.dense_motion_params")
+    if "discriminator_params" in mp:
+        cfg.discriminator = _from_dict(DiscriminatorConfig, mp["discriminator_params"], f"{name}.discriminator_params")
+    frame_shape = doc.get("dataset_params", {}).get("frame_shape")
+    if frame_shape:
+        cfg.image_size = int(frame_shape[0])
+    overrides = doc.get("hardcoded_overrides", {}) or {}
+    unknown = sorted(set(overrides) - {"he_estimator_widths", "spade_decoder"})
+    if unknown:
+        raise ConfigError(f"{name}: unknown hardcoded_overrides {unknown}")
+    if "he_estimator_widths" in overrides:
+        cfg.he_estimator.widths = list(overrides["he_estimator_widths"])
+    dec = overrides.get("spade_decoder")
+    if dec:
+        cfg.generator.decoder = _from_dict(SPADEDecoderConfig, dec, f"{name}.hardcoded_overrides.spade_decoder")
+        cfg.generator.decoder.middle_channels = 2 * cfg.generator.decoder.in_channels
+    return cfg.validate()
+
+
+def load_model_config(spec: str | Path) -> ModelConfig:
+    """A preset name (``official``, ``lite``, …), our YAML, or a YAML in the official schema."""
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{spec}.yaml"
+        if not path.exists():
+            presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if "model" in _read_yaml(p))
+            raise ConfigError(f"unknown preset '{spec}'; presets: {presets}, or give a YAML path")
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    doc = _read_yaml(path)
+    if "model_params" in doc:
+        return _official_to_ours(doc, path.stem)
+    if "model" in doc:
+        data = dict(doc["model"])
+        data.setdefault("name", path.stem)
+        return model_config_from_dict(data, str(path))
+    raise ConfigError(f"{path}: neither our schema (a 'model' section) nor the official one ('model_params')")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return doc
+
+
+def preset_names() -> list[str]:
+    """Names of the model presets shipped in ``configs/``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if "model" in _read_yaml(p))

@@ -1,0 +1,86 @@
+"""Occlusion-aware SPADE generator: appearance encoder (f_s), dense motion, 3-D warp, decoder.
+
+Split along the product's seam: ``encode`` depends only on the source and runs once per call;
+``render`` runs every frame from the cached f_s and the two keypoint sets. Attribute names are
+those of the released state dict (``first``, ``down_blocks``, ``second``, ``resblocks_3d``…).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
+from adasr.config import ModelConfig
+from adasr.dense_motion import DenseMotionNetwork
+from adasr.spade_decoder import SPADEDecoder
+from adasr.warp import WarpFn, grid_sample_3d
+
+
+class RenderOutput(NamedTuple):
+    """prediction [B, 3, S, S] in [0, 1]; occlusion [B, 1, h, w] | None; mask [B, K+1, D, h', w'];
+    deformation [B, D, h', w', 3]; decoder_input [B, ic, h, w] (the occluded feature)."""
+
+    prediction: torch.Tensor
+    occlusion: torch.Tensor | None
+    mask: torch.Tensor
+    deformation: torch.Tensor
+    decoder_input: torch.Tensor
+
+
+class OcclusionAwareSPADEGenerator(nn.Module):
+    """The generator of the released checkpoint (key ``generator``)."""
+
+    def __init__(self, cfg: ModelConfig, spectral_norm: bool = True) -> None:
+        super().__init__()
+        g = cfg.generator
+        norm = g.appearance_norm
+        self.dense_motion_network = DenseMotionNetwork(g.dense_motion_params, cfg.num_kp, cfg.feature_channel,
+                                                       g.estimate_occlusion_map)
+        self.first = SameBlock2d(cfg.image_channel, g.block_expansion, kernel_size=3, norm=norm)
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(min(g.max_features, g.block_expansion * 2**i),
+                        min(g.max_features, g.block_expansion * 2 ** (i + 1)), norm=norm)
+            for i in range(g.num_down_blocks))
+        width = min(g.max_features, g.block_expansion * 2**g.num_down_blocks)
+        self.second = nn.Conv2d(width, g.max_features, 1)
+        self.reshape_channel, self.reshape_depth = g.reshape_channel, g.reshape_depth
+        self.resblocks_3d = nn.Sequential()
+        for i in range(g.num_resblocks):
+            self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(g.reshape_channel, norm=norm))
+        self.third = SameBlock2d(g.max_features, width, kernel_size=3, lrelu=True)
+        self.fourth = nn.Conv2d(width, width, 1)
+        self.decoder = SPADEDecoder(g.decoder, spectral_norm)
+
+    def encode(self, source: torch.Tensor) -> torch.Tensor:
+        """Source image [B, 3, S, S] in [0, 1] → appearance feature volume f_s [B, C, D, S/4, S/4]."""
+        out = self.first(source)  # B, be, S, S
+        for block in self.down_blocks:
+            out = block(out)  # B, ·, S/4, S/4 after both
+        out = self.second(out)  # B, C·D, S/4, S/4
+        b, _, h, w = out.shape
+        return self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
+
+    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
+               warp: WarpFn = grid_sample_3d) -> RenderOutput:
+        """Cached f_s and keypoints x_s, x_d [B, K, 3] → the driven frame and intermediates."""
+        motion = self.dense_motion_network(f_s, kp_source, kp_driving, warp)
+        b, c, d, h, w = f_s.shape
+        deformation = motion.deformation
+        if deformation.shape[1:4] != (d, h, w):
+            deformation = F.interpolate(deformation.permute(0, 4, 1, 2, 3), size=(d, h, w),
+                                        mode="trilinear").permute(0, 2, 3, 4, 1)  # B, D, h, w, 3
+        out = warp(f_s, deformation).reshape(b, c * d, h, w)  # B, C·D, h, w
+        out = self.fourth(self.third(out))  # B, ic, h, w
+        occlusion = motion.occlusion
+        if occlusion is not None:
+            if occlusion.shape[2:] != out.shape[2:]:
+                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
+            out = out * occlusion
+        return RenderOutput(self.decoder(out), occlusion, motion.mask, motion.deformation, out)
+
+    def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> RenderOutput:
+        return self.render(self.encode(source), kp_source, kp_driving)
