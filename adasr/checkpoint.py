@@ -54,16 +54,27 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint") from exc
+        detail = next((line for line in str(exc).splitlines() if "global" in line.lower()), str(exc).splitlines()[0])
         raise CheckpointError(
-            f"{path}: holds Python objects beyond weights, refused (weights_only). If you trust the file, "
-            f"re-save just its state dicts: torch.save({{k: v for k, v in ckpt.items()}}, ...). Detail: "
-            f"{str(exc).splitlines()[0]}") from exc
+            f"{path}: holds Python objects beyond weights, refused (weights_only). If you trust the file, load it "
+            f"once with torch.load(..., weights_only=False) and re-save only its 'generator', 'kp_detector' and "
+            f"'he_estimator' state dicts. Detail: "
+            f"{detail.strip()[:300]}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if not isinstance(data, dict) or not all(part in data for part in AdaSRNetworks.PARTS):
         keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not an AdaSR checkpoint: needs entries {list(AdaSRNetworks.PARTS)}, has {keys}")
     return data
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive; the legacy format starts with a pickle protocol marker."""
+    with path.open("rb") as f:
+        head = f.read(2)
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
 
 
 def _state_dicts(data: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
@@ -86,10 +97,10 @@ def shape_mismatches(cfg: ModelConfig, state: dict[str, dict[str, torch.Tensor]]
     for part in AdaSRNetworks.PARTS:
         expected = getattr(nets, part).state_dict()
         got = state[part]
-        problems += [f"{part}: missing {k}" for k in expected if k not in got]
-        problems += [f"{part}: unexpected {k}" for k in got if k not in expected]
         problems += [f"{part}: {k} is {list(got[k].shape)}, the config wants {list(v.shape)}"
                      for k, v in expected.items() if k in got and got[k].shape != v.shape]
+        problems += [f"{part}: missing {k}" for k in expected if k not in got]
+        problems += [f"{part}: unexpected {k}" for k in got if k not in expected]
     return problems
 
 

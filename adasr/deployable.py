@@ -1,0 +1,83 @@
+"""The three deployable networks of DESIGN.md, as modules with fixed tensor inputs and outputs.
+
+1. ``SourceEncoder`` (once per call): source → f_s, x_c and the source's own motion.
+2. ``MotionExtractor`` (every frame, sender): face crop → yaw, pitch, roll (degrees), t, δ.
+3. ``Renderer`` (every frame, receiver): f_s, x_s, x_d → frame.
+
+They share weights with ``AdaSRNetworks``; every backend (PyTorch, ONNX Runtime, TensorRT) runs
+exactly these graphs. The keypoint transform stays outside, in ``adasr.keypoints``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from adasr.keypoints import bins_to_degrees
+from adasr.networks import AdaSRNetworks
+from adasr.warp import WarpFn, grid_sample_3d
+
+
+class MotionTensors(NamedTuple):
+    """yaw, pitch, roll [B] in degrees; t [B, 3]; delta [B, K, 3]."""
+
+    yaw: torch.Tensor
+    pitch: torch.Tensor
+    roll: torch.Tensor
+    t: torch.Tensor
+    delta: torch.Tensor
+
+
+class SourceTensors(NamedTuple):
+    """f_s [B, C, D, h, w]; x_c [B, K, 3]; and the source's motion (as MotionTensors' fields)."""
+
+    f_s: torch.Tensor
+    x_c: torch.Tensor
+    yaw: torch.Tensor
+    pitch: torch.Tensor
+    roll: torch.Tensor
+    t: torch.Tensor
+    delta: torch.Tensor
+
+
+class MotionExtractor(nn.Module):
+    """Image [B, 3, S, S] in [0, 1] → MotionTensors (angles decoded from their 66 bins)."""
+
+    def __init__(self, networks: AdaSRNetworks) -> None:
+        super().__init__()
+        self.he_estimator = networks.he_estimator
+
+    def forward(self, image: torch.Tensor) -> MotionTensors:
+        he = self.he_estimator(image)
+        delta = he.exp.view(he.exp.shape[0], -1, 3)  # B, K, 3
+        return MotionTensors(bins_to_degrees(he.yaw), bins_to_degrees(he.pitch), bins_to_degrees(he.roll), he.t, delta)
+
+
+class SourceEncoder(nn.Module):
+    """Source image [B, 3, S, S] in [0, 1] → SourceTensors."""
+
+    def __init__(self, networks: AdaSRNetworks) -> None:
+        super().__init__()
+        self.kp_detector = networks.kp_detector
+        self.generator = networks.generator
+        self.motion = MotionExtractor(networks)
+
+    def forward(self, image: torch.Tensor) -> SourceTensors:
+        return SourceTensors(self.generator.encode(image), self.kp_detector(image), *self.motion(image))
+
+
+class Renderer(nn.Module):
+    """f_s [B, C, D, h, w], x_s and x_d [B, K, 3] → frame [B, 3, S, S] in [0, 1].
+
+    ``warp`` selects the 3-D warp implementation (the TensorRT export passes its own).
+    """
+
+    def __init__(self, networks: AdaSRNetworks, warp: WarpFn = grid_sample_3d) -> None:
+        super().__init__()
+        self.generator = networks.generator
+        self.warp = warp
+
+    def forward(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
+        return self.generator.render(f_s, kp_source, kp_driving, self.warp).prediction

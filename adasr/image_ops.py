@@ -1,0 +1,48 @@
+"""Conversions between images (HWC RGB uint8/float numpy) and model tensors ([1, 3, S, S] in [0, 1])."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from adasr.errors import InputError
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Grey, RGB or RGBA, uint8 or float in [0, 1] → HWC RGB uint8 (alpha dropped)."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise InputError(f"expected an HxWx3 RGB image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        else:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size×size (area when shrinking, cubic when enlarging); no-op at the right size."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """HWC RGB image → [1, 3, size, size] float32 in [0, 1] (resized only when needed)."""
+    rgb = resize_square(as_rgb_uint8(image), size)
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def tensor_to_image(frame: torch.Tensor) -> np.ndarray:
+    """[1, 3, S, S] (or [3, S, S]) in [0, 1] → HWC RGB uint8."""
+    t = frame[0] if frame.dim() == 4 else frame
+    return (t.detach().float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy())

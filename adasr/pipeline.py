@@ -1,0 +1,82 @@
+"""Cached one-shot inference: a SourceState once per source, then motion → keypoints → frame.
+
+The official demo re-encodes the source every frame; here everything that depends only on the
+source (f_s, x_c, the source's motion and x_s) is computed once and reused, which is what lets the
+call send the source once and only motion afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from adasr.image_ops import image_to_tensor, tensor_to_image
+from adasr.keypoints import Motion, relative_keypoints, transform_keypoints
+from engines.base import Backend
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Everything the renderer needs from the source portrait, computed once."""
+
+    f_s: torch.Tensor
+    """Appearance feature volume [1, C, D, S/4, S/4]."""
+    x_c: torch.Tensor
+    """Canonical keypoints [1, K, 3]."""
+    motion: Motion
+    """The source's own head motion."""
+    model_id: str
+    """Identity of the weights that made it: another model cannot render from it."""
+
+    @property
+    def kp_source(self) -> torch.Tensor:
+        """x_s = R_s·x_c + t_s + δ_s, [1, K, 3]."""
+        return transform_keypoints(self.x_c, self.motion)
+
+
+class TalkingHead:
+    """The per-call inference pipeline over any backend.
+
+    Images are RGB, HWC, uint8 (or float in [0, 1]), square face crops; they are resized to the
+    model's size when they differ.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.size = backend.config.image_size
+
+    def to_input(self, image: np.ndarray) -> torch.Tensor:
+        """HWC RGB image → [1, 3, S, S] float32 in [0, 1] on the backend's device."""
+        return image_to_tensor(image, self.size).to(self.backend.device)
+
+    def prepare_source(self, image: np.ndarray) -> SourceState:
+        """Run the source encoder once."""
+        out = self.backend.encode_source(self.to_input(image))
+        return SourceState(out.f_s, out.x_c, Motion(out.yaw, out.pitch, out.roll, out.t, out.delta),
+                           self.backend.model_id)
+
+    def extract_motion(self, image: np.ndarray) -> Motion:
+        """Run the motion extractor on one face crop."""
+        return Motion(*self.backend.extract_motion(self.to_input(image)))
+
+    def driving_keypoints(self, state: SourceState, motion: Motion, reference: Motion | None) -> torch.Tensor:
+        """x_d from the source's x_c and a driving motion; relative to ``reference`` when given.
+
+        Relative: x_s + (x_d − x_ref), the released demo's ``--relative`` with the first driving
+        frame as reference; absolute (``reference=None``): x_d itself.
+        """
+        device = state.x_c.device
+        kp_driving = transform_keypoints(state.x_c, motion.to(device))
+        if reference is None:
+            return kp_driving
+        return relative_keypoints(kp_driving, transform_keypoints(state.x_c, reference.to(device)), state.kp_source)
+
+    def render(self, state: SourceState, motion: Motion, reference: Motion | None = None) -> torch.Tensor:
+        """One frame [1, 3, S, S] float32 in [0, 1]."""
+        return self.backend.render(state.f_s, state.kp_source, self.driving_keypoints(state, motion, reference))
+
+    def render_image(self, state: SourceState, motion: Motion, reference: Motion | None = None) -> np.ndarray:
+        """One frame as HWC uint8 RGB."""
+        return tensor_to_image(self.render(state, motion, reference))

@@ -1,0 +1,1 @@
+"""Runtime backends for the three deployable networks, behind one interface (``engines.base``)."""

