@@ -95,7 +95,39 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS: list[Registrar] = [_add_animate, _add_demo]
+def _add_degrade(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("degrade", help="draw examples of the training degradation",
+                       description="Write a PNG grid: each row a clean face, then degraded copies of it, "
+                                   "so people can see what the appearance encoder trains on.")
+    p.add_argument("--grid", required=True, type=Path, help="output PNG")
+    p.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "configs" / "degradation.yaml")
+    p.add_argument("--images", nargs="*", type=Path, default=[],
+                   help="face crops (default: the astronaut and a carphone frame)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--samples", type=int, default=4, help="degraded copies per row")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_degrade)
+
+
+def _run_degrade(args: argparse.Namespace) -> int:
+    import torch
+
+    from adasr.demo_media import astronaut_image, carphone_clip
+    from adasr.image_ops import image_to_tensor
+    from adasr.training.degradation import DegradationConfig, draw_grid
+    from adasr.video_io import FrameSource, read_image
+
+    if args.images:
+        faces = [read_image(p) for p in args.images]
+    else:
+        faces = [astronaut_image()[10:178, 142:310], next(iter(FrameSource(carphone_clip())))[0:120, 30:150]]
+    batch = torch.cat([image_to_tensor(face, args.size) for face in faces])
+    path = draw_grid(batch, DegradationConfig.from_yaml(args.config), args.seed, args.grid, samples=args.samples)
+    print(f"wrote {path}")
+    return 0
+
+
+REGISTRARS: list[Registrar] = [_add_animate, _add_demo, _add_degrade]
 
 
 def build_parser() -> argparse.ArgumentParser:
