@@ -7,13 +7,14 @@ its default, so the official configuration is simply ``ModelConfig()``.
 
 from __future__ import annotations
 
-import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 
+from adasr.dataclass_io import build_dataclass, to_plain
 from adasr.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -189,33 +190,12 @@ class ModelConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return typing.cast(dict[str, Any], to_plain(self))
 
 
-T = TypeVar("T")
-
-
-def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
-    """Build a (nested) dataclass from a dict, rejecting unknown keys."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        if dataclasses.is_dataclass(default) and not isinstance(default, type):
-            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def model_config_from_dict(data: dict[str, Any], where: str = "config") -> ModelConfig:
+def model_configbuild_dataclass(data: dict[str, Any], where: str = "config") -> ModelConfig:
     """Our own schema (``model:`` section of a preset YAML, or a checkpoint's stored config)."""
-    return _from_dict(ModelConfig, data, where).validate()
+    return build_dataclass(ModelConfig, data, where).validate()
 
 
 def _official_to_ours(doc: dict[str, Any], name: str) -> ModelConfig:
@@ -229,14 +209,14 @@ def _official_to_ours(doc: dict[str, Any], name: str) -> ModelConfig:
     cfg.estimate_jacobian = common.pop("estimate_jacobian", cfg.estimate_jacobian)
     if common:
         raise ConfigError(f"{name}: unknown common_params {sorted(common)}")
-    cfg.kp_detector = _from_dict(KPDetectorConfig, mp.get("kp_detector_params", {}), f"{name}.kp_detector_params")
-    cfg.he_estimator = _from_dict(HEEstimatorConfig, mp.get("he_estimator_params", {}), f"{name}.he_estimator_params")
+    cfg.kp_detector = build_dataclass(KPDetectorConfig, mp.get("kp_detector_params", {}), f"{name}.kp_detector_params")
+    cfg.he_estimator = build_dataclass(HEEstimatorConfig, mp.get("he_estimator_params", {}), f"{name}.he_estimator_params")
     gen = dict(mp.get("generator_params", {}))
     dense = gen.pop("dense_motion_params", {})
-    cfg.generator = _from_dict(GeneratorConfig, gen, f"{name}.generator_params")
-    cfg.generator.dense_motion_params = _from_dict(DenseMotionConfig, dense, f"{name}.dense_motion_params")
+    cfg.generator = build_dataclass(GeneratorConfig, gen, f"{name}.generator_params")
+    cfg.generator.dense_motion_params = build_dataclass(DenseMotionConfig, dense, f"{name}.dense_motion_params")
     if "discriminator_params" in mp:
-        cfg.discriminator = _from_dict(DiscriminatorConfig, mp["discriminator_params"], f"{name}.discriminator_params")
+        cfg.discriminator = build_dataclass(DiscriminatorConfig, mp["discriminator_params"], f"{name}.discriminator_params")
     frame_shape = doc.get("dataset_params", {}).get("frame_shape")
     if frame_shape:
         cfg.image_size = int(frame_shape[0])
@@ -248,7 +228,7 @@ def _official_to_ours(doc: dict[str, Any], name: str) -> ModelConfig:
         cfg.he_estimator.widths = list(overrides["he_estimator_widths"])
     dec = overrides.get("spade_decoder")
     if dec:
-        cfg.generator.decoder = _from_dict(SPADEDecoderConfig, dec, f"{name}.hardcoded_overrides.spade_decoder")
+        cfg.generator.decoder = build_dataclass(SPADEDecoderConfig, dec, f"{name}.hardcoded_overrides.spade_decoder")
         cfg.generator.decoder.middle_channels = 2 * cfg.generator.decoder.in_channels
         cfg.generator.decoder.up_channels = cfg.generator.decoder.in_channels
     return cfg.validate()
@@ -269,7 +249,7 @@ def load_model_config(spec: str | Path) -> ModelConfig:
     if isinstance(doc.get("model"), dict):
         data = dict(doc["model"])
         data.setdefault("name", path.stem)
-        return model_config_from_dict(data, str(path))
+        return model_configbuild_dataclass(data, str(path))
     raise ConfigError(f"{path}: neither our schema (a 'model' section) nor the official one ('model_params')")
 
 

@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from adasr.dataclass_io import build_dataclass, to_plain
+from adasr.errors import ConfigError
+
 __all__ = [
     "KERNEL_TYPES",
     "BlurKernelConfig",
@@ -59,7 +62,7 @@ _LUMA = (0.299, 0.587, 0.114)
 _PI = math.pi
 
 
-class DegradationConfigError(ValueError):
+class DegradationConfigError(ConfigError):
     """A degradation config value or key is invalid; the message names the offending field."""
 
 
@@ -334,7 +337,7 @@ class DegradationConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> DegradationConfig:
         """Build from a nested mapping (missing keys keep defaults; unknown keys are an error)."""
-        return _build(cls, {} if data is None else data, "degradation")
+        return build_dataclass(cls, {} if data is None else data, "degradation", DegradationConfigError)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DegradationConfig:
@@ -345,68 +348,7 @@ class DegradationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples), e.g. for logging next to a training run."""
-        return typing.cast(dict[str, Any], _plain(self))
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Recursively turn a mapping into dataclass ``cls``, rejecting unknown keys with their path."""
-    if not isinstance(data, Mapping):
-        _fail(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(str(k) for k in data if k not in names)
-    if unknown:
-        _fail(f"{where}: unknown key(s) {unknown}; valid keys are {names}")
-    kwargs = {name: _coerce(hints[name], data[name], f"{where}.{name}") for name in names if name in data}
-    try:
-        return cls(**kwargs)
-    except DegradationConfigError as err:
-        raise DegradationConfigError(f"{where}: {err}") from None
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check/convert one YAML value against a field type (lists become tuples, ints become floats)."""
-    origin = typing.get_origin(tp)
-    if isinstance(tp, type) and is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            _fail(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            _fail(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            _fail(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            _fail(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{where}: unsupported field type {tp!r}")  # a bug in this module, not in the YAML
+        return typing.cast(dict[str, Any], to_plain(self))
 
 
 # --------------------------------------------------------------------------------------------------
