@@ -193,7 +193,7 @@ class ModelConfig:
         return typing.cast(dict[str, Any], to_plain(self))
 
 
-def model_configbuild_dataclass(data: dict[str, Any], where: str = "config") -> ModelConfig:
+def model_config_from_dict(data: dict[str, Any], where: str = "config") -> ModelConfig:
     """Our own schema (``model:`` section of a preset YAML, or a checkpoint's stored config)."""
     return build_dataclass(ModelConfig, data, where).validate()
 
@@ -249,7 +249,7 @@ def load_model_config(spec: str | Path) -> ModelConfig:
     if isinstance(doc.get("model"), dict):
         data = dict(doc["model"])
         data.setdefault("name", path.stem)
-        return model_configbuild_dataclass(data, str(path))
+        return model_config_from_dict(data, str(path))
     raise ConfigError(f"{path}: neither our schema (a 'model' section) nor the official one ('model_params')")
 
 
