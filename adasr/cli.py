@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from adasr.checkpoint import DEFAULT_CHECKPOINT
 from adasr.errors import AdaSRError
+from engines.cli_args import add_backend_arguments
+from export.cli import add_build_engine_parser, add_export_parser
+from realtime.cli import CALL_REGISTRARS
 
 _logger = logging.getLogger("adasr")
 
@@ -36,29 +38,17 @@ def _add_animate(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     p.add_argument("--no-side-by-side", dest="side_by_side", action="store_false",
                    help="mp4 output with the result only")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N driving frames")
-    add_model_arguments(p)
+    add_backend_arguments(p)
     p.set_defaults(func=_run_animate)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--checkpoint/--config/--backend/--device/--precision, shared by every job that renders."""
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help=f"weights (ours or the official format; default {DEFAULT_CHECKPOINT.name})")
-    p.add_argument("--config", default=None,
-                   help="preset name, our YAML, or an official YAML (default: the one stored in the checkpoint)")
-    p.add_argument("--backend", default="torch", choices=["torch"], help="runtime")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-
-
 def head_from_args(args: argparse.Namespace) -> "TalkingHead":
-    from adasr.checkpoint import load_model
+    """The pipeline over the backend the shared --backend options describe."""
     from adasr.pipeline import TalkingHead
-    from engines.torch_backend import TorchBackend, TorchOptions
+    from engines.cli_args import backend_from_args
 
-    model = load_model(args.checkpoint, args.config)
-    backend = TorchBackend(model, TorchOptions(device=args.device, precision=args.precision))
-    _logger.info("model %s (%s), %s", model.config.name, model.model_id, backend.describe())
+    backend = backend_from_args(args)
+    _logger.info("model %s (%s), %s", backend.config.name, backend.model_id, backend.describe())
     return TalkingHead(backend)
 
 
@@ -72,26 +62,6 @@ def _run_animate(args: argparse.Namespace) -> int:
                                            crop=args.crop, side_by_side=args.side_by_side,
                                            max_frames=args.max_frames))
     print(f"wrote {summary.frames} frames to {summary.output} in {summary.seconds:.1f} s ({summary.fps:.1f} FPS)")
-    return 0
-
-
-def _add_demo(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("demo", help="the shipped demo: the astronaut portrait driven by the carphone clip")
-    p.add_argument("--output", type=Path, default=Path("outputs/demo.mp4"))
-    p.add_argument("--max-frames", type=int, default=None)
-    add_model_arguments(p)
-    p.set_defaults(func=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from adasr.animate import AnimateOptions, animate
-    from adasr.demo_media import astronaut_portrait, carphone_clip
-
-    head = head_from_args(args)
-    summary = animate(head, AnimateOptions(astronaut_portrait(), carphone_clip(), args.output,
-                                           max_frames=args.max_frames))
-    print(f"demo: wrote {summary.frames} frames to {summary.output} in {summary.seconds:.1f} s "
-          f"({summary.fps:.1f} FPS)")
     return 0
 
 
@@ -127,7 +97,8 @@ def _run_degrade(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS: list[Registrar] = [_add_animate, _add_demo, _add_degrade]
+REGISTRARS: list[Registrar] = [_add_animate, _add_degrade, add_export_parser, add_build_engine_parser,
+                               *CALL_REGISTRARS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,3 +47,32 @@ def carphone_frames() -> list[np.ndarray]:
         if len(frames) == 40:
             break
     return frames
+
+
+@pytest.fixture(scope="session")
+def fast_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lite preset at 128 px with random weights, saved: every code path, ~20 ms per render on a CPU.
+
+    (tiny-official renders in ~200 ms: too slow for a paced call in a unit test.) A file, so that
+    subprocesses (``adasr send``, ``adasr cam``) can load the same model with --checkpoint.
+    """
+    import dataclasses
+
+    from adasr.checkpoint import save_checkpoint
+    from adasr.config import load_model_config
+    from adasr.networks import AdaSRNetworks
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(load_model_config("lite"), image_size=128, name="lite-128-test")
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "lite128.pth", AdaSRNetworks(config))
+
+
+@pytest.fixture(scope="session")
+def fast_head(fast_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """A TalkingHead on ``fast_checkpoint`` (torch, CPU, 2 threads)."""
+    from adasr.checkpoint import load_model
+    from adasr.pipeline import TalkingHead
+    from engines.torch_backend import TorchBackend
+
+    torch.set_num_threads(2)
+    return TalkingHead(TorchBackend(load_model(fast_checkpoint)))

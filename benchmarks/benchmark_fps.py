@@ -1,0 +1,489 @@
+"""Latency and FPS per stage, per backend and precision, per preset and resolution, on real faces.
+
+Stages (what a call runs per frame, plus the once-per-call source encoding):
+
+    face_tracking       mediapipe FaceLandmarker + stable crop + resize (adasr.faces), carphone clip
+    source_encoding     source encoder, once per call (astronaut face)
+    motion_extraction   motion extractor on a face crop
+    keypoint_transform  x_d = R·x_c + t + δ, relative to the reference (adasr.keypoints)
+    render              renderer (f_s, x_s, x_d) → frame
+    per_frame           the whole sender+receiver path of one frame: tracking, crop, motion,
+                        keypoints, render, frame to uint8 image
+
+Each measurement: warm-up calls, then timed iterations (CUDA synchronised); p50/p90/p99 in ms and
+``fps`` = 1000 / p50 (the median frame rate; ``fps_mean`` = 1000 / mean is in the JSON too).
+Backends are timed in alternating blocks of ``--block`` calls, so that on a shared machine a
+change of load falls on all of them alike and their ratio stays meaningful.
+Without --checkpoint the shipped demo checkpoint is used when its preset matches, else the
+preset's networks with random weights: fine for timing (same graphs, same FLOPs), and said so in
+the output. ONNX Runtime runs graphs exported to a temporary (or --export-dir) directory.
+
+    python benchmarks/benchmark_fps.py                       # lite at 256, torch + onnxruntime
+    python benchmarks/benchmark_fps.py --quick --json out.json
+    python benchmarks/benchmark_fps.py --presets lite official --resolutions 256 --backends torch onnxruntime
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from adasr.checkpoint import DEFAULT_CHECKPOINT, LoadedModel, load_model  # noqa: E402
+from adasr.config import load_model_config  # noqa: E402
+from adasr.image_ops import tensor_to_image  # noqa: E402
+from adasr.networks import AdaSRNetworks  # noqa: E402
+from adasr.pipeline import TalkingHead  # noqa: E402
+from engines.base import Backend  # noqa: E402
+from export.face_samples import astronaut_face, carphone_frames  # noqa: E402
+
+logger = logging.getLogger("benchmark_fps")
+
+STAGES = ("face_tracking", "source_encoding", "motion_extraction", "keypoint_transform", "render", "per_frame")
+NETWORK_STAGES = ("source_encoding", "motion_extraction", "render")
+
+
+@dataclass
+class Record:
+    """One row of the results: the keys the issue fixes, then context."""
+
+    backend: str
+    preset: str
+    resolution: int
+    stage: str
+    ms_p50: float
+    ms_p90: float
+    ms_p99: float
+    fps: float
+    fps_mean: float = 0.0
+    precision: str = "fp32"
+    device: str = "cpu"
+    iterations: int = 0
+    threads: int = 0
+    weights: str = ""
+    runtime: str = ""
+    machine: str = ""
+    notes: str = ""
+
+
+@dataclass
+class Settings:
+    warmup: int
+    iterations: int
+    threads: int
+    device: str
+    machine: str
+    export_root: Path
+    block: int = 10
+    """Calls per backend before switching to the next (interleaved timing)."""
+    tracking: bool = True
+
+
+def machine_description() -> str:
+    """CPU model, core count and versions: every figure is recorded with the machine it came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"{cpu}, {os.cpu_count()} logical CPUs", f"torch {torch.__version__}"]
+    try:
+        import onnxruntime
+
+        parts.append(f"onnxruntime {onnxruntime.__version__}")
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name(0)}")
+    return ", ".join(parts)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def measure(fn: Callable[[], Any], warmup: int, iterations: int, cuda: bool) -> list[float]:
+    """Milliseconds per call after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    samples = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+def make_record(samples: list[float], **context: Any) -> Record:
+    p50 = percentile(samples, 50)
+    return Record(ms_p50=p50, ms_p90=percentile(samples, 90), ms_p99=percentile(samples, 99),
+                  fps=1000.0 / p50 if p50 > 0 else float("inf"),
+                  fps_mean=1000.0 / statistics.fmean(samples), iterations=len(samples), **context)
+
+
+def load_weights(preset: str, resolution: int, checkpoint: Path | None, config: str | None,
+                 ) -> tuple[LoadedModel, str]:
+    """The model to time and a description of its weights.
+
+    ``checkpoint`` (with ``config`` for an official-format file) is used as given; otherwise the
+    shipped demo checkpoint when it is of ``preset``, else random weights.
+    """
+    path = checkpoint if checkpoint is not None else (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
+    if path is not None:
+        model = load_model(path, config if checkpoint is not None else None)
+        if checkpoint is not None or model.config.name == preset:
+            model.config.image_size = resolution  # fully convolutional: the same weights at another size
+            return model, f"{path.name} ({model.model_id})"
+    cfg = load_model_config(preset)
+    cfg.image_size = resolution
+    torch.manual_seed(0)
+    return LoadedModel(AdaSRNetworks(cfg).eval(), cfg, f"random-{preset}", Path("random")), "random weights"
+
+
+def face_crops(size: int, count: int, tracking: bool) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
+    """Carphone frames and face crops of them (tracked when mediapipe's model is available)."""
+    from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+
+    frames = carphone_frames(count)
+    tracker = None
+    if tracking:
+        try:
+            tracker = FaceTracker(FaceTrackerConfig(mode="video"))
+        except Exception as exc:  # the model file is fetched separately (make models/face_landmarker.task)
+            logger.warning("face tracking not measured: %s", exc)
+    crops = []
+    fallback = CropBox(16, 0, 144)
+    for frame in frames:
+        obs = tracker.track(frame) if tracker is not None else None
+        crops.append(crop_face(frame, obs.box if obs is not None else fallback, size))
+    return frames, crops, tracker
+
+
+def bench_face_tracking(frames: list[np.ndarray], size: int, st: Settings) -> list[float]:
+    from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+
+    with FaceTracker(FaceTrackerConfig(mode="video")) as tracker:
+        index = [0]
+        box = [CropBox(16, 0, 144)]
+
+        def step() -> None:
+            frame = frames[index[0] % len(frames)]
+            index[0] += 1
+            obs = tracker.track(frame)
+            if obs is not None:
+                box[0] = obs.box
+            crop_face(frame, box[0], size)
+
+        return measure(step, st.warmup, st.iterations, cuda=False)
+
+
+@dataclass
+class Subject:
+    """One backend at one precision, ready to run every stage."""
+
+    name: str
+    precision: str
+    backend: Backend
+    calls: dict[str, Callable[[], Any]]
+    context: dict[str, Any]
+
+
+def prepare_subject(backend: Backend, name: str, precision: str, preset: str, weights: str,
+                    frames: list[np.ndarray], crops: list[np.ndarray], tracker: Any, st: Settings) -> Subject:
+    """The call of each stage through one backend, on real faces (inputs prepared outside the timing)."""
+    from adasr.faces import CropBox, crop_face
+
+    head = TalkingHead(backend)
+    size = backend.config.image_size
+    source = astronaut_face(size)
+    inputs = [head.to_input(c) for c in crops]
+    state = head.prepare_source(source)
+    reference = head.extract_motion(crops[0])
+    motions = [head.extract_motion(c) for c in crops[: min(len(crops), 16)]]
+    kp_source = state.kp_source
+    kp_driving = [head.driving_keypoints(state, m, reference) for m in motions]
+    source_input = head.to_input(source)
+    counter = [0]
+
+    def nxt(seq: list[Any]) -> Any:
+        counter[0] += 1
+        return seq[counter[0] % len(seq)]
+
+    box = [CropBox(16, 0, 144)]
+
+    def whole_frame() -> None:
+        frame = nxt(frames)
+        if tracker is not None:
+            obs = tracker.track(frame)
+            if obs is not None:
+                box[0] = obs.box
+        crop = crop_face(frame, box[0], size)
+        tensor_to_image(head.render(state, head.extract_motion(crop), reference))
+
+    calls: dict[str, Callable[[], Any]] = {
+        "source_encoding": lambda: backend.encode_source(source_input),
+        "motion_extraction": lambda: backend.extract_motion(nxt(inputs)),
+        "keypoint_transform": lambda: head.driving_keypoints(state, nxt(motions), reference),
+        "render": lambda: backend.render(state.f_s, kp_source, nxt(kp_driving)),
+        "per_frame": whole_frame,
+    }
+    context = dict(backend=name, preset=preset, resolution=size, precision=precision, device=str(backend.device),
+                   threads=st.threads, weights=weights, runtime=backend.describe(), machine=st.machine)
+    return Subject(name, precision, backend, calls, context)
+
+
+def measure_interleaved(subjects: list[Subject], stage: str, warmup: int, iterations: int, block: int,
+                        ) -> list[list[float]]:
+    """Samples per subject, timed in alternating blocks of ``block`` calls.
+
+    Comparisons between backends are "same run": on a shared machine the load drifts, and timing
+    one backend after the other would charge the drift to whichever ran second.
+    """
+    cuda = [s.backend.device.type == "cuda" for s in subjects]
+    samples: list[list[float]] = [[] for _ in subjects]
+    for s, on_gpu in zip(subjects, cuda):
+        measure(s.calls[stage], warmup, 0, on_gpu)
+    while any(len(x) < iterations for x in samples):
+        for k, (s, on_gpu) in enumerate(zip(subjects, cuda)):
+            n = min(block, iterations - len(samples[k]))
+            if n > 0:
+                samples[k] += measure(s.calls[stage], 0, n, on_gpu)
+    return samples
+
+
+def bench_subjects(subjects: list[Subject], st: Settings) -> list[Record]:
+    """Every stage for every subject; the once-per-call source encoding gets a quarter of the calls."""
+    per_subject: list[list[Record]] = [[] for _ in subjects]
+    for stage in ("source_encoding", "motion_extraction", "keypoint_transform", "render", "per_frame"):
+        once = stage == "source_encoding"
+        warmup, iterations = (max(1, st.warmup // 2), max(3, st.iterations // 4)) if once else (st.warmup, st.iterations)
+        samples = measure_interleaved(subjects, stage, warmup, iterations, st.block)
+        for k, (s, x) in enumerate(zip(subjects, samples)):
+            note = "without face tracking (no face model)" if stage == "per_frame" and not st.tracking else ""
+            per_subject[k].append(make_record(x, stage=stage, notes=note, **s.context))
+    return [r for rows in per_subject for r in rows]
+
+
+def make_backend(name: str, model: LoadedModel, precision: str, st: Settings, preset: str) -> Backend:
+    from engines.factory import create_backend
+
+    if name == "torch":
+        return create_backend("torch", model=model, device=st.device, precision=precision, threads=st.threads)
+    from export.onnx_export import export_model
+
+    size = model.config.image_size
+    trt = name == "tensorrt"
+    out_dir = st.export_root / f"{preset}-{size}-{model.model_id}-{precision}{'-trt' if trt else ''}"
+    if not (out_dir / "manifest.json").is_file():
+        logger.info("exporting %s at %d for %s into %s", preset, size, name, out_dir)
+        export_model(model, out_dir, fp16=precision == "fp16" and not trt, trt=trt)
+    if name == "onnxruntime":
+        return create_backend("onnxruntime", onnx_dir=out_dir, device=st.device, threads=st.threads)
+    return create_backend("tensorrt", onnx_dir=out_dir, precision=precision, device="cuda")
+
+
+def tensorrt_unavailable() -> str | None:
+    try:
+        import tensorrt  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed (pip install tensorrt-cu12)"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return None
+
+
+def print_table(records: list[Record]) -> None:
+    width = max([9] + [len(r.preset) for r in records])
+    header = f"{'backend':<12} {'prec':<5} {'preset':<{width}} {'res':>4} {'stage':<19} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in records:
+        print(f"{r.backend:<12} {r.precision:<5} {r.preset:<{width}} {r.resolution:>4} {r.stage:<19} "
+              f"{r.ms_p50:>8.2f} {r.ms_p90:>8.2f} {r.ms_p99:>8.2f} {r.fps:>8.1f}")
+
+
+def print_comparisons(records: list[Record]) -> None:
+    """ONNX Runtime vs PyTorch eager per network (the goal: ≥ 1.3× each) and the lite renderer at 256."""
+    by_key = {(r.backend, r.precision, r.preset, r.resolution, r.stage): r for r in records}
+    lines = []
+    for (backend, precision, preset, res, stage), r in by_key.items():
+        if backend != "onnxruntime" or stage not in NETWORK_STAGES:
+            continue
+        ref = by_key.get(("torch", "fp32", preset, res, stage))
+        if ref is not None:
+            lines.append(f"  {preset}@{res} {stage:<18} torch {ref.ms_p50:7.2f} ms, onnxruntime {r.ms_p50:7.2f} ms: "
+                         f"{ref.ms_p50 / r.ms_p50:4.2f}x")
+    if lines:
+        print("\nONNX Runtime speed-up over PyTorch eager (p50; goal >= 1.3x for every network):")
+        print("\n".join(lines))
+    lite = by_key.get(("onnxruntime", "fp32", "lite", 256, "render"))
+    if lite is not None:
+        print(f"\nlite renderer at 256 through ONNX Runtime: {lite.fps:.1f} FPS (goal >= 30)")
+
+
+def draw_chart(records: list[Record], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.preset, r.resolution) for r in records})
+    stages = [s for s in STAGES if any(r.stage == s for r in records)]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3.6 * len(groups)), squeeze=False)
+    for ax, (preset, res) in zip(axes[:, 0], groups):
+        rows = [r for r in records if (r.preset, r.resolution) == (preset, res)]
+        series = sorted({(r.backend, r.precision) for r in rows if r.stage != "face_tracking"})
+        width = 0.8 / max(1, len(series))
+        x = np.arange(len(stages))
+        for k, (backend, precision) in enumerate(series):
+            values = []
+            for stage in stages:
+                match = [r for r in rows if r.stage == stage and (r.backend == backend or stage == "face_tracking")]
+                values.append(match[0].ms_p50 if match else 0.0)
+            ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=f"{backend} {precision}")
+        ax.set_xticks(x, stages, rotation=15)
+        ax.set_ylabel("p50 ms (lower is better)")
+        ax.set_title(f"{preset} at {res}×{res}")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"],
+                   choices=["torch", "onnxruntime", "tensorrt"], help="tensorrt is skipped where unavailable")
+    p.add_argument("--presets", nargs="+", default=["lite"], help="model presets (lite, official, ...)")
+    p.add_argument("--resolutions", nargs="+", type=int, default=None,
+                   help="image sizes (default: each preset's own; official is 512, slow on a CPU)")
+    p.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "fp16", "bf16"],
+                   help="default: fp32 on CPU; fp32 and fp16 on CUDA")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="weights; replaces --presets by the checkpoint's own (default: the shipped demo "
+                        "checkpoint where its preset matches, else random weights)")
+    p.add_argument("--config", default=None, help="config of --checkpoint when it stores none (official format)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"CPU threads for torch and ORT (default {torch.get_num_threads()}; 1 with --quick)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--block", type=int, default=10,
+                   help="timed calls per backend before switching to the next (backends are interleaved)")
+    p.add_argument("--frames", type=int, default=60, help="carphone frames to cycle through")
+    p.add_argument("--no-tracking", action="store_true", help="skip face tracking (stage and per-frame part)")
+    p.add_argument("--export-dir", type=Path, default=None, help="keep the ONNX exports here (default: temporary)")
+    p.add_argument("--quick", action="store_true", help="CI: lite at 128, 2 warm-up + 5 timed calls, 10 frames")
+    p.add_argument("--json", type=Path, default=None, help="write the records as a JSON list")
+    p.add_argument("--chart", type=Path, default=None,
+                   help="PNG chart (default: next to --json, else outputs/benchmark_fps.png)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.warmup = min(args.warmup, 2)
+        args.iterations = min(args.iterations, 5)
+        args.frames = min(args.frames, 10)
+        args.threads = args.threads or 1  # a small shared CI machine: one thread is the robust choice
+        args.resolutions = args.resolutions or [128]
+    args.threads = args.threads or torch.get_num_threads()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    machine = machine_description()
+    cuda = args.device.startswith("cuda")
+    precisions = args.precisions or (["fp32", "fp16"] if cuda else ["fp32"])
+    backends = list(args.backends)
+    if "tensorrt" in backends and (reason := tensorrt_unavailable()):
+        print(f"skipping tensorrt: {reason}")
+        backends.remove("tensorrt")
+    if "onnxruntime" in backends:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print("skipping onnxruntime: not installed (pip install -e .[cpu])")
+            backends.remove("onnxruntime")
+
+    with tempfile.TemporaryDirectory(prefix="adasr-bench-") as tmp:
+        st = Settings(args.warmup, args.iterations, args.threads, args.device, machine,
+                      args.export_dir or Path(tmp), block=args.block, tracking=not args.no_tracking)
+        records: list[Record] = []
+        print(f"machine: {machine}; {args.threads} thread(s); {args.warmup} warm-up + {args.iterations} timed calls")
+        presets = args.presets
+        if args.checkpoint is not None:
+            presets = [load_model(args.checkpoint, args.config).config.name]
+        for preset in presets:
+            default_size = (load_model(args.checkpoint, args.config).config.image_size if args.checkpoint
+                            else load_model_config(preset).image_size)
+            for size in args.resolutions or [default_size]:
+                model, weights = load_weights(preset, size, args.checkpoint, args.config)
+                print(f"\n{preset} at {size}: {weights}"
+                      + ("; random weights are fine for timing, not for looking at" if "random" in weights else ""))
+                frames, crops, tracker = face_crops(size, args.frames, st.tracking)
+                if tracker is not None:
+                    records.append(make_record(bench_face_tracking(frames, size, st), backend="mediapipe",
+                                               preset=preset, resolution=size, stage="face_tracking", precision="-",
+                                               device="cpu", threads=args.threads, weights="-",
+                                               runtime="mediapipe FaceLandmarker (video mode)", machine=machine))
+                subjects: list[Subject] = []
+                for backend_name in backends:
+                    for precision in precisions:
+                        if backend_name != "torch" and precision == "bf16":
+                            continue
+                        if backend_name == "onnxruntime" and precision == "fp16" and not cuda:
+                            continue  # fp16 graphs on the CPU provider run through casts: not a speed figure
+                        try:
+                            backend = make_backend(backend_name, model, precision, st, preset)
+                        except Exception as exc:  # report and go on with the other combinations
+                            print(f"skipping {backend_name} {precision}: {exc}")
+                            continue
+                        print(f"  {backend_name} {precision}: {backend.describe()}")
+                        subjects.append(prepare_subject(backend, backend_name, precision, preset, weights, frames,
+                                                        crops, tracker, st))
+                records += bench_subjects(subjects, st)
+                if tracker is not None:
+                    tracker.close()
+
+    print()
+    print_table(records)
+    print_comparisons(records)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
+        print(f"\nwrote {len(records)} records to {args.json}")
+    chart = args.chart or (args.json.with_suffix(".png") if args.json else REPO / "outputs" / "benchmark_fps.png")
+    print(f"chart: {draw_chart(records, chart, machine)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
