@@ -6,6 +6,8 @@ can drop and count it with one ``except`` clause; the subclasses say why, for lo
 
 from __future__ import annotations
 
+from adasr.errors import AdaSRError
+
 
 class ProtocolError(ValueError):
     """A message or payload from the peer is malformed, inconsistent or refused."""
@@ -39,3 +41,7 @@ class ChecksumMismatch(ProtocolError):
 
 class ModelMismatch(ProtocolError):
     """A source state was produced by another model than the one this receiver runs."""
+
+
+class CallError(AdaSRError):
+    """The call cannot be set up or cannot go on (signaling, connection, the peer hung up on an error)."""

@@ -1,0 +1,241 @@
+"""A call from one side: connect through signaling, wire the channels to a Sender or Receiver, run.
+
+``connect_as_sender`` / ``connect_as_receiver`` give an open connection whatever the signaling;
+``run_sender`` / ``run_receiver`` are what ``adasr send`` and ``adasr receive`` run (over TCP
+signaling; the HTTP ``/offer`` server of ``realtime.http_signaling`` runs ``serve_connection`` once per
+accepted offer). The demo uses the same pieces with both peers in one process.
+
+A call ends on the receiving side for the first of: the sender's GOODBYE, its control channel
+closing, the peer connection failing or closing, the receiver's peer timeout (a vanished sender),
+a closed preview window. ``ReceiverStats.end_reason`` says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from aiortc import RTCPeerConnection
+
+from adasr.pipeline import TalkingHead
+from realtime.errors import CallError
+from realtime.http_signaling import OfferServer, OfferServerOptions
+from realtime.messages import GoodbyeReason
+from realtime.receiver import Receiver, ReceiverOptions, ReceiverStats
+from realtime.sender import Sender, SenderOptions, SenderStats
+from realtime.signaling import Signaling, answer, offer
+from realtime.sinks import BorrowedSink, Sink
+from realtime.transport import CallChannels, TransportOptions, accept_channels, create_channels, create_peer_connection, wait_open
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Connection:
+    """An established peer connection and its two open channels."""
+
+    pc: RTCPeerConnection
+    """The aiortc peer connection (close it when done)."""
+    channels: CallChannels
+    """Motion and control channels, open."""
+
+
+async def connect_as_sender(signaling: Signaling, transport: TransportOptions) -> Connection:
+    """Offerer: create the channels, exchange offer and answer, wait until both channels are open."""
+    pc = create_peer_connection(transport)
+    try:
+        channels = create_channels(pc)
+        await offer(pc, signaling, transport)
+        await wait_open(channels.control, transport.connect_timeout_s)
+        await wait_open(channels.motion, transport.connect_timeout_s)
+    except BaseException:
+        await pc.close()
+        raise
+    return Connection(pc, channels)
+
+
+async def connect_as_receiver(signaling: Signaling, transport: TransportOptions) -> Connection:
+    """Answerer: answer the offer and wait for the sender's two channels."""
+    pc = create_peer_connection(transport)
+    try:
+        incoming = asyncio.ensure_future(accept_channels(pc, transport.connect_timeout_s))
+        try:
+            await answer(pc, signaling, transport)
+            channels = await incoming
+        finally:
+            incoming.cancel()
+        await wait_open(channels.control, transport.connect_timeout_s)
+        await wait_open(channels.motion, transport.connect_timeout_s)
+    except BaseException:
+        await pc.close()
+        raise
+    return Connection(pc, channels)
+
+
+def attach_sender(head: TalkingHead, options: SenderOptions, connection: Connection, **kwargs: object) -> Sender:
+    """A Sender on this connection's channels, listening to the receiver's control messages."""
+    sender = Sender(head, options, connection.channels.motion, connection.channels.control, **kwargs)  # type: ignore[arg-type]
+    connection.channels.control.on("message", sender.on_control)
+    return sender
+
+
+def attach_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, connection: Connection) -> Receiver:
+    """A started Receiver fed by this connection's channels; the call ends when they close or the connection fails."""
+    receiver = Receiver(head, options, sink, control=connection.channels.control)
+    connection.channels.motion.on("message", receiver.on_motion)
+    connection.channels.control.on("message", receiver.on_control)
+    connection.channels.control.on("close", lambda: receiver.finish("the sender's control channel closed"))
+    pc = connection.pc
+
+    @pc.on("connectionstatechange")
+    def on_connection_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            if not receiver.finished.is_set():
+                logger.warning("the connection to the sender is %s", pc.connectionState)
+            receiver.finish(f"the connection to the sender is {pc.connectionState}")
+
+    receiver.start()
+    return receiver
+
+
+#: A console command: (what it does, for the help line; the action, called on the event loop).
+Command = tuple[str, Callable[[], None]]
+
+
+def watch_console(commands: Mapping[str, Command]) -> bool:
+    """Run ``commands[line]`` for each line typed on stdin (a letter + Enter); unknown lines print the help.
+
+    Only when stdin is a terminal; returns whether the commands are active. Stop with
+    ``unwatch_console``.
+    """
+    if not sys.stdin or not sys.stdin.isatty():
+        return False
+    loop = asyncio.get_running_loop()
+    usage = "commands: " + ", ".join(f"{key} ({what})" for key, (what, _) in commands.items())
+
+    def on_line() -> None:
+        line = sys.stdin.readline()
+        if not line:
+            loop.remove_reader(sys.stdin)
+            return
+        command = commands.get(line.strip().lower())
+        if command is not None:
+            command[1]()
+        elif line.strip():
+            print(usage, file=sys.stderr)
+
+    try:
+        loop.add_reader(sys.stdin, on_line)
+    except (NotImplementedError, ValueError, OSError):  # e.g. the Windows proactor loop
+        return False
+    return True
+
+
+def unwatch_console() -> None:
+    """Stop reading console commands (after ``watch_console`` returned True)."""
+    asyncio.get_running_loop().remove_reader(sys.stdin)
+
+
+async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signaling,
+                     transport: TransportOptions, *, console: bool = True) -> SenderStats:
+    """The whole sending side of a call: connect, upload the source, stream motion, hang up."""
+    connection = await connect_as_sender(signaling, transport)
+    sender = attach_sender(head, options, connection)
+    commands = console and watch_console({"r": ("reset the reference pose", sender.request_reset),
+                                          "q": ("hang up", sender.stop)})
+    if commands:
+        print("connected: type r + Enter to reset the reference pose, q + Enter to hang up", file=sys.stderr)
+    try:
+        await sender.send_source()
+        stats = await sender.stream()
+        await sender.goodbye()
+        await sender.wait_peer_stats(timeout_s=3.0)  # the receiver's final counters
+        return stats
+    except asyncio.CancelledError:
+        await sender.goodbye(GoodbyeReason.NORMAL, "sender interrupted")
+        raise
+    finally:
+        if commands:
+            unwatch_console()
+        sender.close()
+        await connection.pc.close()
+        await signaling.close()
+
+
+#: Called with the live Receiver when a call starts (status displays, the soak benchmark, tests).
+ReceiverHook = Callable[[Receiver], None]
+
+
+async def serve_connection(head: TalkingHead, options: ReceiverOptions, sink: Sink, connection: Connection,
+                           on_receiver: ReceiverHook | None = None) -> ReceiverStats:
+    """Receive one call on an open connection until it ends (see the module docstring), then close it and the sink."""
+    receiver = attach_receiver(head, options, sink, connection)
+    if on_receiver is not None:
+        on_receiver(receiver)
+    try:
+        await receiver.finished.wait()
+        logger.info("call ended: %s", receiver.stats.end_reason)
+        await receiver.drain()
+        receiver.send_stats()  # the final counters, for the sender's summary
+        if receiver.stats.goodbye is None:  # we hang up (window closed, channel gone): tell the sender
+            receiver.goodbye(text="the receiver hung up")
+        await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        receiver.goodbye(text="receiver interrupted")
+        raise
+    finally:
+        stats = await receiver.stop()
+        await connection.pc.close()
+    return stats
+
+
+async def serve_calls(head: TalkingHead, options: ReceiverOptions, sink: Sink, server: OfferServerOptions,
+                      transport: TransportOptions, *, max_calls: int = 0,
+                      on_ready: Callable[[OfferServer], None] | None = None,
+                      on_receiver: ReceiverHook | None = None,
+                      on_call_end: Callable[[ReceiverStats], None] | None = None) -> list[ReceiverStats]:
+    """``adasr receive``: answer offers on ``POST /offer`` (token, one call at a time), one call after another.
+
+    Every call renders to the same ``sink`` (lent to it, closed here at the end), so a virtual camera
+    stays open between calls; run it in a ``ThreadedSink`` so the calls' render threads never touch
+    a window or a device directly. A call that ends for any reason, a vanished sender included,
+    frees the endpoint for the next. Runs until ``max_calls`` calls have ended (0: until cancelled).
+    """
+    results: list[ReceiverStats] = []
+    enough = asyncio.Event()
+
+    async def handle(signaling: Signaling) -> None:
+        connection = await connect_as_receiver(signaling, transport)
+        stats = await serve_connection(head, options, BorrowedSink(sink), connection, on_receiver)
+        results.append(stats)
+        if on_call_end is not None:
+            on_call_end(stats)
+        if max_calls and len(results) >= max_calls:
+            enough.set()
+
+    offers = OfferServer(handle, server)
+    await offers.start()
+    try:
+        if on_ready is not None:
+            on_ready(offers)
+        await enough.wait()
+    finally:
+        await offers.stop()
+        await asyncio.get_running_loop().run_in_executor(None, sink.close)
+    return results
+
+
+async def run_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, signaling: Signaling,
+                       transport: TransportOptions) -> ReceiverStats:
+    """The whole receiving side of a call: connect, render until the call ends, close the sink."""
+    try:
+        connection = await connect_as_receiver(signaling, transport)
+        stats = await serve_connection(head, options, sink, connection)
+    finally:
+        await signaling.close()
+    if stats.sources_accepted == 0 and stats.source_errors:
+        raise CallError(f"no usable source state was received: {stats.last_source_error}")
+    return stats

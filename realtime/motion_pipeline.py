@@ -1,0 +1,97 @@
+"""The sender's per-frame work: face tracking, stable crop, motion extraction, smoothing.
+
+Blocking and CPU-heavy (mediapipe, the motion extractor): the sender runs it on a worker
+thread, one frame at a time, never on the asyncio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.image_ops import resize_square
+from adasr.pipeline import TalkingHead
+from realtime.capture import CapturedFrame
+from realtime.motion_codec import MotionFlags
+from realtime.smoothing import MotionSmoother, SmoothingOptions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MotionSample:
+    """The motion of one captured frame, ready to quantise."""
+
+    vector: np.ndarray
+    """Smoothed float32 motion in ``Motion.to_vector`` order (the last good one when the face is lost)."""
+    flags: MotionFlags
+    """FACE_LOST when the tracker found no face in this frame."""
+    crop: np.ndarray
+    """The S×S driving crop the extractor saw (the last box is kept while the face is lost)."""
+    track_ms: float
+    """Time spent in the face tracker."""
+    extract_ms: float
+    """Time spent in the motion extractor."""
+
+
+class MotionPipeline:
+    """Frame → MotionSample. With ``tracker_config=None`` frames are taken as square face crops."""
+
+    def __init__(self, head: TalkingHead, smoothing: SmoothingOptions = SmoothingOptions(),
+                 tracker_config: FaceTrackerConfig | None = None, crop: bool = True) -> None:
+        self.head = head
+        self.smoother = MotionSmoother(smoothing)
+        self.tracker = FaceTracker(tracker_config or FaceTrackerConfig()) if crop else None
+        self._box: CropBox | None = None
+        self._last: np.ndarray | None = None
+        self._lost = False
+        self._last_ms = -1
+
+    def process(self, frame: CapturedFrame) -> MotionSample:
+        """Track, crop, extract and smooth one frame."""
+        t0 = time.perf_counter()
+        image = frame.image
+        found = True
+        if self.tracker is not None:
+            ts_ms = max(frame.timestamp_us // 1000, self._last_ms + 1)  # mediapipe wants strictly increasing ms
+            self._last_ms = ts_ms
+            observation = self.tracker.track(image, ts_ms)
+            if observation is not None:
+                self._box = observation.box
+            found = observation is not None
+            if self._box is None:  # no face seen yet: centre square, only to have something to show
+                h, w = image.shape[:2]
+                side = min(h, w)
+                self._box = CropBox((w - side) // 2, (h - side) // 2, side)
+            crop = crop_face(image, self._box, self.head.size)
+        else:
+            crop = resize_square(image, self.head.size)
+        t1 = time.perf_counter()
+        if not found:
+            if not self._lost:
+                logger.info("face lost at frame %d: sending FACE_LOST until it is back", frame.index)
+            self._lost = True
+            self.smoother.reset()  # start afresh when the face returns, do not glide from a stale pose
+            vector = self._last if self._last is not None else self._neutral()
+            return MotionSample(vector, MotionFlags.FACE_LOST, crop, (t1 - t0) * 1e3, 0.0)
+        if self._lost:
+            logger.info("face found again at frame %d", frame.index)
+            self._lost = False
+        raw = self.head.extract_motion(crop).to_vector()
+        t2 = time.perf_counter()
+        vector = self.smoother(raw, frame.timestamp_us / 1e6)
+        self._last = vector
+        return MotionSample(vector, MotionFlags.NONE, crop, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def _neutral(self) -> np.ndarray:
+        """All-zero motion, sent (flagged FACE_LOST) before any face was seen."""
+        return np.zeros(6 + 3 * self.head.backend.config.num_kp, dtype=np.float32)
+
+    def close(self) -> None:
+        """Release the face tracker."""
+        if self.tracker is not None:
+            self.tracker.close()

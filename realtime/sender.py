@@ -1,0 +1,363 @@
+"""The sending peer: portrait → source state once, then camera → motion packets, paced.
+
+Everything blocking (face tracking, the networks, reading frames, packing the state) runs on one
+worker thread; the asyncio loop only moves bytes. Motion goes on the unreliable, unordered
+channel, one MOTION message per captured frame; the source state, resets, statistics and the
+goodbye on the reliable one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from adasr.errors import NoFaceError
+from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.pipeline import TalkingHead
+from adasr.video_io import read_image
+from realtime.capture import CaptureOptions, CapturedFrame, PacedCapture, open_reader
+from realtime.clock import monotonic_us
+from realtime.messages import DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, Goodbye, GoodbyeReason, StatsMessage
+from realtime.motion_codec import MotionFlags, encode_motion
+from realtime.motion_pipeline import MotionPipeline, MotionSample
+from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_reset_reference, encode_stats, parse_or_count
+from realtime.smoothing import SmoothingOptions
+from realtime.stats import append_bounded
+from realtime.source_codec import Compression, Quantization, SourceKind, split_source
+from realtime.source_transfer import encode_image, encode_state, wire_model_id
+from realtime.transport import Channel
+
+logger = logging.getLogger(__name__)
+
+#: Per-frame timing samples kept in ``SenderStats`` lists: ten minutes at 30 fps.
+SAMPLES_KEPT = 18_000
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """The portrait and how it travels."""
+
+    portrait: Path
+    """Portrait image file."""
+    send_image: bool = False
+    """Send the portrait crop instead of the feature volume (far fewer bytes; the receiver runs the encoder)."""
+    quantization: Quantization = "fp16"
+    """Feature-volume quantisation: fp16 (default), int8 or fp32."""
+    compression: Compression = "zlib"
+    """Payload compression: zlib (default), lzma or none."""
+    crop: bool = True
+    """Face-crop the portrait with the tracker (False: it already is a square face crop)."""
+
+
+@dataclass(frozen=True)
+class SenderOptions:
+    """Everything the sender does, apart from which connection it uses."""
+
+    capture: CaptureOptions
+    """Where frames come from and at what rate."""
+    source: SourceOptions
+    """The portrait."""
+    smoothing: SmoothingOptions = SmoothingOptions()
+    """Temporal smoothing of the motion (One-Euro)."""
+    crop: bool = True
+    """Face-track and crop the driving frames (False: they already are square face crops)."""
+    tracker: FaceTrackerConfig | None = None
+    """Face tracker settings (None: the defaults)."""
+    reset_at_frames: tuple[int, ...] = ()
+    """Capture indices at which to reset the receiver's reference pose (scripted resets)."""
+    max_message: int = DEFAULT_MAX_MESSAGE
+    """Largest data-channel message; source chunks are cut to fit."""
+    stats_interval_s: float = 1.0
+    """How often STATS goes to the receiver; it is also the keepalive the receiver's peer timeout relies on
+    (0: never, which a receiver with a peer timeout takes for a vanished sender)."""
+    peer_timeout_s: float = 5.0
+    """Stop streaming when the receiver, once heard, says nothing for this long (it sends STATS every second);
+    0: never."""
+    show_progress: bool = True
+    """Progress bar while the source state uploads."""
+    max_buffered_bytes: int = 1 << 20
+    """Source upload flow control: wait while the control channel holds more than this unsent."""
+
+
+@dataclass
+class SenderStats:
+    """What the sender did."""
+
+    frames_captured: int = 0
+    """Frames read from the capture source (skipped ones included)."""
+    frames_skipped: int = 0
+    """Frames of a file or folder skipped because the sender was late for them."""
+    frames_sent: int = 0
+    """MOTION messages sent."""
+    face_lost_frames: int = 0
+    """MOTION messages sent with FACE_LOST."""
+    clamped_frames: int = 0
+    """MOTION messages whose values hit a quantiser range (CLAMPED)."""
+    motion_bytes: int = 0
+    """Bytes of MOTION messages handed to the data channel (header included)."""
+    source_state_bytes: int = 0
+    """Bytes of the source payload (before chunk framing)."""
+    source_wire_bytes: int = 0
+    """Bytes of the SOURCE_BEGIN and SOURCE_CHUNK messages."""
+    source_kind: str = ""
+    """FEATURE_VOLUME or SOURCE_IMAGE."""
+    source_upload_s: float = 0.0
+    """Time to hand the source messages to the transport."""
+    resets_sent: int = 0
+    """RESET_REFERENCE messages sent."""
+    track_ms: list[float] = field(default_factory=list)
+    """Face tracker time per frame."""
+    extract_ms: list[float] = field(default_factory=list)
+    """Motion extractor time per frame."""
+    sender_ms: list[float] = field(default_factory=list)
+    """Capture → message handed to the data channel, per frame."""
+    peer: CallStats | None = None
+    """The receiver's latest STATS."""
+    peer_goodbye: Goodbye | None = None
+    """The receiver's GOODBYE, if it hung up."""
+    peer_timed_out: bool = False
+    """Streaming stopped because the receiver went silent for ``peer_timeout_s``."""
+
+    def call_stats(self) -> CallStats:
+        """The sender's side of a STATS message."""
+        return CallStats(frames_captured=self.frames_captured, frames_sent=self.frames_sent,
+                         face_lost_frames=self.face_lost_frames)
+
+
+def locate_portrait(path: Path, crop: bool, tracker_config: FaceTrackerConfig | None = None) -> tuple[np.ndarray, CropBox]:
+    """The portrait image and the square box the source encoder sees.
+
+    The box is the tracker's face crop, or (``crop=False``: the image already is a square face crop)
+    its centre square. The local webcam needs it too, to paste the rendered face back into the
+    portrait's own framing.
+    """
+    image = read_image(path)
+    if not crop:
+        h, w = image.shape[:2]
+        side = min(h, w)
+        return image, CropBox((w - side) // 2, (h - side) // 2, side)
+    config = dataclasses.replace(tracker_config or FaceTrackerConfig(), mode="image")
+    with FaceTracker(config) as tracker:
+        found = tracker.track(image)
+    if found is None:
+        raise NoFaceError(f"no face found in the portrait {path}; pass a square face crop with --no-source-crop")
+    return image, found.box
+
+
+def portrait_crop(path: Path, size: int, crop: bool, tracker_config: FaceTrackerConfig | None = None) -> np.ndarray:
+    """The portrait as the source encoder wants it: the tracker's square face crop at the model's size."""
+    image, box = locate_portrait(path, crop, tracker_config)
+    return crop_face(image, box, size)
+
+
+SampleHook = Callable[[int, CapturedFrame, MotionSample], None]
+
+
+class Sender:
+    """One call's sending side over two channels (see ``realtime.transport.CallChannels``)."""
+
+    def __init__(self, head: TalkingHead, options: SenderOptions, motion: Channel, control: Channel,
+                 *, on_sample: SampleHook | None = None) -> None:
+        self.head = head
+        self.options = options
+        self.motion = motion
+        self.control = control
+        self.on_sample = on_sample
+        """Called on the loop after each MOTION is sent: (seq, frame, sample); the demo keeps the crops."""
+        self.stats = SenderStats()
+        self.finished = asyncio.Event()
+        """Set when streaming ended (source exhausted, stop(), or the receiver hung up)."""
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="adasr-sender")
+        self._motion_seq = 0
+        self._control_seq = 0
+        self._control_counters = ReceiverCounters()
+        self._control_guard = ReplayGuard()
+        self._stopping = False
+        self._reset_requested = False
+        self._capture: PacedCapture | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self._peer_stats = asyncio.Event()
+        self._last_peer_us: int | None = None  # None until the receiver is first heard: only then is it watched
+
+    # ---- source ------------------------------------------------------------------------------
+
+    def _build_source_payload(self) -> tuple[bytes, SourceKind]:
+        opts = self.options.source
+        crop = portrait_crop(opts.portrait, self.head.size, opts.crop, self.options.tracker)
+        if opts.send_image:
+            return encode_image(crop, compression=opts.compression), SourceKind.SOURCE_IMAGE
+        state = self.head.prepare_source(crop)
+        return encode_state(state, quantization=opts.quantization, compression=opts.compression), SourceKind.FEATURE_VOLUME
+
+    async def send_source(self) -> None:
+        """Encode the portrait (worker thread) and upload it in chunks on the reliable channel."""
+        loop = asyncio.get_running_loop()
+        self._start_keepalive()  # encoding takes seconds on a CPU: the receiver must hear from us meanwhile
+        payload, kind = await loop.run_in_executor(self._pool, self._build_source_payload)
+        messages = split_source(payload, wire_model_id(self.head), kind, self.options.max_message,
+                                first_seq=self._control_seq, timestamp_us=monotonic_us())
+        self._control_seq = (self._control_seq + len(messages)) % SEQ_MODULUS
+        self.stats.source_state_bytes, self.stats.source_kind = len(payload), kind.name
+        logger.info("source state: %s, %d bytes in %d messages", kind.name, len(payload), len(messages))
+        start = time.perf_counter()
+        with tqdm(total=len(payload), unit="B", unit_scale=True, desc="source state",
+                  disable=not self.options.show_progress, leave=False) as bar:
+            for index, message in enumerate(messages):
+                while self.control.bufferedAmount > self.options.max_buffered_bytes:
+                    await asyncio.sleep(0.005)
+                self._send_control(message)
+                self.stats.source_wire_bytes += len(message)
+                if index:
+                    bar.update(len(message) - 32)  # a chunk: header and chunk fields are 32 bytes
+            while self.control.bufferedAmount > 0 and self.control.readyState == "open":
+                await asyncio.sleep(0.005)  # handed to SCTP: the upload time includes the transmission
+        self.stats.source_upload_s = time.perf_counter() - start
+
+    # ---- motion ------------------------------------------------------------------------------
+
+    def _open_pipeline(self) -> tuple[PacedCapture, MotionPipeline]:
+        capture = PacedCapture(open_reader(self.options.capture), self.options.capture)
+        pipeline = MotionPipeline(self.head, self.options.smoothing, self.options.tracker, self.options.crop)
+        return capture, pipeline
+
+    async def stream(self) -> SenderStats:
+        """Capture, extract and send motion until the source ends, ``stop()``, or the receiver leaves."""
+        loop = asyncio.get_running_loop()
+        capture, pipeline = await loop.run_in_executor(self._pool, self._open_pipeline)
+        self._capture = capture
+        frames = iter(capture)
+        logger.info("streaming motion at %.1f fps", capture.fps)
+        self._start_keepalive()
+
+        def step() -> tuple[CapturedFrame, MotionSample] | None:
+            frame = next(frames, None)
+            return None if frame is None else (frame, pipeline.process(frame))
+
+        try:
+            while not self._stopping:
+                item = await loop.run_in_executor(self._pool, step)
+                self.stats.frames_captured, self.stats.frames_skipped = capture.frames_read, capture.frames_skipped
+                if item is None:
+                    break
+                if not self._send_frame(*item):
+                    break
+        finally:
+            await loop.run_in_executor(self._pool, lambda: (capture.close(), pipeline.close()))
+            if self._stats_task is not None:
+                self._stats_task.cancel()
+            self.finished.set()
+        return self.stats
+
+    def _send_frame(self, frame: CapturedFrame, sample: MotionSample) -> bool:
+        """Send one MOTION (preceded by a RESET_REFERENCE when one is due); False once the channel is gone."""
+        if self.motion.readyState != "open":
+            logger.warning("motion channel is %s: stopping", self.motion.readyState)
+            return False
+        seq = self._motion_seq
+        if self._reset_requested or frame.index in self.options.reset_at_frames:
+            self._reset_requested = False
+            self._send_control(encode_reset_reference(self._next_control_seq(), monotonic_us(), seq))
+            self.stats.resets_sent += 1
+            logger.info("reference pose reset from motion %d", seq)
+        data = encode_motion(seq, frame.timestamp_us, sample.vector, sample.flags)
+        self.motion.send(data)
+        self._motion_seq = (seq + 1) % SEQ_MODULUS
+        s = self.stats
+        s.frames_sent += 1
+        s.motion_bytes += len(data)
+        s.face_lost_frames += bool(sample.flags & MotionFlags.FACE_LOST)
+        s.clamped_frames += bool(data[16] & MotionFlags.CLAMPED)
+        append_bounded(s.track_ms, sample.track_ms, SAMPLES_KEPT)
+        if not sample.flags & MotionFlags.FACE_LOST:
+            append_bounded(s.extract_ms, sample.extract_ms, SAMPLES_KEPT)
+        append_bounded(s.sender_ms, (monotonic_us() - frame.timestamp_us) / 1e3, SAMPLES_KEPT)
+        if self.on_sample is not None:
+            self.on_sample(seq, frame, sample)
+        return True
+
+    # ---- control -----------------------------------------------------------------------------
+
+    def request_reset(self) -> None:
+        """Make the receiver take the next frame's pose as its new reference (call on the loop)."""
+        self._reset_requested = True
+
+    def stop(self) -> None:
+        """End streaming after the frame in progress (call on the loop)."""
+        self._stopping = True
+        if self._capture is not None:
+            self._capture.stop()
+
+    async def goodbye(self, reason: GoodbyeReason = GoodbyeReason.NORMAL, text: str = "") -> None:
+        """Hang up: GOODBYE on the reliable channel, then wait (briefly) until it has left."""
+        if self.control.readyState != "open":
+            return
+        self._send_control(encode_stats(self._next_control_seq(), monotonic_us(), self.stats.call_stats()))  # final counters
+        self._send_control(encode_goodbye(self._next_control_seq(), monotonic_us(), reason, text))
+        for _ in range(200):
+            if self.control.bufferedAmount == 0:
+                break
+            await asyncio.sleep(0.005)
+
+    async def wait_peer_stats(self, timeout_s: float) -> bool:
+        """Wait for the next STATS from the receiver (e.g. its final one after GOODBYE); False on timeout."""
+        self._peer_stats.clear()
+        try:
+            await asyncio.wait_for(self._peer_stats.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def on_control(self, data: object) -> None:
+        """A message from the receiver on the reliable channel (STATS, GOODBYE)."""
+        self._last_peer_us = monotonic_us()
+        message = parse_or_count(data, self._control_counters, self._control_guard)
+        if isinstance(message, StatsMessage):
+            self.stats.peer = message.stats
+            self._peer_stats.set()
+        elif isinstance(message, Goodbye):
+            self.stats.peer_goodbye = message
+            logger.warning("the receiver hung up (%s)%s", message.reason.name, f": {message.text}" if message.text else "")
+            self.stop()
+        elif message is not None:
+            logger.debug("ignoring %s from the receiver", type(message).__name__)
+
+    def _start_keepalive(self) -> None:
+        if self._stats_task is None:
+            self._stats_task = asyncio.ensure_future(self._keepalive_loop())
+
+    async def _keepalive_loop(self) -> None:
+        """STATS every ``stats_interval_s`` (the receiver's proof that we are alive), and the watch on the receiver."""
+        opts = self.options
+        while True:
+            await asyncio.sleep(opts.stats_interval_s or 1.0)
+            if opts.stats_interval_s > 0 and self.control.readyState == "open":
+                self._send_control(encode_stats(self._next_control_seq(), monotonic_us(), self.stats.call_stats()))
+            if opts.peer_timeout_s and self._last_peer_us is not None and not self._stopping:
+                silent_s = (monotonic_us() - self._last_peer_us) / 1e6
+                if silent_s > opts.peer_timeout_s:
+                    logger.warning("the receiver vanished: no message for %.1f s; stopping", silent_s)
+                    self.stats.peer_timed_out = True
+                    self.stop()
+
+    def _next_control_seq(self) -> int:
+        seq = self._control_seq
+        self._control_seq = (seq + 1) % SEQ_MODULUS
+        return seq
+
+    def _send_control(self, data: bytes) -> None:
+        self.control.send(data)
+
+    def close(self) -> None:
+        """Release the worker thread and the keepalive (after ``stream`` returned)."""
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,287 @@
+"""Where the receiver's frames go: a virtual camera, a preview window, an mp4 file, or nowhere.
+
+A sink is called from one thread only (OpenCV windows must stay on one thread), once per frame,
+with RGB uint8 frames; ``close`` is called from the same thread. That thread is the receiver's render
+thread, or the dedicated output thread of a ``ThreadedSink`` (the virtual camera's: frames reach
+pyvirtualcam from their own thread, latest wins, so the renderer never waits for the device).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+
+from adasr.errors import InputError
+from adasr.video_io import FrameWriter
+from realtime.latest import LatestSlot
+
+logger = logging.getLogger(__name__)
+
+SinkKind = Literal["virtualcam", "vcam", "window", "file", "none"]
+#: Sink names the command line offers (``vcam`` is kept as a short alias of ``virtualcam``).
+SINK_CHOICES = ("virtualcam", "vcam", "window", "file", "none")
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What the receiver knows about the frame it hands to a sink."""
+
+    seq: int
+    """Sequence number of the MOTION packet rendered."""
+    timestamp_us: int
+    """Capture time of the driving frame (sender clock)."""
+    render_ms: float
+    """Time the renderer took for this frame."""
+
+
+class Sink(Protocol):
+    """Takes rendered frames."""
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullSink:
+    """Discards frames (benchmarks, headless receivers)."""
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        """Nothing to do."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class FileSink:
+    """Writes frames to an mp4 (H.264) or a folder of PNGs (``adasr.video_io.FrameWriter``)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = Path(path), fps
+        self._writer: FrameWriter | None = None
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        if self._writer is None:  # opened on the render thread, at the first frame
+            self._writer = FrameWriter(self.path, self.fps)
+        self._writer.write(frame)
+
+    @property
+    def count(self) -> int:
+        """Frames written so far."""
+        return 0 if self._writer is None else self._writer.count
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class WindowSink:
+    """A preview window (``cv2.imshow``); Esc or q sets ``closed_by_user``, and every key goes to ``on_key``.
+
+    ``on_key`` gets the key as a one-character string ("\x1b" for Esc), on the thread that calls ``show``:
+    the local webcam maps keys to its commands (passthrough, freeze, reset) this way.
+    """
+
+    def __init__(self, title: str = "adasr receive", on_key: Callable[[str], None] | None = None) -> None:
+        self.title = title
+        self.on_key = on_key
+        self.closed_by_user = False
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        cv2.imshow(self.title, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        if key == 0xFF:
+            return
+        if key in (27, ord("q")):
+            self.closed_by_user = True
+        if self.on_key is not None:
+            self.on_key(chr(key))
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass
+
+
+class NoVirtualCamera(InputError):
+    """No virtual camera device exists (or none can be opened): the message says how to get one on this OS."""
+
+
+def virtual_camera_fix(system: str | None = None) -> str:
+    """How to get a virtual camera device on ``system`` (``platform.system()`` by default)."""
+    system = system or platform.system()
+    if system == "Linux":
+        return ("load the v4l2loopback kernel module (package v4l2loopback-dkms): sudo modprobe v4l2loopback "
+                'exclusive_caps=1 video_nr=10 card_label="AdaSR Camera" (exclusive_caps=1 lets Chrome, Zoom and '
+                "Meet list the device), then run again, with --vcam-device /dev/video10 if several exist")
+    if system in ("Windows", "Darwin"):
+        return ("install OBS Studio (obsproject.com; 26.1 or newer on Windows, 30 or newer on macOS), open it and "
+                "click Start Virtual Camera once (then stop it: the device stays installed), then run again")
+    return f"pyvirtualcam has no virtual camera backend for {system}: use Linux (v4l2loopback), Windows or macOS (OBS)"
+
+
+class VirtualCameraSink:
+    """A virtual webcam (pyvirtualcam: v4l2loopback on Linux, OBS on Windows/macOS) for Zoom/Meet.
+
+    Opening it is the check that a device exists, so callers open it before loading a model and
+    fail at once with ``NoVirtualCamera`` (which names the fix for this OS) when there is none.
+    ``show`` blocks on the device: wrap it in ``ThreadedSink`` so the renderer never waits for it.
+    """
+
+    def __init__(self, width: int, height: int, fps: float, device: str | None = None) -> None:
+        try:
+            import pyvirtualcam
+        except ImportError as exc:
+            raise InputError("the virtual camera needs pyvirtualcam: pip install -e .[vcam]") from exc
+        try:
+            self.camera = pyvirtualcam.Camera(width=width, height=height, fps=fps, device=device)
+        except RuntimeError as exc:
+            detail = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise NoVirtualCamera(f"no virtual camera device{f' {device!r}' if device else ''} ({detail}); to fix it, "
+                                  f"{virtual_camera_fix()}") from None
+        self.width, self.height = width, height
+        logger.info("virtual camera %s (%s backend), %dx%d at %.0f fps", self.camera.device, self.camera.backend,
+                    width, height, fps)
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        if frame.shape[:2] != (self.height, self.width):
+            frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        self.camera.send(np.ascontiguousarray(frame))
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+class ThreadedSink:
+    """Runs another sink on a dedicated thread, latest wins, optionally repeating the last frame.
+
+    The renderer (or the local webcam's compositor) hands a frame over and goes on at once; a frame
+    the output thread has not taken yet is replaced by a newer one, never queued. A virtual camera
+    also wants a steady stream while nothing new is rendered (a frozen picture, a lost face, a slow
+    renderer): with ``repeat_last`` the last frame is shown again every 1/``fps`` s until a new one comes.
+    """
+
+    def __init__(self, inner: Sink, fps: float, *, repeat_last: bool = True, name: str = "adasr-output") -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.inner = inner
+        self.period_s = 1.0 / fps
+        self.repeat_last = repeat_last
+        self.frames_shown = 0
+        """Frames handed to the inner sink, repeats included."""
+        self.repeats = 0
+        """Of those, repeats of the previous frame."""
+        self.errors = 0
+        """Frames the inner sink raised on (logged; the thread goes on)."""
+        self._slot: LatestSlot[tuple[np.ndarray, FrameInfo]] = LatestSlot()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def replaced(self) -> int:
+        """Frames replaced by a newer one before the output thread took them."""
+        return self._slot.replaced
+
+    @property
+    def closed_by_user(self) -> bool:
+        """The inner sink's flag (a preview window closed with Esc or q)."""
+        return bool(getattr(self.inner, "closed_by_user", False))
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        """Hand ``frame`` to the output thread (never blocks)."""
+        self._slot.put((frame, info))
+
+    def _run(self) -> None:
+        last: tuple[np.ndarray, FrameInfo] | None = None
+        try:
+            while True:
+                repeating = self.repeat_last and last is not None
+                item = self._slot.get(timeout=self.period_s if repeating else 0.25)
+                if item is None:
+                    if self._slot.closed:
+                        return
+                    if not repeating:
+                        continue
+                    item = last
+                    self.repeats += 1
+                last = item
+                try:
+                    self.inner.show(*item)
+                except Exception:  # a device hiccup must not end the output thread: count, log once loudly
+                    self.errors += 1
+                    (logger.exception if self.errors == 1 else logger.debug)("the output sink failed on a frame")
+                self.frames_shown += 1
+        finally:
+            try:
+                self.inner.close()
+            except Exception:
+                logger.exception("closing the output sink failed")
+
+    def close(self) -> None:
+        """Show the frame still waiting, then stop the thread and close the inner sink."""
+        self._slot.close()
+        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            logger.warning("the output thread did not stop within 10 s")
+
+
+class BorrowedSink:
+    """Lends a long-lived sink to one call: the call's ``close`` leaves it open for the next call.
+
+    A receiver that serves call after call keeps one virtual camera (or window, or file) open
+    across them, so the apps reading it never see the device disappear between calls.
+    """
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+
+    @property
+    def closed_by_user(self) -> bool:
+        """The inner sink's flag (a preview window closed with Esc or q)."""
+        return bool(getattr(self.inner, "closed_by_user", False))
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        self.inner.show(frame, info)
+
+    def close(self) -> None:
+        """The owner closes the inner sink, not the call."""
+
+
+def open_sink(kind: SinkKind, *, width: int, height: int, fps: float, output: Path | None = None,
+              device: str | None = None, on_key: Callable[[str], None] | None = None) -> Sink:
+    """The sink of that kind (``vcam`` is short for ``virtualcam``); ``file`` needs ``output``.
+
+    A virtual camera comes wrapped in a ``ThreadedSink``: frames reach the device from their own
+    thread and keep coming at ``fps`` while nothing new is rendered.
+    """
+    if kind == "none":
+        return NullSink()
+    if kind == "file":
+        if output is None:
+            raise InputError("the file sink needs --output PATH (.mp4 or a folder)")
+        return FileSink(output, fps)
+    if kind == "window":
+        return WindowSink(on_key=on_key)
+    if kind in ("virtualcam", "vcam"):
+        return ThreadedSink(VirtualCameraSink(width, height, fps, device), fps)
+    raise InputError(f"unknown sink {kind!r}: choose virtualcam, window, file or none")
+
+
+def draw_overlay(frame: np.ndarray, lines: list[str]) -> np.ndarray:
+    """A copy of ``frame`` with ``lines`` of statistics drawn top-left, legible on any background."""
+    out = frame.copy()
+    scale = max(0.3, frame.shape[0] / 700)
+    step = int(22 * scale / 0.6)
+    for i, text in enumerate(lines):
+        org = (6, step * (i + 1))
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
