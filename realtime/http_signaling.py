@@ -1,0 +1,318 @@
+"""Signaling over HTTP: the receiver serves ``POST /offer``, the sender posts its offer there.
+
+Two people calling each other need one address and one secret, and no third-party server: the
+receiver runs ``OfferServer`` (aiohttp) and prints its URL and token; the sender's
+``HttpSignaling`` posts ``{"sdp", "type": "offer"}`` with ``Authorization: Bearer TOKEN`` and gets
+``{"sdp", "type": "answer"}`` back. Both descriptions carry every ICE candidate (no trickle), so
+one request is the whole exchange; WebRTC (DTLS-encrypted data channels) takes over from there.
+The roles are the reverse of the TCP signaling's (``realtime.signaling``), where the sender listens.
+
+What a stranger who finds the port gets:
+
+* no token, or a wrong one: **401** before a byte of the body is read (tokens are compared with
+  ``hmac.compare_digest``, in constant time);
+* a body over ``max_body`` bytes (64 KiB; an offer with host candidates is 1–2 KiB): **413**;
+* an offer while a call is in progress: **409** (one call at a time);
+* anything that is not a JSON offer: **400**.
+
+The server binds to 127.0.0.1 by default. Plain HTTP carries the token and the SDP (whose DTLS
+fingerprint is what authenticates the media) in the clear: across an untrusted network, put the
+endpoint behind TLS (a reverse proxy) or an SSH tunnel, and use a fresh token per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp import web
+from aiortc import RTCSessionDescription
+from aiortc.contrib.signaling import BYE
+
+from realtime.errors import CallError
+from realtime.signaling import Signaling
+
+logger = logging.getLogger(__name__)
+
+#: Path of the offer endpoint.
+OFFER_PATH = "/offer"
+#: Default port of ``adasr receive``'s offer endpoint.
+DEFAULT_PORT = 8765
+#: Largest request body accepted: an aiortc offer with a few host candidates is 1–2 KiB.
+DEFAULT_MAX_BODY = 64 * 1024
+#: Environment variable ``adasr send`` and ``adasr receive`` read the token from when --token is not given
+#: (keeps it out of the process list).
+TOKEN_ENV_VAR = "ADASR_TOKEN"
+
+
+def generate_token() -> str:
+    """A fresh random token (32 URL-safe characters, 192 bits) for one receiver session."""
+    return secrets.token_urlsafe(24)
+
+
+def offer_url(url: str) -> str:
+    """``http://HOST:PORT`` (or with a path) → the offer endpoint's URL; CallError for anything else."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CallError(f"--url must look like http://HOST:PORT (the address `adasr receive` printed), got {url!r}")
+    path = parts.path if parts.path not in ("", "/") else OFFER_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+@dataclass(frozen=True)
+class OfferServerOptions:
+    """Where and how the receiver accepts offers."""
+
+    token: str
+    """The secret a sender must present as ``Authorization: Bearer TOKEN`` (``generate_token`` makes one)."""
+    host: str = "127.0.0.1"
+    """Bind address; 127.0.0.1 keeps the endpoint on this machine, 0.0.0.0 offers it on every interface."""
+    port: int = DEFAULT_PORT
+    """TCP port; 0 picks a free one (see ``OfferServer.url``)."""
+    max_body: int = DEFAULT_MAX_BODY
+    """Largest request body, in bytes."""
+    answer_timeout_s: float = 30.0
+    """How long the answer may take (setting the offer, gathering candidates) before the request fails."""
+
+    def __post_init__(self) -> None:
+        if len(self.token) < 8:
+            raise ValueError("the offer server needs a token of at least 8 characters (generate_token() makes one)")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+
+
+@dataclass
+class OfferServerStats:
+    """What the offer endpoint did with the requests it got."""
+
+    answered: int = 0
+    """Offers answered (calls started)."""
+    calls_ended: int = 0
+    """Calls whose handler returned or failed."""
+    call_errors: int = 0
+    """Calls whose handler raised (logged)."""
+    unauthorized: int = 0
+    """401: missing or wrong token."""
+    too_large: int = 0
+    """413: body over the cap."""
+    busy: int = 0
+    """409: a call was in progress."""
+    bad_request: int = 0
+    """400: not a JSON offer, or an SDP the peer connection refused."""
+
+
+class OneShotSignaling:
+    """The answerer's signaling for one HTTP request: ``receive`` gives the posted offer, ``send`` the answer back."""
+
+    def __init__(self, offer: RTCSessionDescription) -> None:
+        self._offer: RTCSessionDescription | None = offer
+        self.answer: asyncio.Future[RTCSessionDescription] = asyncio.get_running_loop().create_future()
+        """Resolved with the answer ``realtime.signaling.answer`` sends; the HTTP response carries it."""
+
+    async def connect(self) -> None:
+        """Nothing to connect: the request is the connection."""
+
+    async def send(self, descr: Any) -> None:
+        if isinstance(descr, RTCSessionDescription) and not self.answer.done():
+            self.answer.set_result(descr)
+
+    async def receive(self) -> Any:
+        offer, self._offer = self._offer, None
+        return offer if offer is not None else BYE
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+#: What the server runs for each accepted offer: answer through the signaling object, then run the call.
+CallHandler = Callable[[Signaling], Awaitable[object]]
+
+
+class OfferServer:
+    """``POST /offer`` with a bearer token, one call at a time; ``on_call`` runs each accepted call to its end."""
+
+    def __init__(self, on_call: CallHandler, options: OfferServerOptions) -> None:
+        self.on_call = on_call
+        self.options = options
+        self.stats = OfferServerStats()
+        self.idle = asyncio.Event()
+        """Set while no call is in progress."""
+        self.idle.set()
+        self._token = options.token.encode("utf-8")
+        self._busy = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = options.port
+        """The port actually bound (differs from the options' when they say 0)."""
+
+    @property
+    def url(self) -> str:
+        """Base URL a sender passes as ``--url`` (the bind address; 0.0.0.0 means any of this machine's)."""
+        return f"http://{self.options.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and serve (returns once listening)."""
+        app = web.Application(client_max_size=self.options.max_body)
+        app.router.add_post(OFFER_PATH, self._handle_offer)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise CallError(f"cannot listen on {self.options.host}:{self.options.port} ({exc.strerror or exc}): "
+                            "pick another --port, or stop what uses this one") from None
+        self.port = int(self._runner.addresses[0][1])
+        logger.info("offer endpoint listening on %s%s", self.url, OFFER_PATH)
+
+    async def stop(self) -> None:
+        """Stop listening and cancel a call in progress."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, credentials = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode("utf-8"), self._token)
+
+    def _refuse(self, status: int, counter: str, message: str, request: web.Request) -> web.Response:
+        count = getattr(self.stats, counter) + 1
+        setattr(self.stats, counter, count)
+        (logger.warning if count == 1 else logger.debug)("refused an offer from %s (%d): %s", request.remote, status,
+                                                         message)
+        headers = {"WWW-Authenticate": 'Bearer realm="adasr"'} if status == 401 else None
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    async def _handle_offer(self, request: web.Request) -> web.Response:
+        if not self._authorized(request.headers.get("Authorization", "")):
+            return self._refuse(401, "unauthorized", "missing or wrong token: send Authorization: Bearer TOKEN", request)
+        if request.content_length is not None and request.content_length > self.options.max_body:
+            return self._refuse(413, "too_large", f"an offer is at most {self.options.max_body} bytes", request)
+        if self._busy:
+            return self._refuse(409, "busy", "a call is in progress; try again when it has ended", request)
+        self._busy = True  # before the first await: two offers racing cannot both get in
+        self.idle.clear()
+        try:
+            offer = _parse_offer(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            self._release()
+            return self._refuse(413, "too_large", f"an offer is at most {self.options.max_body} bytes", request)
+        except ValueError as exc:
+            self._release()
+            return self._refuse(400, "bad_request", str(exc), request)
+        signaling = OneShotSignaling(offer)
+        task = asyncio.ensure_future(self._run_call(signaling))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.wait({signaling.answer, task}, timeout=self.options.answer_timeout_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if signaling.answer.done():
+            answer = signaling.answer.result()
+            self.stats.answered += 1
+            logger.info("answered an offer from %s", request.remote)
+            return web.json_response({"sdp": answer.sdp, "type": answer.type})
+        if not task.done():
+            task.cancel()
+            return web.json_response({"error": "no answer within the time limit"}, status=503)
+        error = task.exception() if not task.cancelled() else None
+        if isinstance(error, ValueError):  # aiortc refused the SDP
+            return self._refuse(400, "bad_request", f"unusable offer: {error}", request)
+        return web.json_response({"error": f"the receiver could not answer: {error}"}, status=500)
+
+    async def _run_call(self, signaling: OneShotSignaling) -> None:
+        try:
+            await self.on_call(signaling)
+        except Exception:
+            if not signaling.answer.done():
+                raise  # no answer yet: the request handler reports it to the sender
+            self.stats.call_errors += 1  # the call was up: nobody else will see this failure
+            logger.exception("the call failed")
+        finally:
+            self.stats.calls_ended += 1
+            self._release()
+
+    def _release(self) -> None:
+        self._busy = False
+        self.idle.set()
+
+
+def _parse_offer(body: bytes) -> RTCSessionDescription:
+    """The request body as an offer; ValueError with the reason otherwise."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"the body is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("sdp"), str) or data.get("type") != "offer":
+        raise ValueError('expected a JSON object {"sdp": "...", "type": "offer"}')
+    return RTCSessionDescription(sdp=data["sdp"], type="offer")
+
+
+class HttpSignaling:
+    """The offerer's signaling against an ``OfferServer``: ``send(offer)`` posts it, ``receive()`` gives the answer."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0) -> None:
+        if not token:
+            raise CallError(f"calling over HTTP needs the receiver's token: --token TOKEN (or ${TOKEN_ENV_VAR})")
+        self.url = offer_url(url)
+        self.token = token
+        self.timeout_s = timeout_s
+        self._answer: RTCSessionDescription | None = None
+
+    async def connect(self) -> None:
+        """Nothing to connect: each offer is one request."""
+
+    async def send(self, descr: Any) -> None:
+        if not isinstance(descr, RTCSessionDescription) or descr.type != "offer":
+            return  # candidates travel inside the SDP; nothing else goes over this signaling
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.post(self.url, json={"sdp": descr.sdp, "type": descr.type}, headers=headers) as reply:
+                    status, text = reply.status, await reply.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise CallError(f"cannot reach the receiver at {self.url} ({type(exc).__name__}: {exc}): is "
+                            "`adasr receive` running there, and are the address and port right?") from None
+        if status == 401:
+            raise CallError("the receiver refused the token (401): pass the token `adasr receive` printed at start "
+                            f"with --token (or ${TOKEN_ENV_VAR})")
+        if status == 409:
+            raise CallError("the receiver is in another call (409): try again when it has ended")
+        if status == 413:
+            raise CallError("the receiver refused the offer as too large (413)")
+        if status != 200:
+            raise CallError(f"the receiver answered HTTP {status}: {_error_text(text)}")
+        try:
+            data = json.loads(text)
+            if data.get("type") != "answer" or not isinstance(data.get("sdp"), str):
+                raise ValueError("not an answer")
+        except (ValueError, AttributeError):
+            raise CallError(f"the receiver's reply is not a JSON answer: {text[:200]!r}") from None
+        self._answer = RTCSessionDescription(sdp=data["sdp"], type="answer")
+
+    async def receive(self) -> Any:
+        answer, self._answer = self._answer, None
+        return answer if answer is not None else BYE
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+def _error_text(text: str) -> str:
+    try:
+        return str(json.loads(text)["error"])
+    except (ValueError, KeyError, TypeError):
+        return text[:200]
