@@ -1,0 +1,260 @@
+"""Training losses of face-vid2vid / AdaSR (official-architecture.md §6), every weight in LossWeights.
+
+Perceptual loss: the official loss is VGG19 (ImageNet) features at relu1_1…relu5_1 on a 4-level
+image pyramid. VGG19 weights need a download, so they are used only when the user supplies a
+torchvision-layout state dict by path (``vgg19-dcbb9e9d.pth``: keys ``features.N.weight``). Without
+one, the documented substitute ``pyramid`` is used: on the same 4-level anti-aliased pyramid, L1 of
+the images plus L1 of their horizontal and vertical finite differences (edges). It needs no
+weights, pushes on high frequencies like the lower VGG layers do, but has no semantic features.
+
+Head pose: the official teacher is Hopenet; without its weights the teacher is the face tracker's
+pose stored by ``adasr prepare``, converted to the model's angle convention by
+:func:`tracker_to_model_pose` (see its docstring for the derivation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adasr.blocks import make_coordinate_grid
+from adasr.discriminator import DiscriminatorOutput
+
+#: torchvision's VGG19 ``features`` layout: conv widths, "M" for max-pool.
+_VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+                                     512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+#: Indices in ``features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
+_VGG19_TAPS = (1, 6, 11, 20, 29)
+
+
+@dataclass
+class LossWeights:
+    """Weights of every loss term (0 disables a term and skips its computation)."""
+
+    perceptual: float = 10.0
+    """Per scale (and per layer for VGG); official 10."""
+    perceptual_kind: Literal["pyramid", "vgg19"] = "pyramid"
+    """``vgg19`` needs ``vgg19_weights``; ``pyramid`` is the weight-free substitute (module docstring)."""
+    vgg19_weights: str | None = None
+    """Path to a torchvision VGG19 state dict (only read for ``perceptual_kind: vgg19``)."""
+    pyramid_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
+    """Scales of the perceptual pyramid."""
+    gan: float = 1.0
+    """Hinge GAN, generator side (the discriminator term has weight 1)."""
+    feature_matching: float = 10.0
+    """L1 between discriminator features of real and fake, per layer."""
+    equivariance: float = 10.0
+    """Keypoints of a warped driving frame vs warped keypoints (xy)."""
+    keypoint_prior: float = 10.0
+    """Pairwise distance hinge + |mean z − 0.33|."""
+    head_pose: float = 20.0
+    """L1 in degrees against the teacher pose."""
+    expression: float = 5.0
+    """Mean L1 norm of δ."""
+    reconstruction: float = 10.0
+    """L1(prediction, driving): AdaSR's addition (its weight is not in the released config)."""
+
+
+@dataclass
+class TransformConfig:
+    """Random affine + TPS warp of the equivariance loss (FOMM's defaults)."""
+
+    sigma_affine: float = 0.05
+    """Std of the affine deviation from identity."""
+    sigma_tps: float = 0.005
+    """Std of the TPS control-point weights."""
+    points_tps: int = 5
+    """TPS control grid is points_tps × points_tps."""
+
+
+class VGG19Features(nn.Module):
+    """torchvision's ``vgg19().features`` (same module indices, so its state dict loads), frozen."""
+
+    def __init__(self, weights: str | Path) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in _VGG19_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=False)]
+                cin = int(v)
+        self.features = nn.Sequential(*layers[: _VGG19_TAPS[-1] + 1])
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        self.features.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) <= _VGG19_TAPS[-1]})
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = (x - self.mean) / self.std
+        taps = []
+        for i, layer in enumerate(self.features):
+            out = layer(out)
+            if i in _VGG19_TAPS:
+                taps.append(out)
+        return taps
+
+
+class ImagePyramid(nn.Module):
+    """Anti-aliased pyramid (Gaussian blur, then bilinear resize) at the given scales."""
+
+    def __init__(self, scales: tuple[float, ...]) -> None:
+        super().__init__()
+        self.scales = tuple(scales)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for s in self.scales:
+            if s == 1:
+                out.append(x)
+                continue
+            sigma = (1 / s - 1) / 2
+            k = 2 * round(sigma * 4) + 1
+            coords = torch.arange(k, dtype=x.dtype, device=x.device) - (k - 1) / 2
+            g = torch.exp(-(coords**2) / (2 * sigma**2))
+            g = g / g.sum()
+            c = x.shape[1]
+            y = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(1, 1, 1, k).expand(c, 1, 1, k),
+                         groups=c)
+            y = F.conv2d(F.pad(y, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1).expand(c, 1, k, 1),
+                         groups=c)
+            out.append(F.interpolate(y, scale_factor=s, mode="bilinear", align_corners=False))
+        return out
+
+
+class PerceptualLoss(nn.Module):
+    """Multi-scale perceptual loss: VGG19 features, or the weight-free pyramid substitute."""
+
+    def __init__(self, weights: LossWeights) -> None:
+        super().__init__()
+        self.pyramid = ImagePyramid(weights.pyramid_scales)
+        self.kind = weights.perceptual_kind
+        if self.kind == "vgg19":
+            if not weights.vgg19_weights:
+                raise ValueError("perceptual_kind 'vgg19' needs vgg19_weights (a torchvision VGG19 state dict path)")
+            self.vgg: VGG19Features | None = VGG19Features(weights.vgg19_weights)
+        elif self.kind == "pyramid":
+            self.vgg = None
+        else:
+            raise ValueError(f"perceptual_kind must be 'pyramid' or 'vgg19', got {self.kind!r}")
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = prediction.new_zeros(())
+        for p, t in zip(self.pyramid(prediction), self.pyramid(target.detach())):
+            if self.vgg is not None:
+                for fp, ft in zip(self.vgg(p), self.vgg(t)):
+                    total = total + (fp - ft.detach()).abs().mean()
+            else:
+                total = total + (p - t).abs().mean()
+                total = total + (_dx(p) - _dx(t)).abs().mean() + (_dy(p) - _dy(t)).abs().mean()
+        return total
+
+
+def _dx(x: torch.Tensor) -> torch.Tensor:
+    return x[..., :, 1:] - x[..., :, :-1]
+
+
+def _dy(x: torch.Tensor) -> torch.Tensor:
+    return x[..., 1:, :] - x[..., :-1, :]
+
+
+def generator_gan_loss(fake: list[DiscriminatorOutput]) -> torch.Tensor:
+    """Hinge generator term: −mean D(fake), summed over scales."""
+    return sum((-out.prediction.mean() for out in fake), fake[0].prediction.new_zeros(()))
+
+
+def discriminator_hinge_loss(real: list[DiscriminatorOutput], fake: list[DiscriminatorOutput]) -> torch.Tensor:
+    """mean relu(1 − D(real)) + mean relu(1 + D(fake)), summed over scales."""
+    total = real[0].prediction.new_zeros(())
+    for r, f in zip(real, fake):
+        total = total + F.relu(1 - r.prediction).mean() + F.relu(1 + f.prediction).mean()
+    return total
+
+
+def feature_matching_loss(real: list[DiscriminatorOutput], fake: list[DiscriminatorOutput]) -> torch.Tensor:
+    """L1 between the discriminator features of real (detached) and fake, summed over layers and scales."""
+    total = fake[0].prediction.new_zeros(())
+    for r, f in zip(real, fake):
+        for fr, ff in zip(r.features, f.features):
+            total = total + (ff - fr.detach()).abs().mean()
+    return total
+
+
+class RandomTransform:
+    """A random affine + thin-plate-spline warp of normalised coordinates (x, y) ∈ [-1, 1].
+
+    ``warp_coordinates`` maps points of the *transformed* frame to the original frame, which is
+    both what ``grid_sample`` needs to draw the transformed frame and what the equivariance loss
+    compares: kp(original) ≈ T(kp(transformed)).
+    """
+
+    def __init__(self, batch: int, cfg: TransformConfig, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> None:
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=generator).to(device)
+
+        self.theta = normal(batch, 2, 3) * cfg.sigma_affine + torch.eye(2, 3, device=device)
+        ctrl = make_coordinate_grid((cfg.points_tps, cfg.points_tps), self.theta)
+        self.control_points = ctrl.reshape(1, -1, 2)
+        self.control_params = normal(batch, 1, cfg.points_tps**2) * cfg.sigma_tps
+
+    def warp_coordinates(self, coords: torch.Tensor) -> torch.Tensor:
+        """[B, N, 2] → [B, N, 2]."""
+        theta = self.theta.to(coords.dtype)
+        out = torch.einsum("bij,bnj->bni", theta[:, :, :2], coords) + theta[:, None, :, 2]
+        diff = coords[:, :, None, :] - self.control_points.to(coords.dtype)[:, None]  # B N P 2
+        r2 = (diff**2).sum(-1)
+        u = r2 * torch.log(r2 + 1e-6)
+        return out + (u * self.control_params.to(coords.dtype)).sum(-1, keepdim=True)
+
+    def transform_frame(self, frame: torch.Tensor) -> torch.Tensor:
+        """Draw the transformed frame [B, C, H, W] (border padding)."""
+        b, _, h, w = frame.shape
+        grid = make_coordinate_grid((h, w), frame).reshape(1, h * w, 2).expand(b, -1, -1)
+        src = self.warp_coordinates(grid).reshape(b, h, w, 2)
+        return F.grid_sample(frame, src, padding_mode="reflection", align_corners=True)
+
+
+def equivariance_loss(kp_driving: torch.Tensor, kp_transformed: torch.Tensor,
+                      transform: RandomTransform) -> torch.Tensor:
+    """L1 between the driving keypoints' xy and the warped keypoints of the transformed frame."""
+    return (kp_driving[..., :2] - transform.warp_coordinates(kp_transformed[..., :2])).abs().mean()
+
+
+def keypoint_prior_loss(kp: torch.Tensor, min_dist: float = 0.1, depth: float = 0.33) -> torch.Tensor:
+    """Σ_{i≠j} max(0, min_dist − ‖k_i − k_j‖²) (mean over the batch) + |mean z − depth|."""
+    d2 = ((kp[:, :, None, :] - kp[:, None, :, :]) ** 2).sum(-1)  # B K K
+    off_diag = 1 - torch.eye(kp.shape[1], dtype=kp.dtype, device=kp.device)
+    spread = (F.relu(min_dist - d2) * off_diag).sum(dim=(1, 2)).mean()
+    return spread + (kp[..., 2].mean(dim=1) - depth).abs().mean()
+
+
+def tracker_to_model_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Tracker (yaw, pitch, roll) degrees [..., 3] → the model's convention.
+
+    Both use R = Rx(pitch)·Ry(yaw)·Rz(roll), but in different camera frames: the tracker's has
+    y up and z towards the viewer; the model's keypoints live in grid_sample coordinates (x right,
+    y down), whose right-handed completion has z away from the viewer. The change of basis is
+    S = diag(1, −1, −1), and S·Rx(p)·Ry(y)·Rz(r)·S = Rx(p)·Ry(−y)·Rz(−r): pitch keeps its sign,
+    yaw and roll flip. (tests/test_training.py checks this numerically.)
+    """
+    return pose * torch.tensor([-1.0, 1.0, -1.0], dtype=pose.dtype, device=pose.device)
+
+
+def head_pose_loss(predicted_deg: torch.Tensor, teacher_deg: torch.Tensor) -> torch.Tensor:
+    """Mean L1 in degrees over yaw, pitch, roll ([B, 3] each, the same convention)."""
+    return (predicted_deg - teacher_deg).abs().mean()
+
+
+def expression_loss(delta: torch.Tensor) -> torch.Tensor:
+    """Mean over keypoints of the L1 norm of δ [B, K, 3]."""
+    return delta.abs().sum(-1).mean()

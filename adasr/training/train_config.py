@@ -1,0 +1,102 @@
+"""Training configuration (``configs/train_lite.yaml``): one dataclass tree, unknown keys rejected."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from adasr.dataclass_io import build_dataclass, to_plain
+from adasr.errors import ConfigError
+from adasr.training.data import AugmentConfig
+from adasr.training.losses import LossWeights, TransformConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; relative paths are relative to the repository root."""
+
+    model: str = "lite"
+    """Model preset name or model YAML (adasr.config.load_model_config)."""
+    data_dir: str = "runs/data/lite256"
+    """Output directory of ``adasr prepare`` (one sub-directory per clip)."""
+    train_clips: list[str] = field(default_factory=list)
+    """Clip names to train on; empty: every prepared clip not in ``val_clips``."""
+    val_clips: list[str] = field(default_factory=list)
+    """Whole clips held out for validation."""
+    run_dir: str = "runs/train_lite"
+    """Training checkpoint, TensorBoard logs and sample grids."""
+    export_path: str = "weights/adasr-lite.pth"
+    """Where the inference weights (our checkpoint format) are exported."""
+    mode: Literal["adasr", "plain"] = "adasr"
+    """``adasr``: degraded source into the generator, keypoints from the clean source; ``plain``: clean."""
+    degradation_config: str | None = "configs/degradation.yaml"
+    """DegradationConfig YAML (None: its defaults)."""
+    degradation_mode: Literal["realesrgan", "half"] | None = None
+    """Overrides the YAML's ``mode`` when set."""
+    seed: int = 0
+    """Seeds the weights, the pair sampler, the degradation and the equivariance warps."""
+    batch_size: int = 4
+    steps: int = 2000
+    """Total optimisation steps of the run (``--steps`` overrides)."""
+    lr: float = 2e-4
+    """Adam learning rate of generator + kp detector + head-pose estimator."""
+    lr_discriminator: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    gan_start_step: int = 0
+    """GAN and feature-matching terms (and discriminator updates) start at this step: a
+    reconstruction-only warm-up gives quick PSNR gains on a small budget."""
+    checkpoint_every: int = 100
+    """Training checkpoint (networks, optimizers, step, RNG states) interval, in steps."""
+    export_every: int = 100
+    """Export interval of the inference weights to ``export_path`` (0: only at the end)."""
+    sample_every: int = 100
+    """Sample grid PNG interval (0: never)."""
+    log_every: int = 10
+    """TensorBoard scalar interval."""
+    val_every: int = 200
+    """Validation PSNR (model vs copy-source) interval (0: never)."""
+    val_pairs_per_clip: int = 8
+    """Driving frames per validation clip, evenly spaced (source: the clip's first prepared frame);
+    0: every frame, the evaluation protocol (slow on a CPU; 8 pairs are a noisy estimate)."""
+    device: str = "auto"
+    """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``…"""
+    amp: bool = True
+    """bfloat16 autocast on CUDA (ignored on CPU)."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    losses: LossWeights = field(default_factory=LossWeights)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+
+    def path(self, value: str) -> Path:
+        """A config path resolved against the repository root."""
+        p = Path(value)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    def to_dict(self) -> dict[str, Any]:
+        return typing.cast(dict[str, Any], to_plain(self))
+
+
+def train_config_from_dict(data: dict[str, Any], where: str = "train config") -> TrainConfig:
+    """Build a TrainConfig from a mapping (missing keys keep defaults; unknown keys are an error)."""
+    cfg = build_dataclass(TrainConfig, data, where)
+    overlap = sorted(set(cfg.train_clips) & set(cfg.val_clips))
+    if overlap:
+        raise ConfigError(f"{where}: clips both in train_clips and val_clips: {overlap}")
+    return typing.cast(TrainConfig, cfg)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a training YAML."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read training config ({exc})") from exc
+    return train_config_from_dict(doc or {}, str(path))

@@ -1,0 +1,394 @@
+"""The training loop: AdaSR cross-quality mode and plain face-vid2vid mode, exactly resumable.
+
+Exact resumption is by construction: the batch, its augmentation, the degradation and the
+equivariance warp of step ``s`` are drawn from generators seeded with (seed, s), so the only
+state to carry is the networks, the optimizers and the step. The global RNG states (torch, numpy,
+python) are saved and restored as well, for any code that might use them.
+
+One step (AdaSR, official-architecture.md §6):
+    x_c = kp_detector(clean source); pose/δ of source and driving from he_estimator;
+    x_s, x_d = R·x_c + t + δ; f_s = encode(degraded source)  (clean source in ``plain`` mode);
+    prediction = render(f_s, x_s, x_d) → compared with the clean driving frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adasr.checkpoint import load_model, save_checkpoint
+from adasr.config import ModelConfig, load_model_config
+from adasr.discriminator import MultiScaleDiscriminator
+from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
+from adasr.networks import AdaSRNetworks
+from adasr.training.data import DONE_FILE, PairDataset, load_clip
+from adasr.training.degradation import DegradationConfig, degrade
+from adasr.training.losses import (
+    ImagePyramid,
+    PerceptualLoss,
+    RandomTransform,
+    discriminator_hinge_loss,
+    equivariance_loss,
+    expression_loss,
+    feature_matching_loss,
+    generator_gan_loss,
+    head_pose_loss,
+    keypoint_prior_loss,
+    tracker_to_model_pose,
+)
+from adasr.training.train_config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    step: int
+    """Steps done in total (including resumed ones)."""
+    seconds: float
+    """Wall time of this call."""
+    export_path: Path
+    """Exported inference weights."""
+    checkpoint_path: Path
+    """Training checkpoint (networks, optimizers, step)."""
+    last_losses: dict[str, float]
+    """Losses of the last step."""
+    val: dict[str, float] | None
+    """Last validation PSNR (model and copy-source) if computed."""
+
+
+def _step_generator(seed: int, step: int, salt: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, salt)."""
+    mixed = np.random.SeedSequence([seed, step, salt]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed) & ((1 << 63) - 1))
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def motion_of(networks: AdaSRNetworks, image: torch.Tensor) -> tuple[Motion, torch.Tensor]:
+    """Head-pose estimator outputs as a Motion, plus the angles [B, 3] (yaw, pitch, roll) in degrees."""
+    he = networks.he_estimator(image)
+    yaw, pitch, roll = (bins_to_degrees(a.float()) for a in (he.yaw, he.pitch, he.roll))
+    motion = Motion(yaw, pitch, roll, he.t.float(), he.exp.float().view(image.shape[0], -1, 3))
+    return motion, torch.stack([yaw, pitch, roll], dim=1)
+
+
+class Trainer:
+    """Holds networks, optimizers, data and loss modules of one run."""
+
+    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> None:
+        self.cfg = cfg
+        self.device = _resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.model_cfg = model_cfg or load_model_config(cfg.path(cfg.model) if cfg.model.endswith(".yaml")
+                                                        else cfg.model)
+        torch.manual_seed(cfg.seed)
+        self.networks = AdaSRNetworks(self.model_cfg).to(self.device)
+        self.discriminator = MultiScaleDiscriminator(self.model_cfg.discriminator,
+                                                     self.model_cfg.image_channel).to(self.device)
+        gen_params = [p for p in self.networks.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(gen_params, lr=cfg.lr, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
+        self.perceptual = PerceptualLoss(cfg.losses).to(self.device)
+        self.disc_pyramid = ImagePyramid(tuple(self.model_cfg.discriminator.scales))
+        deg = DegradationConfig.from_yaml(cfg.path(cfg.degradation_config)) if cfg.degradation_config \
+            else DegradationConfig()
+        if cfg.degradation_mode:
+            deg = DegradationConfig.from_dict({**deg.to_dict(), "mode": cfg.degradation_mode})
+        self.degradation = deg
+        data_dir = cfg.path(cfg.data_dir)
+        train_clips = cfg.train_clips or sorted(
+            p.name for p in data_dir.iterdir() if (p / DONE_FILE).is_file() and p.name not in cfg.val_clips)
+        self.train_clips = train_clips
+        self.dataset = PairDataset(data_dir, train_clips, seed=cfg.seed, augment=cfg.augment)
+        self.val_batch = self._validation_batch(data_dir) if cfg.val_clips else None
+        self.step = 0
+        self.amp = cfg.amp and self.device.type == "cuda"
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "networks": self.networks.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "sampler": {"seed": self.cfg.seed, "next_step": self.step},
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+            "config": self.cfg.to_dict(),
+            "model_config": self.model_cfg.to_dict(),
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.networks.load_state_dict(state["networks"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def save(self, path: Path) -> Path:
+        """Atomic write: a temporary file in the same directory, then rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def load(self, path: Path) -> None:
+        # weights_only=False: our own file, holding numpy/python RNG states.
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+    def export(self, path: Path) -> Path:
+        """Inference weights in our checkpoint format (config included)."""
+        extra = {"training": {"step": self.step, "mode": self.cfg.mode, "seed": self.cfg.seed,
+                              "train_clips": self.train_clips, "val_clips": list(self.cfg.val_clips),
+                              "degradation_mode": self.degradation.mode}}
+        was_training = self.networks.training
+        self.networks.cpu()
+        try:
+            return save_checkpoint(path, self.networks, extra)
+        finally:
+            self.networks.to(self.device)
+            self.networks.train(was_training)
+
+    # ------------------------------------------------------------------ one step
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of ``step`` on the device, plus the generator's (possibly degraded) source."""
+        b = {k: v.to(self.device) for k, v in self.dataset.batch(step, self.cfg.batch_size).items()}
+        if self.cfg.mode == "adasr":
+            gen = _step_generator(self.cfg.seed, step, 1)
+            b["generator_source"] = degrade(b["source"], gen, self.degradation)
+        else:
+            b["generator_source"] = b["source"]
+        return b
+
+    def forward(self, b: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                                      dict[str, torch.Tensor]]:
+        """Generator-side forward: total loss, loss terms, and tensors for the discriminator/samples."""
+        w = self.cfg.losses
+        nets = self.networks
+        x_c = nets.kp_detector(b["source"]).float()
+        motion_s, angles_s = motion_of(nets, b["source"])
+        motion_d, angles_d = motion_of(nets, b["driving"])
+        kp_s = transform_keypoints(x_c, motion_s)
+        kp_d = transform_keypoints(x_c, motion_d)
+        prediction = nets.generator(b["generator_source"], kp_s, kp_d).prediction.float()
+        target = b["driving"]
+        terms: dict[str, torch.Tensor] = {}
+        if w.reconstruction:
+            terms["reconstruction"] = w.reconstruction * (prediction - target).abs().mean()
+        if w.perceptual:
+            terms["perceptual"] = w.perceptual * self.perceptual(prediction, target)
+        gan_on = self._gan_on(step)
+        if gan_on:
+            fake = self.discriminator(self.disc_pyramid(prediction))
+            with torch.no_grad():
+                real = self.discriminator(self.disc_pyramid(target))
+            if w.gan:
+                terms["gan"] = w.gan * generator_gan_loss(fake)
+            if w.feature_matching:
+                terms["feature_matching"] = w.feature_matching * feature_matching_loss(real, fake)
+        if w.equivariance:
+            tf = RandomTransform(target.shape[0], self.cfg.transform, _step_generator(self.cfg.seed, step, 2),
+                                 self.device)
+            motion_t, _ = motion_of(nets, tf.transform_frame(target))
+            terms["equivariance"] = w.equivariance * equivariance_loss(kp_d, transform_keypoints(x_c, motion_t), tf)
+        if w.keypoint_prior:
+            terms["keypoint_prior"] = w.keypoint_prior * keypoint_prior_loss(kp_d)
+        if w.head_pose:
+            teacher = tracker_to_model_pose(torch.cat([b["source_pose"], b["driving_pose"]]))
+            terms["head_pose"] = w.head_pose * head_pose_loss(torch.cat([angles_s, angles_d]), teacher)
+        if w.expression:
+            terms["expression"] = w.expression * (expression_loss(motion_s.delta) + expression_loss(motion_d.delta)) / 2
+        total = sum(terms.values(), prediction.new_zeros(()))
+        return total, terms, {"prediction": prediction}
+
+    def _gan_on(self, step: int) -> bool:
+        w = self.cfg.losses
+        return step >= self.cfg.gan_start_step and (w.gan > 0 or w.feature_matching > 0)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step of the generator side, then of the discriminator."""
+        step = self.step
+        self.networks.train()
+        self.discriminator.train()
+        b = self.batch(step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            total, terms, out = self.forward(b, step)
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        logs = {k: float(v.detach()) for k, v in terms.items()}
+        logs["total"] = float(total.detach())
+        if self._gan_on(step):
+            self.discriminator.requires_grad_(True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                real = self.discriminator(self.disc_pyramid(b["driving"]))
+                fake = self.discriminator(self.disc_pyramid(out["prediction"].detach()))
+                loss_d = discriminator_hinge_loss(real, fake)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            logs["discriminator"] = float(loss_d.detach())
+        self.step += 1
+        self._last = (b, out["prediction"].detach())
+        return logs
+
+    # ------------------------------------------------------------------ validation and samples
+    def _validation_batch(self, data_dir: Path) -> dict[str, torch.Tensor]:
+        """Fixed same-identity pairs: each val clip's first frame drives from evenly spaced frames."""
+        sources, drivings = [], []
+        for name in self.cfg.val_clips:
+            clip = load_clip(data_dir / name)
+            first = np.flatnonzero(clip.shot == clip.shot[0])
+            count = self.cfg.val_pairs_per_clip
+            picks = (np.arange(1, len(first)) if count <= 0 or count >= len(first) - 1
+                     else np.linspace(1, len(first) - 1, count).round().astype(int))
+            for j in picks:
+                sources.append(clip.frames[first[0]])
+                drivings.append(clip.frames[first[j]])
+
+        def to_t(frames: list[np.ndarray]) -> torch.Tensor:
+            return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+
+        return {"source": to_t(sources), "driving": to_t(drivings)}
+
+    @torch.no_grad()
+    def validate(self, chunk: int = 8) -> dict[str, float]:
+        """Mean PSNR (dB) of the model (sharp source, eval mode) and of copying the source."""
+        assert self.val_batch is not None
+        self.networks.eval()
+        preds = []
+        for i in range(0, len(self.val_batch["source"]), chunk):
+            src = self.val_batch["source"][i:i + chunk].to(self.device)
+            drv = self.val_batch["driving"][i:i + chunk].to(self.device)
+            x_c = self.networks.kp_detector(src)
+            kp_s = transform_keypoints(x_c, motion_of(self.networks, src)[0])
+            kp_d = transform_keypoints(x_c, motion_of(self.networks, drv)[0])
+            preds.append(self.networks.generator(src, kp_s, kp_d).prediction.float().clamp(0, 1).cpu())
+        self.networks.train()
+        pred = torch.cat(preds)
+        drv, src = self.val_batch["driving"], self.val_batch["source"]
+        return {"psnr_model": _psnr(pred, drv), "psnr_copy_source": _psnr(src, drv)}
+
+    def write_samples(self, path: Path, count: int = 4) -> Path:
+        """PNG grid, one row per sample: source, degraded source, driving, output."""
+        b, pred = self._last
+        rows = []
+        for i in range(min(count, pred.shape[0])):
+            tiles = [b["source"][i], b["generator_source"][i], b["driving"][i], pred[i].clamp(0, 1)]
+            rows.append(torch.cat([t.float().cpu() for t in tiles], dim=2))
+        grid = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import cv2
+
+        cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        return path
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over images of the per-image PSNR in dB (images in [0, 1])."""
+    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1 / mse)).mean())
+
+
+def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init: Path | None = None,
+          progress: bool = True, model_cfg: ModelConfig | None = None) -> TrainResult:
+    """Run (or resume) training up to ``steps`` (default ``cfg.steps``) total steps.
+
+    ``resume``: continue from ``run_dir/checkpoint.pt`` when it exists. ``init``: start from the
+    weights of an inference checkpoint (ours or official; ignored when resuming).
+    """
+    start = time.time()
+    total_steps = cfg.steps if steps is None else steps
+    trainer = Trainer(cfg, model_cfg)
+    run_dir = cfg.path(cfg.run_dir)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    export_path = cfg.path(cfg.export_path)
+    if resume and ckpt_path.is_file():
+        trainer.load(ckpt_path)
+        logger.info("resumed %s at step %d", ckpt_path, trainer.step)
+    elif init is not None:
+        loaded = load_model(init, config=trainer.model_cfg)
+        trainer.networks.load_state_dict(loaded.networks.state_dict())
+        logger.info("initialised from %s", init)
+    writer = None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"))
+    except ImportError:  # tensorboard is the optional `train` extra
+        logger.warning("tensorboard not installed; no TensorBoard logs")
+    logs: dict[str, float] = {}
+    val: dict[str, float] | None = None
+    bar = tqdm(total=total_steps, initial=trainer.step, desc="train", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        while trainer.step < total_steps:
+            t0 = time.time()
+            logs = trainer.train_step()
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise FloatingPointError(f"non-finite loss at step {trainer.step - 1}: {logs}")
+            step = trainer.step
+            logs["seconds_per_step"] = time.time() - t0
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("total", "reconstruction",
+                                                                              "perceptual", "gan")})
+            if writer is not None and (step % cfg.log_every == 0 or step == total_steps):
+                for k, v in logs.items():
+                    writer.add_scalar(f"train/{k}", v, step)
+            if cfg.val_every and trainer.val_batch is not None and (step % cfg.val_every == 0
+                                                                     or step == total_steps):
+                val = trainer.validate()
+                logger.info("step %d validation %s", step, {k: round(v, 3) for k, v in val.items()})
+                if writer is not None:
+                    for k, v in val.items():
+                        writer.add_scalar(f"val/{k}", v, step)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                trainer.write_samples(run_dir / "samples" / f"step_{step:06d}.png")
+            if step % cfg.checkpoint_every == 0 or step == total_steps:
+                trainer.save(ckpt_path)
+            if (cfg.export_every and step % cfg.export_every == 0) or step == total_steps:
+                trainer.export(export_path)
+            if step % cfg.log_every == 0:
+                logger.info("step %d %s", step, {k: round(v, 4) for k, v in logs.items()})
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return TrainResult(trainer.step, time.time() - start, export_path, ckpt_path, logs, val)
