@@ -10,13 +10,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from adasr.errors import AdaSRError
 from engines.cli_args import add_backend_arguments
 from adasr.training.cli import add_prepare_parser, add_train_parser
 from export.cli import add_build_engine_parser, add_export_parser
 from realtime.cli import CALL_REGISTRARS
+
+if TYPE_CHECKING:
+    from adasr.pipeline import TalkingHead
 
 _logger = logging.getLogger("adasr")
 

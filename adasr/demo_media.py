@@ -8,12 +8,14 @@ pulls optional dependencies).
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from adasr.errors import InputError
+from adasr.faces import CropBox, crop_face
 
 _CACHE = Path(__file__).resolve().parent.parent / "outputs" / "media"
 
@@ -43,3 +45,20 @@ def astronaut_portrait() -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), cv2.cvtColor(astronaut_image(), cv2.COLOR_RGB2BGR))
     return path
+
+
+#: Face crop of the astronaut as adasr.faces.FaceTracker finds it (image mode, crop_scale 1.8);
+#: fixed here so that export verification and benchmarks do not need mediapipe.
+ASTRONAUT_FACE_BOX = CropBox(x0=130, y0=19, size=190)
+
+
+def astronaut_face(size: int) -> np.ndarray:
+    """The astronaut's face region resized to size×size, RGB uint8."""
+    return crop_face(np.ascontiguousarray(astronaut_image()), ASTRONAUT_FACE_BOX, size)
+
+
+def carphone_frames(limit: int | None = None) -> list[np.ndarray]:
+    """Frames of the carphone clip (176×144) as RGB uint8: the ``limit`` first, or all 120."""
+    from adasr.video_io import FrameSource
+
+    return list(itertools.islice(FrameSource(carphone_clip()), limit))

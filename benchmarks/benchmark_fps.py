@@ -51,7 +51,7 @@ from adasr.image_ops import tensor_to_image  # noqa: E402
 from adasr.networks import AdaSRNetworks  # noqa: E402
 from adasr.pipeline import TalkingHead  # noqa: E402
 from engines.base import Backend  # noqa: E402
-from export.face_samples import astronaut_face, carphone_frames  # noqa: E402
+from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
 
 logger = logging.getLogger("benchmark_fps")
 

@@ -163,7 +163,7 @@ def _verification_cases(model: LoadedModel, nets: nn.Module, verify_image: np.nd
 
     PyTorch outputs come from the plain modules (the plain 3-D warp), whatever the exported warp.
     """
-    from export.face_samples import astronaut_face
+    from adasr.demo_media import astronaut_face
 
     size = model.config.image_size
     face = verify_image if verify_image is not None else astronaut_face(size)

@@ -32,7 +32,7 @@ from engines.tensorrt_backend import (  # noqa: E402
     stale_engines,
 )
 from engines.torch_backend import TorchBackend, TorchOptions  # noqa: E402
-from export.face_samples import astronaut_face, carphone_frames  # noqa: E402
+from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
 from export.manifest import read_manifest  # noqa: E402
 from export.onnx_export import ExportReport, export_model  # noqa: E402
 

@@ -17,9 +17,9 @@ the same images and augmentations, which is what makes an interrupted run resume
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from adasr.errors import InputError
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.video_io import FrameSource
 
 logger = logging.getLogger(__name__)
 
@@ -97,23 +98,9 @@ def find_videos(inputs: Sequence[Path]) -> list[Path]:
 
 
 def _read_frames(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
-    """All RGB frames of a video and its fps; raises OSError when nothing can be decoded."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise OSError(f"cannot open {path}")
-        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
-        frames: list[np.ndarray] = []
-        while max_frames is None or len(frames) < max_frames:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    finally:
-        cap.release()
-    if not frames:
-        raise OSError(f"no decodable frames in {path}")
-    return frames, fps if math.isfinite(fps) and fps > 0 else 25.0
+    """RGB frames of a video (the first ``max_frames``, or all) and its fps; InputError if unreadable."""
+    source = FrameSource(path)
+    return list(itertools.islice(source, max_frames)), source.info.fps
 
 
 def _clip_is_done(clip_dir: Path, source: Path, cfg: PrepareConfig) -> bool:
@@ -142,7 +129,7 @@ def _split_shots(centres: np.ndarray, sizes: np.ndarray, frame_idx: np.ndarray, 
 def prepare_clip(path: Path, out_dir: Path, cfg: PrepareConfig) -> tuple[int, int]:
     """Track, crop and store one clip into ``out_dir``; returns (frames kept, frames dropped).
 
-    Raises OSError for an unreadable file and ValueError when no usable face shot remains.
+    Raises InputError (or OSError) for an unreadable file and ValueError when no usable face shot remains.
     """
     frames, fps = _read_frames(path, cfg.max_frames)
     tcfg = FaceTrackerConfig(**{**cfg.tracker.__dict__, "mode": "video", "fps": fps})
@@ -227,7 +214,7 @@ def prepare(inputs: Sequence[Path], out_dir: Path, size: int = 256, config: Prep
             continue
         try:
             kept, dropped = prepare_clip(path, clip_dir, cfg)
-        except OSError as exc:
+        except (OSError, InputError) as exc:
             logger.warning("skipping unreadable %s: %s", path, exc)
             summary.unreadable.append(str(path))
             continue
