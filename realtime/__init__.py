@@ -9,9 +9,13 @@ One job per module:
 * sender side: ``capture`` (camera, video, image folder, paced), ``motion_pipeline`` (tracker →
   crop → motion extractor → ``smoothing``), ``sender`` (source upload, motion stream, resets);
 * receiver side: ``source_transfer`` (SourceState ↔ payload, checked), ``latest`` (latest-wins
-  slot), ``receiver`` (validation, render thread), ``sinks`` (virtual camera, window, file);
-* connection: ``transport`` (peer connection, channels, ICE host addresses), ``signaling``
-  (TCP or in-process offer/answer), ``call`` (one side of a call, end to end);
-* ``demo`` (both peers in one process), ``stats`` (wire-overhead model, latency summaries),
-  ``clock``, ``cli`` (``adasr send``, ``receive``, ``demo``).
+  slot), ``receiver`` (validation, render thread, gaps, face loss, liveness), ``sinks`` (virtual
+  camera, window, file; the dedicated output thread);
+* connection: ``transport`` (peer connection, channels, ICE host addresses, the in-process channel
+  with its loss/reorder impairment), ``signaling`` (TCP or in-process offer/answer),
+  ``http_signaling`` (``POST /offer`` with a bearer token), ``call`` (one side of a call, end to
+  end; one call after another on the HTTP endpoint);
+* ``webcam`` (``adasr cam``: the local virtual webcam, the call's sender and receiver in one process),
+  ``demo`` (both peers in one process), ``stats`` (wire-overhead model, latency summaries),
+  ``clock``, ``cli`` (``adasr send``, ``receive``, ``cam``, ``demo``).
 """

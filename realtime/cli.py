@@ -349,6 +349,8 @@ def run_cam(args: argparse.Namespace) -> int:
     except BaseException:
         sink.close()
         raise
+    if args.sink != "window" and sys.stdin and sys.stdin.isatty():
+        print("adasr cam: type p (passthrough), f (freeze), r (reset the pose) or q (quit), then Enter", file=sys.stderr)
     asyncio.run(webcam.run(head, sink))
     _print_summary("cam", webcam.summary())
     return 0

@@ -13,7 +13,7 @@ What a stranger who finds the port gets:
   ``hmac.compare_digest``, in constant time);
 * a body over ``max_body`` bytes (64 KiB; an offer with host candidates is 1–2 KiB): **413**;
 * an offer while a call is in progress: **409** (one call at a time);
-* anything that is not a JSON offer: **400**.
+* anything that is not a JSON offer opening a data channel: **400**.
 
 The server binds to 127.0.0.1 by default. Plain HTTP carries the token and the SDP (whose DTLS
 fingerprint is what authenticates the media) in the clear: across an untrusted network, put the
@@ -143,9 +143,6 @@ class OfferServer:
         self.on_call = on_call
         self.options = options
         self.stats = OfferServerStats()
-        self.idle = asyncio.Event()
-        """Set while no call is in progress."""
-        self.idle.set()
         self._token = options.token.encode("utf-8")
         self._busy = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -204,7 +201,6 @@ class OfferServer:
         if self._busy:
             return self._refuse(409, "busy", "a call is in progress; try again when it has ended", request)
         self._busy = True  # before the first await: two offers racing cannot both get in
-        self.idle.clear()
         try:
             offer = _parse_offer(await request.read())
         except web.HTTPRequestEntityTooLarge:
@@ -246,7 +242,6 @@ class OfferServer:
 
     def _release(self) -> None:
         self._busy = False
-        self.idle.set()
 
 
 def _parse_offer(body: bytes) -> RTCSessionDescription:
@@ -257,6 +252,8 @@ def _parse_offer(body: bytes) -> RTCSessionDescription:
         raise ValueError(f"the body is not JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("sdp"), str) or data.get("type") != "offer":
         raise ValueError('expected a JSON object {"sdp": "...", "type": "offer"}')
+    if "\nm=application " not in "\n" + data["sdp"].replace("\r\n", "\n"):
+        raise ValueError("the offer opens no data channel (no m=application line): not an AdaSR sender")
     return RTCSessionDescription(sdp=data["sdp"], type="offer")
 
 

@@ -168,6 +168,8 @@ class _RenderJob:
 
 
 _ARRIVALS_KEPT = 4096
+#: Source refusals logged as errors before the rest go to debug (``ReceiverStats.source_errors`` counts them all).
+_LOUD_REFUSALS = 3
 #: Per-frame timing samples kept in ``ReceiverStats`` lists: ten minutes at 30 fps.
 SAMPLES_KEPT = 18_000
 
@@ -187,7 +189,7 @@ class Receiver:
         self.source_ready = asyncio.Event()
         """Set once a source state is installed."""
         self.finished = asyncio.Event()
-        """Set when the sender said GOODBYE (or ``stop`` was called)."""
+        """Set when the call ends on this side (``finish``: GOODBYE, a vanished sender, ``stop``...; see ``stats.end_reason``)."""
         self._assembler = SourceAssembler(wire_model_id(head), max_total=options.max_source_bytes)
         self._motion_guard = ReplayGuard()
         self._control_guard = ReplayGuard()
@@ -307,6 +309,9 @@ class Receiver:
             return
         ease_us = self.options.neutral_ease_s * 1e6
         alpha = min(1.0, (now - self._lost_since_us) / ease_us) if ease_us > 0 else 1.0
+        if alpha <= 0.0:  # the first lost frame: nothing moved yet, nothing to render
+            s.frames_face_lost += 1
+            return
         self._eased = alpha >= 1.0
         vector = (self._last_vector + (target - self._last_vector) * alpha).astype(np.float32)
         s.frames_eased += 1
@@ -376,9 +381,11 @@ class Receiver:
                 self._spawn(self._install_pending())
 
     def _refuse_source(self, reason: str) -> None:
+        """Count and say why; past the first few, refusals are logged at debug level (a flood must not flood the log)."""
         self.stats.source_errors += 1
         self.stats.last_source_error = reason
-        logger.error("refused the source state: %s (the call stays up, waiting for a usable one)", reason)
+        log = logger.error if self.stats.source_errors <= _LOUD_REFUSALS else logger.debug
+        log("refused the source state: %s (the call stays up, waiting for a usable one)", reason)
 
     async def _install_pending(self) -> None:
         """Decode complete transfers one at a time, the newest first: a flood of them cannot pile up work."""

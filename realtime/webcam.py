@@ -175,6 +175,8 @@ class WebcamStats:
     """Frames handed to the device, window or file (repeats included)."""
     frames_repeated: int = 0
     """Of those, repeats of the previous frame (nothing new in time: frozen, face lost, slow renderer)."""
+    frames_output_replaced: int = 0
+    """Frames replaced by a newer one before the output thread took them (the device was the slower)."""
     motions_paused: int = 0
     """Motions not rendered because the output was frozen or in passthrough."""
     resets: int = 0
@@ -266,23 +268,22 @@ class LocalWebcam:
         compositor = self.compositor = WebcamCompositor(background, out_box, output, opts.feather)
         self._update_pause()
         # In-process links cannot vanish, and pauses in motion are on purpose here: no timeouts, no gap reports.
+        to_sender = InProcessChannel(self._to_sender, "control (receiver → sender)")
         receiver = self.receiver = Receiver(
             head, ReceiverOptions(relative=opts.relative, face_lost=opts.face_lost, motion_gap_s=math.inf,
-                                  peer_timeout_s=0),
-            compositor, control=InProcessChannel(self._to_sender, "control (receiver → sender)"))
+                                  peer_timeout_s=0), compositor, control=to_sender)
+        motion_link = InProcessChannel(self._to_receiver, "motion")
+        control_link = InProcessChannel(receiver.on_control, "control")
         sender = self.sender = Sender(
             head, SenderOptions(capture=opts.capture, source=SourceOptions(opts.portrait, crop=opts.source_crop),
                                 smoothing=opts.smoothing, crop=opts.crop, tracker=opts.tracker, show_progress=False,
                                 peer_timeout_s=0),
-            InProcessChannel(self._to_receiver, "motion"), InProcessChannel(receiver.on_control, "control"),
-            on_sample=self._on_sample)
+            motion_link, control_link, on_sample=self._on_sample)
         receiver.install_state(state)
         receiver.start()
         commands = opts.console and watch_console({
             "p": ("passthrough on/off", lambda: self.press("p")), "f": ("freeze on/off", lambda: self.press("f")),
             "r": ("reset the reference pose", self.reset_reference), "q": ("quit", self.stop)})
-        if commands:
-            print("adasr cam: type p (passthrough), f (freeze), r (reset pose) or q (quit), then Enter")
         watcher = asyncio.ensure_future(self._stop_when_window_closes(receiver))
         try:
             self.started.set()
@@ -293,6 +294,8 @@ class LocalWebcam:
             if commands:
                 unwatch_console()
             sender.close()
+            for link in (motion_link, control_link, to_sender):
+                link.close()  # nothing more crosses between the two halves
             await receiver.stop()  # closes the compositor, its output thread and the device
         return self._collect(output)
 
@@ -328,7 +331,7 @@ class LocalWebcam:
             s.render_ms_p50, s.latency_ms_p50 = percentile(r.render_ms, 50), percentile(r.e2e_ms, 50)
         if self.compositor is not None:
             s.frames_composed, s.camera_frames = self.compositor.frames_composed, self.compositor.camera_frames
-        s.frames_output, s.frames_repeated = output.frames_shown, output.repeats
+        s.frames_output, s.frames_repeated, s.frames_output_replaced = output.frames_shown, output.repeats, output.replaced
         return s
 
     def summary(self) -> dict[str, object]:
