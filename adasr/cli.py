@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from adasr.errors import AdaSRError
 from engines.cli_args import add_backend_arguments
+from adasr.evaluation.cli import add_eval_parser
 from adasr.training.cli import add_prepare_parser, add_train_parser
 from export.cli import add_build_engine_parser, add_export_parser
 from realtime.cli import CALL_REGISTRARS
@@ -101,7 +102,7 @@ def _run_degrade(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS: list[Registrar] = [_add_animate, add_prepare_parser, add_train_parser, _add_degrade,
+REGISTRARS: list[Registrar] = [_add_animate, add_prepare_parser, add_train_parser, add_eval_parser, _add_degrade,
                                add_export_parser, add_build_engine_parser, *CALL_REGISTRARS]
 
 

@@ -186,12 +186,32 @@ def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_
     from scipy import linalg
 
     diff = mu_a - mu_b
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covmean).all():
         offset = np.eye(cov_a.shape[0]) * 1e-6
         covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     covmean = np.real(covmean)
     return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+
+
+def frechet_distance_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """FID of two feature sets [N, d], [M, d]; exact and fast when the sets are small.
+
+    With Ya, Yb the centred features scaled by 1/√(N−1), 1/√(M−1) (so Σ = YᵀY), the non-zero
+    eigenvalues of ΣaΣb are the squared singular values of Yb·Yaᵀ, hence Tr (ΣaΣb)^½ is that
+    [M, N] matrix's nuclear norm: no 2048×2048 matrix square root (tens of seconds on a small CPU,
+    and unstable for the rank-deficient covariances of a few hundred frames).
+    """
+    if len(features_a) < 2 or len(features_b) < 2:
+        raise ValueError("FID needs at least two images per set")
+    if len(features_a) * len(features_b) > 25_000_000:  # big sets: the covariance route is cheaper
+        return frechet_distance(features_a.mean(0), np.cov(features_a, rowvar=False),
+                                features_b.mean(0), np.cov(features_b, rowvar=False))
+    ya = (features_a - features_a.mean(0)) / math.sqrt(len(features_a) - 1)
+    yb = (features_b - features_b.mean(0)) / math.sqrt(len(features_b) - 1)
+    diff = features_a.mean(0) - features_b.mean(0)
+    cross = np.linalg.svd(yb @ ya.T, compute_uv=False).sum()
+    return float(diff @ diff + (ya * ya).sum() + (yb * yb).sum() - 2.0 * cross)
 
 
 @dataclass(frozen=True)
@@ -256,6 +276,5 @@ class FrechetInception:
         return FeatureStats(f.mean(axis=0), np.cov(f, rowvar=False), len(images))
 
     def distance(self, images_a: Sequence[np.ndarray], images_b: Sequence[np.ndarray]) -> float:
-        """FID between two sets of frames."""
-        a, b = self.stats(images_a), self.stats(images_b)
-        return frechet_distance(a.mu, a.cov, b.mu, b.cov)
+        """FID between two sets of frames (at least two each)."""
+        return frechet_distance_from_features(self.features(images_a), self.features(images_b))

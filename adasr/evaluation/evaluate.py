@@ -1,0 +1,509 @@
+"""The ``eval`` job: same-identity reconstruction and cross-identity driving, against "copy the source".
+
+Same-identity reconstruction (the ground-truth task). For each clip the face tracker (video mode,
+the same stable crop as ``animate`` and ``prepare``) runs over the frames; the first frame with a
+face, cropped, is the source; the next ``frames`` crops drive the model and are also the ground
+truth the output is compared with. Motion is relative to the source frame, so x_d = x_s +
+(x_d − x_s) — for reconstruction that equals absolute motion, the standard protocol.
+
+Cross-identity. Each portrait (cropped by the tracker in still mode, as ``animate`` does) is driven
+by the same driving crops, relative to the clip's source frame (``animate``'s default). There is no
+ground truth, so PSNR/SSIM are null, and:
+
+* ``akd``: output landmarks vs the *driver's* landmarks. Relative motion deliberately keeps the
+  portrait's own face shape, so this is never 0 even for a perfect model: it mixes the shape
+  difference between the two people with motion error. It is reported because it is the
+  literature's measure; read it next to the copy-source row.
+* ``akd_motion``: the motion-transfer error proper: each face's landmark displacement since its
+  anchor (the portrait for the output, the clip's source frame for the driver), in its own
+  inter-ocular units, compared. For copy-source it is the driver's own motion magnitude.
+* ``aed``: identity distance of the output from the portrait (copy-source: 0 by construction).
+
+Every measure is also computed for the baseline "output = the source frame" (``copy_source``),
+so a reader sees what the model adds. Landmark measures are *paired*: a frame counts only when the
+tracker finds a face in the reference and in every method's output, so model and baseline are
+averaged over the same frames; ``no_face_rate`` says how often an output lost the face (a blurry
+output that the tracker cannot read shows there, not as a better AKD). Means are over clips (each clip, or portrait×clip pair,
+weighs the same), each clip's value being its mean over frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from adasr.errors import InputError, NoFaceError
+from adasr.evaluation.metrics import (
+    IdentityEmbedder,
+    FrechetInception,
+    LandmarkDetector,
+    aed,
+    akd,
+    motion_akd,
+    psnr,
+    ssim,
+)
+from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.keypoints import Motion
+from adasr.pipeline import TalkingHead
+from adasr.video_io import IMAGE_SUFFIXES, FrameSource, FrameWriter, read_image
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+#: Measures of the reconstruction table, in order (fid is set-level: mean only).
+RECON_METRICS = ("psnr", "ssim", "akd", "aed")
+CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed")
+METHODS = ("model", "copy_source")
+FID_NEEDS_WEIGHTS = "needs --inception-weights"
+NO_GROUND_TRUTH = "no ground truth in cross-identity driving"
+AKD_NOTE = ("mean 2-D distance over the tracker's 478 landmarks (still-image mode on the crops), divided by the "
+            "reference face's inter-ocular distance (outer eye corners, mesh points 33 and 263)")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What to evaluate and what to write."""
+
+    clips: Path
+    """A folder of video clips (or one clip)."""
+    portraits: Path | None = None
+    """A folder of portrait images (or one image) for cross-identity driving; None: skip that part."""
+    frames: int = 100
+    """Driving frames per clip after the source frame."""
+    video: Path | None = None
+    """Write a source | driving | output mp4 of the first clip's reconstruction here."""
+    inception_weights: Path | None = None
+    """Inception-v3 state dict for FID; None: FID is null."""
+    identity: bool = True
+    """Compute AED (needs dlib); False skips it (it is the slowest measure)."""
+    show_progress: bool = True
+
+
+@dataclass
+class ClipCrops:
+    """A clip's face crops: the source and the driving/ground-truth frames that follow it."""
+
+    name: str
+    fps: float
+    source_index: int
+    """Index in the clip of the first frame with a face."""
+    source: np.ndarray
+    frames: list[np.ndarray]
+
+
+@dataclass
+class EvalReport:
+    """Everything ``adasr eval`` measured; :meth:`as_dict` is the JSON document."""
+
+    model: dict[str, Any]
+    frames: int
+    clips: list[dict[str, Any]]
+    mean: dict[str, dict[str, float | None]]
+    reasons: dict[str, str]
+    cross_identity: dict[str, Any] | None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return _finite(dataclasses.asdict(self))
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf → None, recursively: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+class _Series:
+    """Per-frame values of each measure for one method on one clip."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.values: dict[str, list[float]] = {n: [] for n in names}
+        self.frames = 0
+        self.no_face = 0
+
+    def add(self, name: str, value: float | None) -> None:
+        if value is not None:
+            self.values[name].append(value)
+
+    def summary(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {n: (float(np.mean(v)) if v else None) for n, v in self.values.items()}
+        out["no_face_rate"] = self.no_face / self.frames if self.frames else None
+        return out
+
+
+def _mean_over(rows: list[dict[str, Any]], method: str, names: tuple[str, ...]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in (*names, "no_face_rate"):
+        values = [r[method][name] for r in rows if r[method].get(name) is not None]
+        out[name] = float(np.mean(values)) if values else None
+    return out
+
+
+def list_files(path: Path, suffixes: tuple[str, ...] | set[str], what: str) -> list[Path]:
+    """A single file, or the sorted matching files of a folder; InputError when there are none."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{what} not found: {path}")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise InputError(f"{path}: no {what} ({', '.join(sorted(suffixes))})")
+    return files
+
+
+def load_clip(path: Path, size: int, frames: int, tracker_config: FaceTrackerConfig) -> ClipCrops:
+    """Tracker crops of a clip: the first frame with a face, then up to ``frames`` following frames.
+
+    A frame where the face is lost keeps the last box (as ``animate`` does). Raises InputError for
+    an unreadable clip, NoFaceError when no frame has a face or none follows the source.
+    """
+    source_video = FrameSource(path)
+    config = dataclasses.replace(tracker_config, mode="video", fps=source_video.info.fps or tracker_config.fps)
+    source: np.ndarray | None = None
+    source_index = -1
+    box: CropBox | None = None
+    crops: list[np.ndarray] = []
+    with FaceTracker(config) as tracker:
+        for index, frame in enumerate(source_video):
+            found = tracker.track(frame)
+            if found is not None:
+                box = found.box
+            if box is None:
+                continue
+            crop = crop_face(frame, box, size)
+            if source is None:
+                source, source_index = crop, index
+                continue
+            crops.append(crop)
+            if len(crops) >= frames:
+                break
+    if source is None:
+        raise NoFaceError(f"{path.name}: no face in any frame")
+    if not crops:
+        raise NoFaceError(f"{path.name}: no frame after the source frame {source_index}")
+    return ClipCrops(path.stem, source_video.info.fps, source_index, source, crops)
+
+
+def _portrait_crop(path: Path, size: int, tracker_config: FaceTrackerConfig) -> np.ndarray:
+    """The portrait's tracker crop (still mode), as ``animate`` makes its source."""
+    image = read_image(path)
+    with FaceTracker(dataclasses.replace(tracker_config, mode="image")) as tracker:
+        found = tracker.track(image)
+    if found is None:
+        raise NoFaceError(f"{path.name}: no face found")
+    return crop_face(image, found.box, size)
+
+
+@dataclass
+class _Portrait:
+    name: str
+    crop: np.ndarray
+    landmarks: np.ndarray | None
+    embedding: np.ndarray | None
+    state: Any
+
+
+class _Measures:
+    """Landmark and identity measurement with the optional parts resolved once."""
+
+    def __init__(self, tracker_config: FaceTrackerConfig, identity: bool) -> None:
+        self.landmarks = LandmarkDetector(tracker_config)
+        self.reasons: dict[str, str] = {}
+        self.embedder: IdentityEmbedder | None = None
+        if identity:
+            self.embedder, reason = IdentityEmbedder.try_create()
+            if reason:
+                self.reasons["aed"] = reason
+                logger.warning("AED skipped: %s", reason)
+        else:
+            self.reasons["aed"] = "skipped (--no-aed)"
+
+    def embed(self, image: np.ndarray) -> np.ndarray | None:
+        return None if self.embedder is None else self.embedder(image)
+
+    def close(self) -> None:
+        self.landmarks.close()
+
+
+def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTrackerConfig | None = None) -> EvalReport:
+    """Run the evaluation; raises InputError when no clip (or, with portraits, no portrait) is usable."""
+    if options.frames < 1:
+        raise InputError(f"--frames must be at least 1, got {options.frames}")
+    tracker_config = tracker_config or FaceTrackerConfig()
+    clip_paths = list_files(options.clips, VIDEO_SUFFIXES, "video clips")
+    portrait_paths = list_files(options.portraits, IMAGE_SUFFIXES, "portraits") if options.portraits else []
+    fid = FrechetInception(options.inception_weights, device=str(head.backend.device)) \
+        if options.inception_weights else None
+
+    start = time.perf_counter()
+    measures = _Measures(tracker_config, options.identity)
+    skipped: list[dict[str, str]] = []
+    try:
+        portraits = []
+        for path in portrait_paths:
+            try:
+                crop = _portrait_crop(path, head.size, tracker_config)
+            except InputError as exc:
+                logger.warning("portrait skipped: %s", exc)
+                skipped.append({"file": str(path), "reason": str(exc)})
+                continue
+            portraits.append(_Portrait(path.stem, crop, measures.landmarks(crop), measures.embed(crop),
+                                       head.prepare_source(crop)))
+        if portrait_paths and not portraits:
+            raise InputError(f"{options.portraits}: no portrait with a detectable face")
+
+        estimate = sum(min(options.frames, max(_frame_count(p) - 1, 1)) for p in clip_paths) * (1 + len(portraits))
+        recon_rows: list[dict[str, Any]] = []
+        cross_rows: list[dict[str, Any]] = []
+        fid_sets: dict[str, list[np.ndarray]] = {"model": [], "copy_source": [], "reference": []}  # only with FID
+        with tqdm(total=estimate, unit="frame", desc="eval", disable=not options.show_progress) as bar:
+            for path in clip_paths:
+                try:
+                    clip = load_clip(path, head.size, options.frames, tracker_config)
+                except InputError as exc:  # NoFaceError included
+                    logger.warning("clip skipped: %s", exc)
+                    skipped.append({"file": str(path), "reason": str(exc)})
+                    continue
+                video = options.video if not recon_rows else None
+                row, motions, reference, gt = _reconstruct(head, clip, measures, video, bar,
+                                                           fid_sets if fid is not None else None)
+                recon_rows.append(row)
+                for portrait in portraits:
+                    cross_rows.append(_cross(head, portrait, clip, motions, reference, gt, measures, bar))
+        if not recon_rows:
+            raise InputError(f"{options.clips}: no clip with a detectable face")
+    finally:
+        measures.close()
+
+    reasons = dict(measures.reasons)
+    mean = {m: _mean_over(recon_rows, m, RECON_METRICS) for m in METHODS}
+    for m in METHODS:
+        no_face = mean[m].pop("no_face_rate")
+        mean[m]["fid"] = fid.distance(fid_sets[m], fid_sets["reference"]) if fid is not None else None
+        mean[m]["no_face_rate"] = no_face
+    if fid is None:
+        reasons["fid"] = FID_NEEDS_WEIGHTS
+    _explain_nulls(mean, reasons)
+
+    cross = None
+    if portraits:
+        cross_mean = {m: _mean_over(cross_rows, m, CROSS_METRICS) for m in METHODS}
+        cross_reasons = {"psnr": NO_GROUND_TRUTH, "ssim": NO_GROUND_TRUTH}
+        if "aed" in measures.reasons:
+            cross_reasons["aed"] = measures.reasons["aed"]
+        _explain_nulls(cross_mean, cross_reasons)
+        cross = {"pairs": cross_rows, "mean": cross_mean, "reasons": cross_reasons}
+
+    notes = {"akd": AKD_NOTE,
+             "relative": "driving motion is relative to the clip's source frame (reconstruction: equals absolute)",
+             "mean": "mean over clips (cross-identity: over portrait×clip pairs) of per-clip frame means",
+             "pairing": "landmark measures count a frame only when the tracker finds a face in the reference and in "
+                        "every method's output; no_face_rate is the share of frames whose output it lost"}
+    if cross is not None:
+        notes["cross_akd"] = ("akd: output vs driver landmarks; relative motion keeps the portrait's face shape, so "
+                              "it includes the shape difference between the two people and is not 0 for a perfect "
+                              "model; akd_motion compares landmark displacements since the anchor frames instead")
+    if measures.embedder is not None:
+        embedder = measures.embedder
+        notes["aed"] = (f"dlib 128-d embedding L2 distance (same person below 0.6); the HOG detector missed the face "
+                        f"in {embedder.fallbacks}/{embedder.calls} images, which used the crop-geometry box")
+    backend = head.backend
+    return EvalReport(
+        model={"name": backend.config.name, "model_id": backend.model_id, "image_size": head.size,
+               "backend": backend.describe()},
+        frames=options.frames, clips=recon_rows, mean=mean, reasons=reasons, cross_identity=cross,
+        skipped=skipped, seconds=time.perf_counter() - start, notes=notes)
+
+
+def _frame_count(path: Path) -> int:
+    try:
+        return FrameSource(path).info.frame_count
+    except InputError:
+        return 1
+
+
+def _explain_nulls(mean: dict[str, dict[str, float | None]], reasons: dict[str, str]) -> None:
+    """Every null in a mean gets a reason: the known one (missing dlib, no weights, no ground truth), else why
+    no frame could be measured (landmark measures are paired across methods)."""
+    names = {n for values in mean.values() for n in values} - {"no_face_rate"}
+    lost = [m for m, values in mean.items() if values.get("no_face_rate") == 1.0]
+    for name in sorted(names):
+        if name in reasons or all(values.get(name) is not None for values in mean.values()):
+            continue
+        reasons[name] = (f"the tracker found no face in any {' or '.join(lost)} output frame (landmark measures are "
+                         "paired: a frame counts only when every output has a face)" if lost
+                         else "no frame had a face the tracker could find in the reference and in every output")
+
+
+def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video: Path | None, bar: tqdm,
+                 fid_sets: dict[str, list[np.ndarray]] | None
+                 ) -> tuple[dict[str, Any], list[Motion], Motion, list[tuple[np.ndarray | None, np.ndarray | None]]]:
+    """Same-identity reconstruction of one clip; also returns what cross-identity reuses.
+
+    Returns the row, every frame's motion, the reference motion (the source frame's), and the
+    ground-truth (landmarks, embedding) per frame.
+    """
+    state = head.prepare_source(clip.source)
+    reference = head.extract_motion(clip.source)
+    src_lms = measures.landmarks(clip.source)
+    src_emb = measures.embed(clip.source)
+    series = {m: _Series(RECON_METRICS) for m in METHODS}
+    motions: list[Motion] = []
+    gt_measures: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+    writer = FrameWriter(video, clip.fps) if video is not None else None
+    try:
+        for frame in clip.frames:
+            motion = head.extract_motion(frame)
+            motions.append(motion)
+            out = head.render_image(state, motion, reference)
+            gt_lms, gt_emb = measures.landmarks(frame), measures.embed(frame)
+            gt_measures.append((gt_lms, gt_emb))
+            out_lms = measures.landmarks(out)
+            out_emb = measures.embed(out)
+            outputs = {"model": (out, out_lms, out_emb), "copy_source": (clip.source, src_lms, src_emb)}
+            for method, (image, _, emb) in outputs.items():
+                s = series[method]
+                s.frames += 1
+                s.add("psnr", psnr(image, frame))
+                s.add("ssim", ssim(image, frame))
+                if emb is not None and gt_emb is not None:
+                    s.add("aed", aed(emb, gt_emb))
+            _add_paired_landmarks(series, {m: v[1] for m, v in outputs.items()}, gt_lms,
+                                  lambda lms, ref: {"akd": akd(lms, ref)})
+            if fid_sets is not None:
+                fid_sets["model"].append(out)
+                fid_sets["copy_source"].append(clip.source)
+                fid_sets["reference"].append(frame)
+            if writer is not None:
+                writer.write(np.concatenate([clip.source, frame, out], axis=1))
+            bar.update(1)
+    finally:
+        if writer is not None:
+            writer.close()
+    if src_lms is None:
+        logger.warning("%s: the tracker finds no face in the source crop in still mode", clip.name)
+    row = {"clip": clip.name, "source_frame": clip.source_index, "frames": len(clip.frames),
+           **{m: series[m].summary() for m in METHODS}}
+    logger.info("%s: %s", clip.name, row)
+    return row, motions, reference, gt_measures
+
+
+def _cross(head: TalkingHead, portrait: _Portrait, clip: ClipCrops, motions: list[Motion], reference: Motion,
+           gt: list[tuple[np.ndarray | None, np.ndarray | None]], measures: _Measures, bar: tqdm) -> dict[str, Any]:
+    """One portrait driven by one clip's frames, relative to the clip's source frame."""
+    driver_anchor = measures.landmarks(clip.source)
+    series = {m: _Series(CROSS_METRICS) for m in METHODS}
+    for motion, (drv_lms, _) in zip(motions, gt):
+        out = head.render_image(portrait.state, motion, reference)
+        out_lms = measures.landmarks(out)
+        out_emb = measures.embed(out)
+        outputs = {"model": (out_lms, out_emb), "copy_source": (portrait.landmarks, portrait.embedding)}
+        for method, (_, emb) in outputs.items():
+            series[method].frames += 1
+            if emb is not None and portrait.embedding is not None:
+                series[method].add("aed", aed(emb, portrait.embedding))
+
+        def landmark_measures(lms: np.ndarray, drv: np.ndarray) -> dict[str, float | None]:
+            moved = None if portrait.landmarks is None or driver_anchor is None else \
+                motion_akd(lms, portrait.landmarks, drv, driver_anchor)
+            return {"akd": akd(lms, drv), "akd_motion": moved}
+
+        _add_paired_landmarks(series, {m: v[0] for m, v in outputs.items()}, drv_lms, landmark_measures)
+        bar.update(1)
+    return {"portrait": portrait.name, "clip": clip.name, "frames": len(motions),
+            **{m: series[m].summary() for m in METHODS}}
+
+
+def _add_paired_landmarks(series: dict[str, _Series], landmarks: dict[str, np.ndarray | None],
+                          reference: np.ndarray | None,
+                          measure: Callable[[np.ndarray, np.ndarray], dict[str, float | None]]) -> None:
+    """Landmark measures of one frame, *paired*: added for every method or for none.
+
+    A frame counts only when the tracker finds a face in the reference and in every method's
+    output, so model and baseline are averaged over the same frames; a method whose output has no
+    face adds to its ``no_face_rate`` instead (a model that blurs the face away cannot hide there).
+    """
+    if reference is None:
+        return
+    missing = [m for m, lms in landmarks.items() if lms is None]
+    for m in missing:
+        series[m].no_face += 1
+    if missing:
+        return
+    for m, lms in landmarks.items():
+        assert lms is not None
+        for name, value in measure(lms, reference).items():
+            series[m].add(name, value)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+_DIGITS = {"psnr": 2, "ssim": 4, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2, "no_face_rate": 3}
+
+
+def _table(title: str, rows: Iterator[tuple[str, dict[str, float | None]]], names: tuple[str, ...]) -> list[str]:
+    arrows = {"psnr": "↑", "ssim": "↑"}
+    labels = {"no_face_rate": "no face"}
+    header = f"{'':<28}" + "".join(f"{labels.get(n, n) + ' ' + arrows.get(n, '↓'):>13}" for n in names)
+    lines = [title, header]
+    for label, values in rows:
+        lines.append(f"{label:<28}" + "".join(f"{_fmt(values.get(n), _DIGITS[n]):>13}" for n in names))
+    return lines
+
+
+def format_table(report: EvalReport) -> str:
+    """The human-readable summary printed by ``adasr eval``: per clip, then the means, model vs copy-source."""
+    recon_names = (*RECON_METRICS, "fid", "no_face_rate")
+
+    def recon_rows() -> Iterator[tuple[str, dict[str, float | None]]]:
+        for row in report.clips:
+            for m in METHODS:
+                yield f"{row['clip'][:14]} {m}", row[m]
+        for m in METHODS:
+            yield f"MEAN {m}", report.mean[m]
+
+    lines = _table(f"same-identity reconstruction: {len(report.clips)} clip(s), up to {report.frames} driving "
+                   f"frames each (model {report.model['name']}, {report.model['image_size']} px)",
+                   recon_rows(), recon_names)
+    if report.cross_identity is not None:
+        cross = report.cross_identity
+
+        def cross_rows() -> Iterator[tuple[str, dict[str, float | None]]]:
+            for pair in cross["pairs"]:
+                for m in METHODS:
+                    yield f"{pair['portrait'][:8]}←{pair['clip'][:8]} {m}", pair[m]
+            for m in METHODS:
+                yield f"MEAN {m}", cross["mean"][m]
+
+        lines += [""] + _table(f"cross-identity: {len(cross['pairs'])} portrait×clip pair(s) (akd vs driver, "
+                               "akd_motion = displacement error, aed vs portrait)",
+                               cross_rows(), ("akd", "akd_motion", "aed", "no_face_rate"))
+    lines.append("")
+    lines.append("akd: over the frames where the tracker finds a face in the reference and in every output "
+                 "(paired); 'no face' = share of frames whose output it lost")
+    reasons = {**report.reasons, **({f"cross {k}": v for k, v in report.cross_identity["reasons"].items()
+                                     if k not in ("psnr", "ssim")} if report.cross_identity else {})}
+    if reasons:
+        lines += [f"{name}: null — {why}" for name, why in reasons.items()]
+    for item in report.skipped:
+        lines.append(f"skipped {item['file']}: {item['reason']}")
+    return "\n".join(lines)
