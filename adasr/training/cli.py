@@ -6,14 +6,12 @@ Usage from adasr/cli.py::
     add_prepare_parser(subparsers); add_train_parser(subparsers)
     args = parser.parse_args(); args.func(args)
 
-Also runnable alone: ``python -m adasr.training.cli train --config configs/train_lite.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +80,3 @@ def run_train(args: argparse.Namespace) -> int:
           f"checkpoint {result.checkpoint_path}; validation {result.val}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adasr.training.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_prepare_parser(sub)
-    add_train_parser(sub)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
