@@ -6,6 +6,7 @@ keypoint math and the renderer); ``describe`` says what actually runs, so caller
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Protocol
 
 import torch
@@ -39,3 +40,21 @@ class Backend(Protocol):
     def describe(self) -> str:
         """One line: backend, device/provider actually used, precision."""
         ...
+
+
+class GraphBackend(ABC):
+    """The three Backend calls over named graphs (the exported files' names), for runtimes that
+    execute exported graphs (ONNX Runtime, TensorRT): a subclass supplies only ``_run``."""
+
+    @abstractmethod
+    def _run(self, name: str, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """Run graph ``name`` on device tensors; outputs in the graph's order."""
+
+    def encode_source(self, image: torch.Tensor) -> SourceTensors:
+        return SourceTensors(*self._run("source_encoder", (image,)))
+
+    def extract_motion(self, image: torch.Tensor) -> MotionTensors:
+        return MotionTensors(*self._run("motion_extractor", (image,)))
+
+    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
+        return self._run("renderer", (f_s, kp_source, kp_driving))[0]

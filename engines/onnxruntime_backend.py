@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from adasr.config import ModelConfig
-from adasr.deployable import MotionTensors, SourceTensors
 from adasr.errors import ConfigError, InputError
+from engines.base import GraphBackend
 from export.manifest import GraphEntry, Manifest, TensorSpec, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class _Graph:
     outputs: tuple[TensorSpec, ...]
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(GraphBackend):
     """The three exported graphs in ONNX Runtime sessions, behind the Backend protocol."""
 
     def __init__(self, onnx_dir: str | Path, providers: Sequence[str] = ("cpu",), threads: int | None = None,
@@ -137,15 +137,6 @@ class OnnxRuntimeBackend:
         return {}
 
     # -- Backend protocol -------------------------------------------------------------------------
-
-    def encode_source(self, image: torch.Tensor) -> SourceTensors:
-        return SourceTensors(*self._run("source_encoder", (image,)))
-
-    def extract_motion(self, image: torch.Tensor) -> MotionTensors:
-        return MotionTensors(*self._run("motion_extractor", (image,)))
-
-    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
-        return self._run("renderer", (f_s, kp_source, kp_driving))[0]
 
     def describe(self) -> str:
         asked = "" if self.providers[0] == self.requested[0] else f" (asked for {', '.join(self.requested)})"

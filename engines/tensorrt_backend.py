@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from adasr.config import ModelConfig
-from adasr.deployable import MotionTensors, SourceTensors
 from adasr.errors import AdaSRError, ConfigError, InputError
+from engines.base import GraphBackend
 from export.manifest import GRAPH_NAMES, Manifest, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class _Engine:
     outputs: list[_IOTensor]
 
 
-class TensorRTBackend:
+class TensorRTBackend(GraphBackend):
     """The three networks as TensorRT engines on one GPU, behind the Backend protocol."""
 
     def __init__(self, onnx_dir: str | Path, engine_dir: str | Path | None = None, fp16: bool = True,
@@ -261,15 +261,6 @@ class TensorRTBackend:
         if not eng.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"TensorRT failed to enqueue {name}")
         return [y.float() for y in outputs]
-
-    def encode_source(self, image: torch.Tensor) -> SourceTensors:
-        return SourceTensors(*self._run("source_encoder", (image,)))
-
-    def extract_motion(self, image: torch.Tensor) -> MotionTensors:
-        return MotionTensors(*self._run("motion_extractor", (image,)))
-
-    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
-        return self._run("renderer", (f_s, kp_source, kp_driving))[0]
 
     def describe(self) -> str:
         precision = f"fp16 ({', '.join(FP16_GRAPHS)}) + fp32" if self.fp16 else "fp32"
