@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -11,6 +12,15 @@ import torch
 DATA = Path(__file__).parent / "data"
 TINY_CHECKPOINT = DATA / "tiny-official.pth.tar"
 TINY_CONFIG = DATA / "tiny-official.yaml"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a small shared CPU, two threads waiting on each other cost 3x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

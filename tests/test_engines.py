@@ -9,7 +9,6 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from adasr.checkpoint import LoadedModel, load_model  # noqa: E402
+from adasr.checkpoint import LoadedModel  # noqa: E402
 from adasr.errors import ConfigError, InputError  # noqa: E402
 from adasr.faces import CropBox, crop_face  # noqa: E402
 from adasr.pipeline import TalkingHead  # noqa: E402
@@ -39,24 +38,12 @@ from export.onnx_export import ExportReport, export_model  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a small shared CPU, two threads waiting on each other cost 3x here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return load_model(DATA / "tiny-official.pth.tar", DATA / "tiny-official.yaml")
-
-
-@pytest.fixture(scope="module")
-def exported(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
-    return export_model(tiny, tmp_path_factory.mktemp("tiny-onnx"))
+def exported(tiny_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
+    return export_model(tiny_model, tmp_path_factory.mktemp("tiny-onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +51,12 @@ def ort_backend(exported: ExportReport) -> OnnxRuntimeBackend:
     return OnnxRuntimeBackend(exported.out_dir, providers=["cpu"], threads=1)
 
 
-def test_onnxruntime_frames_equal_torch_frames_through_the_pipeline(tiny: LoadedModel,
+def test_onnxruntime_frames_equal_torch_frames_through_the_pipeline(tiny_model: LoadedModel,
                                                                     ort_backend: OnnxRuntimeBackend) -> None:
     """The pipeline over either backend: same rendered frames within 2/255 on real faces."""
-    size = tiny.config.image_size
-    heads = [TalkingHead(TorchBackend(tiny)), TalkingHead(ort_backend)]
-    assert ort_backend.model_id == tiny.model_id and ort_backend.config == tiny.config
+    size = tiny_model.config.image_size
+    heads = [TalkingHead(TorchBackend(tiny_model)), TalkingHead(ort_backend)]
+    assert ort_backend.model_id == tiny_model.model_id and ort_backend.config == tiny_model.config
     states = [head.prepare_source(astronaut_face(size)) for head in heads]
     crops = [crop_face(frame, CropBox(16, 0, 144), size) for frame in carphone_frames(24)[::6]]
     references = [head.extract_motion(crops[0]) for head in heads]
@@ -107,7 +94,7 @@ def test_provider_report_says_what_the_session_got(exported: ExportReport, caplo
     assert any("got ['CPUExecutionProvider']" in r.getMessage() for r in caplog.records)
 
 
-def test_factory(exported: ExportReport, tiny: LoadedModel) -> None:
+def test_factory(exported: ExportReport, tiny_model: LoadedModel) -> None:
     with pytest.raises(ConfigError, match="unknown backend 'tflite'"):
         create_backend("tflite")
     with pytest.raises(ConfigError, match="--onnx DIR"):
@@ -118,7 +105,7 @@ def test_factory(exported: ExportReport, tiny: LoadedModel) -> None:
         create_backend("onnxruntime", onnx_dir=exported.out_dir, cuda_graphs=True)
     backend = create_backend("onnxruntime", onnx_dir=exported.out_dir, threads=1)
     assert isinstance(backend, OnnxRuntimeBackend)
-    assert isinstance(create_backend("torch", model=tiny), TorchBackend)
+    assert isinstance(create_backend("torch", model=tiny_model), TorchBackend)
 
 
 def test_cli_arguments_build_a_backend(exported: ExportReport) -> None:
@@ -132,11 +119,11 @@ def test_cli_arguments_build_a_backend(exported: ExportReport) -> None:
     assert "onnxruntime" in backend_from_args(args).describe()
 
 
-def test_torch_options(tiny: LoadedModel) -> None:
+def test_torch_options(tiny_model: LoadedModel) -> None:
     with pytest.raises(ConfigError, match="CUDA graphs need"):
-        TorchBackend(tiny, TorchOptions(cuda_graphs=True))
-    plain, nhwc = TorchBackend(tiny), TorchBackend(tiny, TorchOptions(channels_last=True))
-    image = torch.rand(1, 3, tiny.config.image_size, tiny.config.image_size)
+        TorchBackend(tiny_model, TorchOptions(cuda_graphs=True))
+    plain, nhwc = TorchBackend(tiny_model), TorchBackend(tiny_model, TorchOptions(channels_last=True))
+    image = torch.rand(1, 3, tiny_model.config.image_size, tiny_model.config.image_size)
     a, b = plain.extract_motion(image), nhwc.extract_motion(image)
     assert torch.allclose(a.delta, b.delta, atol=1e-4) and "channels_last" in nhwc.describe()
 

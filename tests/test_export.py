@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from adasr.checkpoint import LoadedModel, load_model  # noqa: E402
+from adasr.checkpoint import LoadedModel  # noqa: E402
 from adasr.config import load_model_config  # noqa: E402
 from adasr.networks import AdaSRNetworks  # noqa: E402
 from export.graph_check import check_tensorrt_compatible, onnx_operator_report  # noqa: E402
@@ -32,19 +31,7 @@ from export.ort_ops import grid_sample_3d_stacked  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a small shared CPU, two threads waiting on each other cost 3x here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return load_model(DATA / "tiny-official.pth.tar", DATA / "tiny-official.yaml")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +44,8 @@ def lite() -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def tiny_trt(tiny: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
-    return export_model(tiny, tmp_path_factory.mktemp("tiny-trt"), trt=True)
+def tiny_trt(tiny_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
+    return export_model(tiny_model, tmp_path_factory.mktemp("tiny-trt"), trt=True)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +53,7 @@ def lite_fp32(lite: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Ex
     return export_model(lite, tmp_path_factory.mktemp("lite-fp32"))
 
 
-def test_tiny_official_trt_export_is_verified_and_parses_in_tensorrt(tiny: LoadedModel, tiny_trt: ExportReport) -> None:
+def test_tiny_official_trt_export_is_verified_and_parses_in_tensorrt(tiny_model: LoadedModel, tiny_trt: ExportReport) -> None:
     assert tiny_trt.trt and tiny_trt.warp == "trt" and tiny_trt.precision == "fp32"
     for name in GRAPH_NAMES:
         graph = tiny_trt.graphs[name]
@@ -81,26 +68,26 @@ def test_tiny_official_trt_export_is_verified_and_parses_in_tensorrt(tiny: Loade
     assert tiny_trt.graphs["renderer"].trt_problems == ()
 
 
-def test_manifest_describes_the_files(tiny: LoadedModel, tiny_trt: ExportReport) -> None:
+def test_manifest_describes_the_files(tiny_model: LoadedModel, tiny_trt: ExportReport) -> None:
     data = json.loads(tiny_trt.manifest_path.read_text())
-    assert data["model_id"] == tiny.model_id
+    assert data["model_id"] == tiny_model.model_id
     assert data["opset"] == 20 and data["trt"] is True and data["precision"] == "fp32"
     assert data["exporter"]["torch"] == torch.__version__
-    assert data["config"] == tiny.config.to_dict()
+    assert data["config"] == tiny_model.config.to_dict()
     manifest = read_manifest(tiny_trt.out_dir)
-    assert manifest.model_config() == tiny.config
-    size = tiny.config.image_size
+    assert manifest.model_config() == tiny_model.config
+    size = tiny_model.config.image_size
     enc = manifest.graphs["source_encoder"]
     assert [(t.name, t.shape, t.dtype) for t in enc.inputs] == [("image", (1, 3, size, size), "float32")]
     assert [t.name for t in enc.outputs] == ["f_s", "x_c", "yaw", "pitch", "roll", "t", "delta"]
-    assert enc.outputs[1].shape == (1, tiny.config.num_kp, 3)  # the tracer leaves it symbolic; fixed on export
+    assert enc.outputs[1].shape == (1, tiny_model.config.num_kp, 3)  # the tracer leaves it symbolic; fixed on export
     ren = manifest.graphs["renderer"]
     assert [t.name for t in ren.inputs] == ["f_s", "kp_source", "kp_driving"]
     assert ren.outputs[0].shape == (1, 3, size, size)
     for entry in manifest.graphs.values():
         assert entry.sha256 == file_sha256(tiny_trt.out_dir / entry.file)
         meta = {p.key: p.value for p in onnx.load(str(tiny_trt.out_dir / entry.file), load_external_data=False).metadata_props}
-        assert meta["adasr.model_id"] == tiny.model_id
+        assert meta["adasr.model_id"] == tiny_model.model_id
 
 
 def test_changed_file_is_refused(lite_fp32: ExportReport, tmp_path: Path) -> None:
