@@ -31,7 +31,7 @@ import datetime as _dt
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,17 +89,10 @@ class VerificationError(ExportError):
 
 
 @dataclass(frozen=True)
-class GraphReport:
-    """One exported graph: where it is and how well it matches PyTorch."""
+class GraphReport(GraphEntry):
+    """A graph's manifest entry plus what only the export run knows: its path, the TensorRT check, time."""
 
-    name: str
-    path: Path
-    sha256: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    max_abs_diff: dict[str, float]
-    tolerance: dict[str, float]
-    verified_with: str
+    path: Path = Path()
     trt_problems: tuple[str, ...] = ()
     seconds: float = 0.0
 
@@ -318,6 +311,7 @@ def export_model(
     modules: dict[str, nn.Module] = {"source_encoder": SourceEncoder(nets), "motion_extractor": MotionExtractor(nets),
                                      "renderer": Renderer(nets, warp=warp_fn)}
     reports: dict[str, GraphReport] = {}
+    entries: dict[str, GraphEntry] = {}
     for name in GRAPH_NAMES:
         t0 = time.perf_counter()
         logger.info("exporting %s", name)
@@ -334,8 +328,10 @@ def export_model(
                 raise ExportError(f"{path.name} would not parse in TensorRT: " + "; ".join(problems))
         diffs, tols, verified_with = _verify(path, name, inputs, reference, precision)
         in_specs, out_specs = _specs(path)
-        reports[name] = GraphReport(name, path, file_sha256(path), in_specs, out_specs, diffs, tols,
-                                    verified_with, problems, time.perf_counter() - t0)
+        entries[name] = entry = GraphEntry(name, path.name, file_sha256(path), in_specs, out_specs, diffs, tols,
+                                           verified_with)
+        reports[name] = GraphReport(**{f.name: getattr(entry, f.name) for f in fields(GraphEntry)}, path=path,
+                                    trt_problems=problems, seconds=time.perf_counter() - t0)
         logger.info("%s: max |ORT - torch| %s", path.name, {k: f"{v:.2e}" for k, v in diffs.items()})
 
     import onnx
@@ -346,8 +342,7 @@ def export_model(
         exporter={"torch": torch.__version__, "onnx": onnx.__version__,
                   "method": "torch.onnx.export (TorchScript tracer, dynamo=False)"
                             + (", onnxruntime.transformers.float16 (fp32 I/O)" if fp16 else "")},
-        graphs={n: GraphEntry(n, r.path.name, r.sha256, r.inputs, r.outputs, r.max_abs_diff, r.tolerance,
-                              r.verified_with) for n, r in reports.items()},
+        graphs=entries,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     manifest_path = write_manifest(out_dir, manifest)
