@@ -147,6 +147,22 @@ def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
         train_config_from_dict({"losses": {"perceptal": 1.0}})
 
 
+def test_learning_rate_decay_follows_the_step(prepared: Path, tmp_path: Path) -> None:
+    from adasr.errors import ConfigError
+
+    cfg = _tiny_cfg(prepared, tmp_path, lr_decay={"start": 1, "end": 3, "final_factor": 0.1})
+    assert [cfg.lr_decay.factor(s) for s in (0, 1)] == [1.0, 1.0]
+    assert cfg.lr_decay.factor(2) == pytest.approx(0.55)  # cosine half way
+    assert cfg.lr_decay.factor(3) == cfg.lr_decay.factor(100) == pytest.approx(0.1)
+    trainer = Trainer(cfg)
+    rates = [trainer.train_step()["lr"] for _ in range(4)]
+    assert rates == pytest.approx([1e-3, 1e-3, 5.5e-4, 1e-4])
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.lr_discriminator * 0.1)
+    assert train_config_from_dict({}).lr_decay.factor(10**6) == 1.0  # default: constant
+    with pytest.raises(ConfigError, match="lr_decay"):
+        train_config_from_dict({"lr_decay": {"start": 5, "end": 5}})
+
+
 def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_path: Path) -> None:
     trainer = Trainer(_tiny_cfg(prepared, tmp_path))
     batch = trainer.batch(0)
@@ -169,10 +185,11 @@ def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_pat
 
 def test_killed_and_resumed_run_matches_uninterrupted(prepared: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    full = train(_tiny_cfg(prepared, tmp_path / "full"), progress=False)
+    decay = {"lr_decay": {"start": 1, "end": 4, "final_factor": 0.1}}  # the resumed run must follow the same curve
+    full = train(_tiny_cfg(prepared, tmp_path / "full", **decay), progress=False)
     assert full.step == 4 and full.export_path.is_file()
 
-    cfg = _tiny_cfg(prepared, tmp_path / "killed")
+    cfg = _tiny_cfg(prepared, tmp_path / "killed", **decay)
     real_step = Trainer.train_step
 
     def dying_step(self: Trainer) -> dict[str, float]:

@@ -61,6 +61,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="override the config's run_dir")
     p.add_argument("--export", default=None, help="override the config's export_path")
     p.add_argument("--device", default=None, help="override the config's device (cpu, cuda, auto)")
+    p.add_argument("--threads", type=int, default=None, help="override the config's torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
     return p
@@ -72,7 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = load_train_config(args.config)
     for attr, key in (("mode", "mode"), ("run_dir", "run_dir"), ("export", "export_path"), ("device", "device"),
-                      ("degradation_mode", "degradation_mode")):
+                      ("threads", "threads"), ("degradation_mode", "degradation_mode")):
         if getattr(args, attr) is not None:
             setattr(cfg, key, getattr(args, attr))
     result = train(cfg, resume=args.resume, steps=args.steps, init=args.init, progress=not args.no_progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,28 @@ from adasr.training.data import AugmentConfig
 from adasr.training.losses import LossWeights, TransformConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class LrDecayConfig:
+    """Cosine decay of every learning rate from ``start`` to ``end``: the small, noisy batches of a
+    short run settle into a minimum instead of wandering around it (validation PSNR swings by ~1.5 dB
+    at a constant rate). A function of the step alone, so a resumed run follows the same curve."""
+
+    start: int | None = None
+    """First step of the decay; None: constant learning rates."""
+    end: int = 0
+    """Step where the rates reach ``final_factor`` of their base values (and stay)."""
+    final_factor: float = 0.05
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the base learning rates at ``step``."""
+        if self.start is None or step <= self.start:
+            return 1.0
+        if step >= self.end:
+            return self.final_factor
+        progress = (step - self.start) / (self.end - self.start)
+        return self.final_factor + (1.0 - self.final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -48,6 +71,7 @@ class TrainConfig:
     """Adam learning rate of generator + kp detector + head-pose estimator."""
     lr_discriminator: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    lr_decay: LrDecayConfig = field(default_factory=LrDecayConfig)
     gan_start_step: int = 0
     """GAN and feature-matching terms (and discriminator updates) start at this step: a
     reconstruction-only warm-up gives quick PSNR gains on a small budget."""
@@ -89,6 +113,9 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
     overlap = sorted(set(cfg.train_clips) & set(cfg.val_clips))
     if overlap:
         raise ConfigError(f"{where}: clips both in train_clips and val_clips: {overlap}")
+    decay = cfg.lr_decay
+    if decay.start is not None and not (0 <= decay.start < decay.end and 0 < decay.final_factor <= 1):
+        raise ConfigError(f"{where}: lr_decay needs 0 <= start < end and 0 < final_factor <= 1, got {decay}")
     return typing.cast(TrainConfig, cfg)
 
 

@@ -247,6 +247,10 @@ class Trainer:
         step = self.step
         self.networks.train()
         self.discriminator.train()
+        factor = self.cfg.lr_decay.factor(step)
+        for opt, base in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.lr_discriminator)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
         b = self.batch(step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             total, terms, out = self.forward(b, step)
@@ -255,6 +259,7 @@ class Trainer:
         self.opt_g.step()
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["total"] = float(total.detach())
+        logs["lr"] = self.cfg.lr * factor
         if self._gan_on(step):
             self.discriminator.requires_grad_(True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
