@@ -20,6 +20,7 @@ from adasr.evaluation.metrics import (
     LandmarkDetector,
     aed,
     akd,
+    detail,
     frechet_distance,
     frechet_distance_from_features,
     inter_ocular,
@@ -57,6 +58,15 @@ def test_blur_lowers_psnr_and_ssim_monotonically(face: np.ndarray) -> None:
     heavy = cv2.GaussianBlur(face, (0, 0), 3.0)
     assert PSNR_CAP_DB > psnr(light, face) > psnr(heavy, face) > 15.0
     assert 1.0 > ssim(light, face) > ssim(heavy, face) > 0.0
+
+
+def test_detail_is_one_for_the_truth_below_for_blur_above_for_sharpening(face: np.ndarray) -> None:
+    assert detail(face, face.copy()) == pytest.approx(1.0)
+    light = cv2.GaussianBlur(face, (0, 0), 1.0)
+    heavy = cv2.GaussianBlur(face, (0, 0), 3.0)
+    assert 1.0 > detail(light, face) > detail(heavy, face) > 0.0
+    sharpened = cv2.addWeighted(face, 2.0, light, -1.0, 0)  # unsharp mask
+    assert detail(sharpened, face) > 1.2
 
 
 def test_psnr_matches_its_definition() -> None:
@@ -195,10 +205,11 @@ def test_eval_end_to_end_writes_json_table_and_video(eval_inputs: tuple[Path, Pa
     report = json.loads(out.read_text())
     mean = report["mean"]
     for method in ("model", "copy_source"):
-        assert {"psnr", "ssim", "akd", "aed", "fid"} <= set(mean[method])
+        assert {"psnr", "ssim", "akd", "aed", "detail", "fid"} <= set(mean[method])
     assert mean["model"]["fid"] is None and report["reasons"]["fid"] == "needs --inception-weights"
     copy = mean["copy_source"]
     assert 15 < copy["psnr"] < PSNR_CAP_DB and 0 < copy["ssim"] < 1
+    assert 0.5 < copy["detail"] < 2.0  # a real frame of the same clip: about as detailed as the truth
     assert 0 < mean["model"]["psnr"] < PSNR_CAP_DB
     # The tiny random model renders no face: AKD is paired, so it is null for both, with the reason.
     assert mean["model"]["no_face_rate"] == 1.0 and copy["no_face_rate"] == 0.0

@@ -48,6 +48,7 @@ from adasr.evaluation.metrics import (
     LandmarkDetector,
     aed,
     akd,
+    detail,
     motion_akd,
     psnr,
     ssim,
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 #: Measures of the reconstruction table, in order (fid is set-level: mean only).
-RECON_METRICS = ("psnr", "ssim", "akd", "aed")
+RECON_METRICS = ("psnr", "ssim", "akd", "aed", "detail")
 CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed")
 METHODS = ("model", "copy_source")
 FID_NEEDS_WEIGHTS = "needs --inception-weights"
@@ -383,6 +384,7 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
                 s.frames += 1
                 s.add("psnr", psnr(image, frame))
                 s.add("ssim", ssim(image, frame))
+                s.add("detail", detail(image, frame))
                 if emb is not None and gt_emb is not None:
                     s.add("aed", aed(emb, gt_emb))
             _add_paired_landmarks(series, {m: v[1] for m, v in outputs.items()}, gt_lms,
@@ -457,11 +459,11 @@ def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-_DIGITS = {"psnr": 2, "ssim": 4, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2, "no_face_rate": 3}
+_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2, "no_face_rate": 3}
 
 
 def _table(title: str, rows: Iterator[tuple[str, dict[str, float | None]]], names: tuple[str, ...]) -> list[str]:
-    arrows = {"psnr": "↑", "ssim": "↑"}
+    arrows = {"psnr": "↑", "ssim": "↑", "detail": "→1"}
     labels = {"no_face_rate": "no face"}
     header = f"{'':<28}" + "".join(f"{labels.get(n, n) + ' ' + arrows.get(n, '↓'):>13}" for n in names)
     lines = [title, header]

@@ -68,6 +68,22 @@ def ssim(output: np.ndarray, reference: np.ndarray) -> float:
     return float(structural_similarity(output, reference, channel_axis=2, data_range=255))
 
 
+def _laplacian_energy(image: np.ndarray) -> float:
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.mean(np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=3))))
+
+
+def detail(output: np.ndarray, reference: np.ndarray) -> float:
+    """Fine detail of the output relative to the reference: mean |Laplacian| ratio (1 = as much
+    high-frequency energy as the ground truth, < 1 blurrier, > 1 noisier/over-sharpened). PSNR rewards
+    blur, so AdaSR's claim — sharper video from a sharp source — needs a measure of its own."""
+    _pair(output, reference)
+    ref = _laplacian_energy(reference)
+    return _laplacian_energy(output) / ref if ref > 0 else float("nan")
+
+
 def inter_ocular(landmarks: np.ndarray) -> float:
     """Distance between the outer eye corners of [478, ≥2] landmarks (pixels), at least 1 px."""
     return max(float(np.linalg.norm(landmarks[LEFT_EYE_OUTER, :2] - landmarks[RIGHT_EYE_OUTER, :2])), 1.0)
