@@ -8,6 +8,7 @@ endpoint's token, size cap and one-call-at-a-time rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -16,7 +17,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -88,6 +90,41 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+@dataclass
+class ServedCalls:
+    """What a test sees of a receiver serving calls: its URL, the live receiver, the ended calls."""
+
+    url: str = ""
+    receiver: Receiver | None = None
+    ended: list[ReceiverStats] = field(default_factory=list)
+    task: asyncio.Future[Any] | None = None
+
+    async def finish(self, timeout_s: float) -> None:
+        """Wait for ``serve_calls`` to return after its last call."""
+        assert self.task is not None
+        await asyncio.wait_for(self.task, timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def serving_calls(head: Any, options: ReceiverOptions, token: str, max_calls: int) -> AsyncIterator[ServedCalls]:
+    """``serve_calls`` behind the HTTP offer endpoint on a free loopback port, cancelled on exit."""
+    served = ServedCalls()
+    ready = asyncio.Event()
+
+    def on_ready(server: OfferServer) -> None:
+        served.url = server.url
+        ready.set()
+
+    served.task = asyncio.ensure_future(serve_calls(
+        head, options, NullSink(), OfferServerOptions(token=token, port=0), TRANSPORT, max_calls=max_calls,
+        on_ready=on_ready, on_receiver=lambda r: setattr(served, "receiver", r), on_call_end=served.ended.append))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield served
+    finally:
+        served.task.cancel()
 
 
 # ---- bad network ------------------------------------------------------------------------------
@@ -226,20 +263,9 @@ def test_token_size_cap_busy_flood_and_bad_source_states_then_the_next_call(
     token = generate_token()
 
     async def scenario() -> tuple[list[ReceiverStats], dict[str, Any]]:
-        ended: list[ReceiverStats] = []
         live: dict[str, Any] = {}
-        ready = asyncio.Event()
-
-        def on_ready(server: OfferServer) -> None:
-            live["url"] = server.url
-            ready.set()
-
-        serving = asyncio.ensure_future(serve_calls(
-            fast_head, ReceiverOptions(), NullSink(), OfferServerOptions(token=token, port=0), TRANSPORT, max_calls=2,
-            on_ready=on_ready, on_receiver=lambda r: live.__setitem__("receiver", r), on_call_end=ended.append))
-        try:
-            await asyncio.wait_for(ready.wait(), 10)
-            url = live["url"] + "/offer"
+        async with serving_calls(fast_head, ReceiverOptions(), token, max_calls=2) as served:
+            url = served.url + "/offer"
             offer = {"sdp": "v=0\r\n", "type": "offer"}
             async with aiohttp.ClientSession() as http:
                 async with http.post(url, json=offer) as reply:
@@ -254,13 +280,14 @@ def test_token_size_cap_busy_flood_and_bad_source_states_then_the_next_call(
                 async with http.post(url, json=offer, headers=auth) as reply:  # no data channel in it
                     live["no_channel"] = reply.status
             with pytest.raises(CallError, match="refused the token"):
-                await HttpSignaling(live["url"], "not-the-token").send(RTCSessionDescription(sdp="v=0\r\n", type="offer"))
+                await HttpSignaling(served.url, "not-the-token").send(RTCSessionDescription(sdp="v=0\r\n", type="offer"))
 
-            hostile = await connect_as_sender(HttpSignaling(live["url"], token), TRANSPORT)
+            hostile = await connect_as_sender(HttpSignaling(served.url, token), TRANSPORT)
             with pytest.raises(CallError, match="409"):
-                await HttpSignaling(live["url"], token).send(RTCSessionDescription(sdp="v=0\r\n", type="offer"))
-            await wait_until(lambda: "receiver" in live, 10, "the receiver of the hostile call")
-            receiver: Receiver = live["receiver"]
+                await HttpSignaling(served.url, token).send(RTCSessionDescription(sdp="v=0\r\n", type="offer"))
+            await wait_until(lambda: served.receiver is not None, 10, "the receiver of the hostile call")
+            receiver = served.receiver
+            assert receiver is not None
             motion, control = hostile.channels.motion, hostile.channels.control
             wrong = split_source(payload, model_id_for("another checkpoint"), SourceKind.FEATURE_VOLUME)
             corrupt = split_source(payload, wire_model_id(fast_head), SourceKind.FEATURE_VOLUME, first_seq=len(wrong))
@@ -284,16 +311,14 @@ def test_token_size_cap_busy_flood_and_bad_source_states_then_the_next_call(
             live["alive_after_flood"] = not receiver.finished.is_set()
             live["flood_counts"] = (receiver.stats.motion.as_dict(), receiver.stats.control.as_dict())
             await hostile.pc.close()  # vanish without GOODBYE
-            await wait_until(lambda: len(ended) == 1, 30, "the receiver to see the hostile peer gone")
+            await wait_until(lambda: len(served.ended) == 1, 30, "the receiver to see the hostile peer gone")
 
             options = SenderOptions(capture=CaptureOptions(images=tmp_path, fps=10, max_frames=12, loop=True),
                                     source=SourceOptions(portrait, crop=False), crop=False, show_progress=False)
-            live["second_sender"] = await run_sender(fast_head, options, HttpSignaling(live["url"], token), TRANSPORT,
+            live["second_sender"] = await run_sender(fast_head, options, HttpSignaling(served.url, token), TRANSPORT,
                                                      console=False)
-            await asyncio.wait_for(serving, 60)
-        finally:
-            serving.cancel()
-        return ended, live
+            await served.finish(60)
+        return served.ended, live
 
     (first, second), live = asyncio.run(scenario())
     assert live["no_token"] == (401, 'Bearer realm="adasr"') and live["wrong_token"] == 401
@@ -324,43 +349,30 @@ def test_a_killed_sender_is_noticed_within_seconds_and_the_next_call_is_served(
     log = (tmp_path / "sender.log").open("w")
 
     async def scenario() -> tuple[list[ReceiverStats], float]:
-        ended: list[ReceiverStats] = []
-        live: dict[str, Any] = {}
-        ready = asyncio.Event()
-
-        def on_ready(server: OfferServer) -> None:
-            live["url"] = server.url
-            ready.set()
-
-        serving = asyncio.ensure_future(serve_calls(
-            fast_head, ReceiverOptions(peer_timeout_s=2.0), NullSink(), OfferServerOptions(token=token, port=0),
-            TRANSPORT, max_calls=2, on_ready=on_ready, on_receiver=lambda r: live.__setitem__("receiver", r),
-            on_call_end=ended.append))
         process = None
-        try:
-            await asyncio.wait_for(ready.wait(), 10)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "adasr.cli", "send", "--url", live["url"], "--source", str(portrait),
-                 "--no-source-crop", "--images", str(frames), "--no-crop", "--loop", "--fps", "8",
-                 "--checkpoint", str(fast_checkpoint), "--threads", "1", "--no-progress"],
-                cwd=REPO, env={**os.environ, "ADASR_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT)
-            await wait_until(lambda: "receiver" in live and live["receiver"].stats.frames_rendered >= 3, 60,
-                             "frames from the sender subprocess")
-            process.send_signal(signal.SIGKILL)
-            process.wait(5)
-            killed = time.monotonic()
-            await wait_until(lambda: len(ended) == 1, 15, "the receiver to notice")
-            noticed_s = time.monotonic() - killed
-            options = SenderOptions(capture=CaptureOptions(images=frames, fps=10, max_frames=10),
-                                    source=SourceOptions(portrait, crop=False), crop=False, show_progress=False)
-            await run_sender(fast_head, options, HttpSignaling(live["url"], token), TRANSPORT, console=False)
-            await asyncio.wait_for(serving, 20)
-        finally:
-            serving.cancel()
-            if process is not None and process.poll() is None:
-                process.kill()
-            log.close()
-        return ended, noticed_s
+        async with serving_calls(fast_head, ReceiverOptions(peer_timeout_s=2.0), token, max_calls=2) as served:
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "adasr.cli", "send", "--url", served.url, "--source", str(portrait),
+                     "--no-source-crop", "--images", str(frames), "--no-crop", "--loop", "--fps", "8",
+                     "--checkpoint", str(fast_checkpoint), "--threads", "1", "--no-progress"],
+                    cwd=REPO, env={**os.environ, "ADASR_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT)
+                await wait_until(lambda: served.receiver is not None and served.receiver.stats.frames_rendered >= 3,
+                                 60, "frames from the sender subprocess")
+                process.send_signal(signal.SIGKILL)
+                process.wait(5)
+                killed = time.monotonic()
+                await wait_until(lambda: len(served.ended) == 1, 15, "the receiver to notice")
+                noticed_s = time.monotonic() - killed
+                options = SenderOptions(capture=CaptureOptions(images=frames, fps=10, max_frames=10),
+                                        source=SourceOptions(portrait, crop=False), crop=False, show_progress=False)
+                await run_sender(fast_head, options, HttpSignaling(served.url, token), TRANSPORT, console=False)
+                await served.finish(20)
+            finally:
+                if process is not None and process.poll() is None:
+                    process.kill()
+                log.close()
+        return served.ended, noticed_s
 
     (vanished, next_call), noticed_s = asyncio.run(scenario())
     assert "vanished" in vanished.end_reason or "failed" in vanished.end_reason, vanished.end_reason
