@@ -29,7 +29,7 @@ from adasr.training.losses import (
     keypoint_prior_loss,
     tracker_to_model_pose,
 )
-from adasr.training.train_config import TrainConfig, train_config_from_dict
+from adasr.training.train_config import TrainConfig, lr_factor, train_config_from_dict
 from adasr.training.trainer import Trainer, train
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -147,20 +147,23 @@ def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
         train_config_from_dict({"losses": {"perceptal": 1.0}})
 
 
-def test_learning_rate_decay_follows_the_step(prepared: Path, tmp_path: Path) -> None:
+def test_learning_rate_schedule_follows_the_step(prepared: Path, tmp_path: Path) -> None:
     from adasr.errors import ConfigError
 
-    cfg = _tiny_cfg(prepared, tmp_path, lr_decay={"start": 1, "end": 3, "final_factor": 0.1})
-    assert [cfg.lr_decay.factor(s) for s in (0, 1)] == [1.0, 1.0]
-    assert cfg.lr_decay.factor(2) == pytest.approx(0.55)  # cosine half way
-    assert cfg.lr_decay.factor(3) == cfg.lr_decay.factor(100) == pytest.approx(0.1)
+    schedule = [{"start": 1, "end": 3, "final_factor": 0.1}, {"start": 4, "end": 6, "peak_factor": 0.5, "final_factor": 0.1}]
+    cfg = _tiny_cfg(prepared, tmp_path, lr_schedule=schedule, steps=6)
+    factors = [lr_factor(cfg.lr_schedule, s) for s in range(8)]
+    # constant, cosine 1 → 0.1 (half way 0.55), flat, warm restart at 0.5, cosine to 0.1, flat
+    assert factors == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.5, 0.3, 0.1, 0.1])
     trainer = Trainer(cfg)
-    rates = [trainer.train_step()["lr"] for _ in range(4)]
-    assert rates == pytest.approx([1e-3, 1e-3, 5.5e-4, 1e-4])
-    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.lr_discriminator * 0.1)
-    assert train_config_from_dict({}).lr_decay.factor(10**6) == 1.0  # default: constant
-    with pytest.raises(ConfigError, match="lr_decay"):
-        train_config_from_dict({"lr_decay": {"start": 5, "end": 5}})
+    rates = [trainer.train_step()["lr"] for _ in range(6)]
+    assert rates == pytest.approx([cfg.lr * f for f in factors[:6]])
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.lr_discriminator * 0.3)
+    assert lr_factor(train_config_from_dict({}).lr_schedule, 10**6) == 1.0  # default: constant
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        train_config_from_dict({"lr_schedule": [{"start": 5, "end": 5}]})
+    with pytest.raises(ConfigError, match=r"lr_schedule\[1\]"):  # overlapping cycles
+        train_config_from_dict({"lr_schedule": [{"start": 0, "end": 5}, {"start": 4, "end": 9}]})
 
 
 def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_path: Path) -> None:
@@ -185,7 +188,7 @@ def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_pat
 
 def test_killed_and_resumed_run_matches_uninterrupted(prepared: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    decay = {"lr_decay": {"start": 1, "end": 4, "final_factor": 0.1}}  # the resumed run must follow the same curve
+    decay = {"lr_schedule": [{"start": 1, "end": 4, "final_factor": 0.1}]}  # the resumed run must follow the curve
     full = train(_tiny_cfg(prepared, tmp_path / "full", **decay), progress=False)
     assert full.step == 4 and full.export_path.is_file()
 

@@ -47,7 +47,7 @@ from adasr.training.losses import (
     keypoint_prior_loss,
     tracker_to_model_pose,
 )
-from adasr.training.train_config import TrainConfig
+from adasr.training.train_config import TrainConfig, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Trainer:
         step = self.step
         self.networks.train()
         self.discriminator.train()
-        factor = self.cfg.lr_decay.factor(step)
+        factor = lr_factor(self.cfg.lr_schedule, step)
         for opt, base in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.lr_discriminator)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
