@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc import RTCPeerConnection
 
@@ -43,36 +44,44 @@ class Connection:
     """Motion and control channels, open."""
 
 
-async def connect_as_sender(signaling: Signaling, transport: TransportOptions) -> Connection:
-    """Offerer: create the channels, exchange offer and answer, wait until both channels are open."""
-    pc = create_peer_connection(transport)
+async def _open_or_close(pc: RTCPeerConnection, negotiate: Coroutine[Any, Any, CallChannels],
+                         timeout_s: float) -> Connection:
+    """Run the offer/answer exchange, then wait until both channels are open; close ``pc`` on any failure."""
     try:
-        channels = create_channels(pc)
-        await offer(pc, signaling, transport)
-        await wait_open(channels.control, transport.connect_timeout_s)
-        await wait_open(channels.motion, transport.connect_timeout_s)
+        channels = await negotiate
+        for channel in (channels.control, channels.motion):
+            await wait_open(channel, timeout_s)
     except BaseException:
         await pc.close()
         raise
     return Connection(pc, channels)
+
+
+async def connect_as_sender(signaling: Signaling, transport: TransportOptions) -> Connection:
+    """Offerer: create the channels, exchange offer and answer, wait until both channels are open."""
+    pc = create_peer_connection(transport)
+
+    async def negotiate() -> CallChannels:
+        channels = create_channels(pc)
+        await offer(pc, signaling, transport)
+        return channels
+
+    return await _open_or_close(pc, negotiate(), transport.connect_timeout_s)
 
 
 async def connect_as_receiver(signaling: Signaling, transport: TransportOptions) -> Connection:
     """Answerer: answer the offer and wait for the sender's two channels."""
     pc = create_peer_connection(transport)
-    try:
+
+    async def negotiate() -> CallChannels:
         incoming = asyncio.ensure_future(accept_channels(pc, transport.connect_timeout_s))
         try:
             await answer(pc, signaling, transport)
-            channels = await incoming
+            return await incoming
         finally:
             incoming.cancel()
-        await wait_open(channels.control, transport.connect_timeout_s)
-        await wait_open(channels.motion, transport.connect_timeout_s)
-    except BaseException:
-        await pc.close()
-        raise
-    return Connection(pc, channels)
+
+    return await _open_or_close(pc, negotiate(), transport.connect_timeout_s)
 
 
 def attach_sender(head: TalkingHead, options: SenderOptions, connection: Connection, **kwargs: object) -> Sender:
