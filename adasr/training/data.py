@@ -5,6 +5,12 @@ Preparation runs the face tracker once per clip and stores, per clip, a raw uint
 a 2-core CPU) plus ``meta.npz`` (tracker landmarks and head pose per frame) and ``meta.json``
 (written last; its presence marks the clip as done, which makes preparation resumable).
 
+Still portraits are prepared too, as short synthetic clips: the whole image is moved in-plane
+(rotation about the face, shift, zoom) along a smooth random path, and the tracker then runs on
+those frames exactly as on a video. With a dozen filmed identities the motion extractor learns
+their faces rather than head motion (on held-out faces its pose is 5–7° off, against 1° on
+training faces); every portrait adds an identity with real tracker poses and landmarks.
+
 Crop choice: every frame uses the tracker's *stable* per-frame crop, i.e. exactly the crop the
 sender produces at inference time, so training sees the framing the model will be driven with.
 (``crop_mode: fixed`` instead uses one median box per shot, which keeps the background static, as
@@ -22,8 +28,9 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +41,7 @@ from tqdm import tqdm
 
 from adasr.errors import InputError
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
-from adasr.video_io import FrameSource
+from adasr.video_io import IMAGE_SUFFIXES, FrameSource, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,24 @@ FRAMES_FILE = "frames.u8"
 META_FILE = "meta.npz"
 DONE_FILE = "meta.json"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+@dataclass
+class StillMotionConfig:
+    """The synthetic in-plane head motion that turns a still portrait into a training clip."""
+
+    frames: int = 48
+    """Frames of the synthetic clip."""
+    fps: float = 25.0
+    """Its frame rate (the tracker's smoothing depends on it)."""
+    keyframes: int = 4
+    """Random poses along the path after the still's own; frames ease between them (cosine)."""
+    max_rotation_deg: float = 10.0
+    """In-plane rotation about the face centre, uniform in ±this."""
+    max_shift: float = 0.08
+    """Shift in each axis, uniform in ±this fraction of the face box side."""
+    max_zoom: float = 0.06
+    """Relative scale change, uniform in ±this."""
 
 
 @dataclass
@@ -65,6 +90,8 @@ class PrepareConfig:
     """A crop centre moving more than this fraction of the crop size between kept frames starts a shot."""
     tracker: FaceTrackerConfig = field(default_factory=FaceTrackerConfig)
     """Face tracker settings (video mode)."""
+    still: StillMotionConfig = field(default_factory=StillMotionConfig)
+    """How a still portrait is turned into a clip."""
 
 
 @dataclass
@@ -85,22 +112,82 @@ class PrepareSummary:
     """Frames read but not kept (no face, short shots, frame_step)."""
 
 
-def find_videos(inputs: Sequence[Path]) -> list[Path]:
-    """Expand directories into the video files they hold (sorted); keep files as given."""
+def find_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """Expand directories into the video and image files they hold (sorted); keep files as given."""
+    suffixes = {*VIDEO_SUFFIXES, *IMAGE_SUFFIXES}
     out: list[Path] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            out += sorted(p for p in item.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+            out += sorted(p for p in item.iterdir() if p.suffix.lower() in suffixes)
         else:
             out.append(item)
     return out
 
 
-def _read_frames(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
-    """RGB frames of a video (the first ``max_frames``, or all) and its fps; InputError if unreadable."""
+def is_still(path: Path) -> bool:
+    """Whether ``path`` is prepared as a still portrait (by its suffix)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _ease_path(rng: np.random.Generator, frames: int, keyframes: int, limit: float) -> np.ndarray:
+    """[frames] values from 0 through ``keyframes`` uniform draws in ±limit, cosine-eased in between."""
+    keys = np.concatenate([[0.0], rng.uniform(-limit, limit, keyframes)])
+    pos = np.linspace(0, keyframes, frames)
+    i = np.minimum(pos.astype(int), keyframes - 1)
+    w = (1 - np.cos(np.pi * (pos - i))) / 2
+    return keys[i] * (1 - w) + keys[i + 1] * w
+
+
+def still_motion_path(cfg: StillMotionConfig, seed: int) -> np.ndarray:
+    """[frames, 4] in-plane motion per frame: rotation (degrees, counter-clockwise), shift x, y (face-box
+    sides), zoom factor; the first row is the still itself (0, 0, 0, 1)."""
+    rng = np.random.default_rng(seed)
+    limits = (cfg.max_rotation_deg, cfg.max_shift, cfg.max_shift, cfg.max_zoom)
+    path = np.stack([_ease_path(rng, cfg.frames, cfg.keyframes, limit) for limit in limits], 1)
+    path[:, 3] += 1
+    return path
+
+
+def synthesize_still_motion(image: np.ndarray, path: np.ndarray,
+                            tracker_config: FaceTrackerConfig | None = None) -> list[np.ndarray]:
+    """Frames of ``image`` moved along ``path`` (:func:`still_motion_path`).
+
+    Rotation and zoom are about the face centre (found by the tracker in still mode), shifts are in
+    face-box units, borders are mirrored. Raises ValueError when the still has no face.
+    """
+    import cv2
+
+    with FaceTracker(replace(tracker_config or FaceTrackerConfig(), mode="image")) as tracker:
+        found = tracker.track(image)
+    if found is None:
+        raise ValueError("no face in the still image")
+    box = found.raw_box
+    centre = (box.x0 + box.size / 2, box.y0 + box.size / 2)
+    h, w = image.shape[:2]
+    out = []
+    for angle, dx, dy, zoom in path:
+        matrix = cv2.getRotationMatrix2D(centre, float(angle), float(zoom))
+        matrix[:, 2] += (dx * box.size, dy * box.size)
+        out.append(cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
+    return out
+
+
+def _read_frames(path: Path, cfg: PrepareConfig) -> tuple[list[np.ndarray], float]:
+    """RGB frames of a video (the first ``max_frames``, or all) and its fps, or a still's synthetic clip.
+
+    InputError if unreadable; ValueError when a still has no face.
+    """
+    if is_still(path):
+        seed = zlib.crc32(path.name.encode())  # a still's clip depends on its name only: reproducible
+        return synthesize_still_motion(read_image(path), still_motion_path(cfg.still, seed), cfg.tracker), cfg.still.fps
     source = FrameSource(path)
-    return list(itertools.islice(source, max_frames)), source.info.fps
+    return list(itertools.islice(source, cfg.max_frames)), source.info.fps
+
+
+def _still_settings(path: Path, cfg: PrepareConfig) -> dict[str, float] | None:
+    """What meta.json records about a still's synthetic motion (None for a video)."""
+    return asdict(cfg.still) if is_still(path) else None
 
 
 def _clip_is_done(clip_dir: Path, source: Path, cfg: PrepareConfig) -> bool:
@@ -113,7 +200,8 @@ def _clip_is_done(clip_dir: Path, source: Path, cfg: PrepareConfig) -> bool:
         return False
     return (info.get("version") == FORMAT_VERSION and info.get("size") == cfg.size
             and info.get("crop_mode") == cfg.crop_mode and info.get("frame_step") == cfg.frame_step
-            and info.get("source_bytes") == source.stat().st_size)
+            and info.get("source_bytes") == source.stat().st_size
+            and info.get("synthetic_motion") == _still_settings(source, cfg))
 
 
 def _split_shots(centres: np.ndarray, sizes: np.ndarray, frame_idx: np.ndarray, cut: float) -> np.ndarray:
@@ -131,7 +219,7 @@ def prepare_clip(path: Path, out_dir: Path, cfg: PrepareConfig) -> tuple[int, in
 
     Raises InputError (or OSError) for an unreadable file and ValueError when no usable face shot remains.
     """
-    frames, fps = _read_frames(path, cfg.max_frames)
+    frames, fps = _read_frames(path, cfg)
     tcfg = FaceTrackerConfig(**{**cfg.tracker.__dict__, "mode": "video", "fps": fps})
     with FaceTracker(tcfg) as tracker:
         observations = [tracker.track(f) for f in frames]
@@ -184,6 +272,7 @@ def prepare_clip(path: Path, out_dir: Path, cfg: PrepareConfig) -> tuple[int, in
     info = {"version": FORMAT_VERSION, "source": path.name, "source_bytes": path.stat().st_size,
             "num_frames": int(n), "size": s, "fps": fps, "crop_mode": cfg.crop_mode,
             "frame_step": cfg.frame_step, "num_shots": int(shots.max() + 1),
+            "synthetic_motion": _still_settings(path, cfg),
             "pose_convention": "adasr.faces tracker: yaw>0 nose to image right, pitch>0 down, roll>0 CCW",
             "landmarks": "crop pixels (x, y), z = mediapipe depth in the same scale"}
     (tmp_dir / DONE_FILE).write_text(json.dumps(info, indent=1))
@@ -194,7 +283,7 @@ def prepare_clip(path: Path, out_dir: Path, cfg: PrepareConfig) -> tuple[int, in
 
 def prepare(inputs: Sequence[Path], out_dir: Path, size: int = 256, config: PrepareConfig | None = None,
             progress: bool = True) -> PrepareSummary:
-    """Prepare every clip of ``inputs`` (files or directories) into ``out_dir/<clip stem>/``.
+    """Prepare every clip and still of ``inputs`` (files or directories) into ``out_dir/<file stem>/``.
 
     Resumable: clips whose ``meta.json`` matches the settings are skipped. Unreadable files are
     skipped with a warning and listed in the summary.
@@ -204,8 +293,7 @@ def prepare(inputs: Sequence[Path], out_dir: Path, size: int = 256, config: Prep
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = PrepareSummary()
-    videos = find_videos(inputs)
-    bar = tqdm(videos, desc="prepare", unit="clip", disable=not progress)
+    bar = tqdm(find_inputs(inputs), desc="prepare", unit="clip", disable=not progress)
     for path in bar:
         bar.set_postfix_str(path.name)
         clip_dir = out_dir / path.stem
