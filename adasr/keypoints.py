@@ -60,6 +60,10 @@ class Motion:
     def num_kp(self) -> int:
         return int(self.delta.shape[1])
 
+    def pose_degrees(self) -> torch.Tensor:
+        """(yaw, pitch, roll) in degrees, [B, 3]."""
+        return torch.stack([self.yaw, self.pitch, self.roll], dim=1)
+
     def rotation(self) -> torch.Tensor:
         """R(yaw, pitch, roll), [B, 3, 3]."""
         return rotation_matrix(self.yaw, self.pitch, self.roll)

@@ -25,6 +25,7 @@ from adasr.evaluation.metrics import (
     frechet_distance_from_features,
     inter_ocular,
     motion_akd,
+    pose_error,
     psnr,
     ssim,
 )
@@ -89,6 +90,20 @@ def test_akd_is_zero_for_the_same_image_and_tracks_a_shift(face: np.ndarray, det
     expected = shift / inter_ocular(reference)  # landmarks move by the shift, in eye-distance units
     assert akd(moved, reference) == pytest.approx(expected, rel=0.3)
     assert np.median(moved[:, 0] - reference[:, 0]) == pytest.approx(shift, abs=2)
+
+
+def test_pose_error_sees_an_in_plane_rotation_in_the_models_convention(face: np.ndarray,
+                                                                      detector: LandmarkDetector) -> None:
+    _, upright = detector.measure(face)
+    turned = cv2.warpAffine(face, cv2.getRotationMatrix2D((128, 128), 10.0, 1.0), (256, 256),
+                            borderMode=cv2.BORDER_REFLECT_101)  # 10° counter-clockwise on screen
+    _, rotated = detector.measure(turned)
+    assert upright is not None and rotated is not None
+    change = rotated - upright
+    # The model's roll is positive clockwise on screen (its y axis points down): −10°.
+    assert change[2] == pytest.approx(-10.0, abs=1.5) and abs(change[0]) < 3 and abs(change[1]) < 3
+    assert pose_error(change, np.array([0.0, 0.0, -10.0])) < 1.5
+    assert pose_error(np.zeros(3), change) == pytest.approx(np.abs(change).mean())
 
 
 def test_akd_is_scale_invariant_and_motion_akd_ignores_shape() -> None:
@@ -205,12 +220,15 @@ def test_eval_end_to_end_writes_json_table_and_video(eval_inputs: tuple[Path, Pa
     report = json.loads(out.read_text())
     mean = report["mean"]
     for method in ("model", "copy_source"):
-        assert {"psnr", "ssim", "akd", "aed", "detail", "fid"} <= set(mean[method])
+        assert {"psnr", "ssim", "akd", "aed", "detail", "pose_error", "fid"} <= set(mean[method])
     assert mean["model"]["fid"] is None and report["reasons"]["fid"] == "needs --inception-weights"
     copy = mean["copy_source"]
     assert 15 < copy["psnr"] < PSNR_CAP_DB and 0 < copy["ssim"] < 1
     assert 0.5 < copy["detail"] < 2.0  # a real frame of the same clip: about as detailed as the truth
     assert 0 < mean["model"]["psnr"] < PSNR_CAP_DB
+    # carphone's head turns a little: copy-source misses that motion (a few degrees, not zero, not wild);
+    # the untrained model's pose changes are another number (not the tracker's, not zero).
+    assert 0.05 < copy["pose_error"] < 10 and mean["model"]["pose_error"] != copy["pose_error"]
     # The tiny random model renders no face: AKD is paired, so it is null for both, with the reason.
     assert mean["model"]["no_face_rate"] == 1.0 and copy["no_face_rate"] == 0.0
     assert mean["model"]["akd"] is None and copy["akd"] is None and "model output" in report["reasons"]["akd"]

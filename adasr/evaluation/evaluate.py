@@ -50,6 +50,7 @@ from adasr.evaluation.metrics import (
     akd,
     detail,
     motion_akd,
+    pose_error,
     psnr,
     ssim,
 )
@@ -62,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 #: Measures of the reconstruction table, in order (fid is set-level: mean only).
-RECON_METRICS = ("psnr", "ssim", "akd", "aed", "detail")
+RECON_METRICS = ("psnr", "ssim", "akd", "aed", "detail", "pose_error")
 CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed")
 METHODS = ("model", "copy_source")
 FID_NEEDS_WEIGHTS = "needs --inception-weights"
@@ -363,7 +364,7 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
     """
     state = head.prepare_source(clip.source)
     reference = head.extract_motion(clip.source)
-    src_lms = measures.landmarks(clip.source)
+    src_lms, src_pose = measures.landmarks.measure(clip.source)
     src_emb = measures.embed(clip.source)
     series = {m: _Series(RECON_METRICS) for m in METHODS}
     motions: list[Motion] = []
@@ -374,8 +375,13 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
             motion = head.extract_motion(frame)
             motions.append(motion)
             out = head.render_image(state, motion, reference)
-            gt_lms, gt_emb = measures.landmarks(frame), measures.embed(frame)
+            (gt_lms, gt_pose), gt_emb = measures.landmarks.measure(frame), measures.embed(frame)
             gt_measures.append((gt_lms, gt_emb))
+            if gt_pose is not None and src_pose is not None:
+                teacher = gt_pose - src_pose
+                rendered = (motion.pose_degrees() - reference.pose_degrees())[0].cpu().numpy()
+                series["model"].add("pose_error", pose_error(rendered, teacher))
+                series["copy_source"].add("pose_error", pose_error(np.zeros(3), teacher))
             out_lms = measures.landmarks(out)
             out_emb = measures.embed(out)
             outputs = {"model": (out, out_lms, out_emb), "copy_source": (clip.source, src_lms, src_emb)}
@@ -459,7 +465,7 @@ def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2, "no_face_rate": 3}
+_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2, "no_face_rate": 3}
 
 
 def _table(title: str, rows: Iterator[tuple[str, dict[str, float | None]]], names: tuple[str, ...]) -> list[str]:

