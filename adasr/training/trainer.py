@@ -89,7 +89,7 @@ def motion_of(networks: AdaSRNetworks, image: torch.Tensor) -> tuple[Motion, tor
     he = networks.he_estimator(image)
     yaw, pitch, roll = (bins_to_degrees(a.float()) for a in (he.yaw, he.pitch, he.roll))
     motion = Motion(yaw, pitch, roll, he.t.float(), he.exp.float().view(image.shape[0], -1, 3))
-    return motion, torch.stack([yaw, pitch, roll], dim=1)
+    return motion, motion.pose_degrees()
 
 
 class Trainer:
@@ -391,7 +391,7 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
             if (cfg.export_every and step % cfg.export_every == 0) or step == total_steps:
                 trainer.export(export_path)
             if step % cfg.log_every == 0:
-                logger.info("step %d %s", step, {k: round(v, 4) for k, v in logs.items()})
+                logger.info("step %d %s", step, {k: float(f"{v:.4g}") for k, v in logs.items()})
     finally:
         bar.close()
         if writer is not None:
