@@ -7,9 +7,10 @@ a 2-core CPU) plus ``meta.npz`` (tracker landmarks and head pose per frame) and 
 
 Still portraits are prepared too, as short synthetic clips: the whole image is moved in-plane
 (rotation about the face, shift, zoom) along a smooth random path, and the tracker then runs on
-those frames exactly as on a video. With a dozen filmed identities the motion extractor learns
-their faces rather than head motion (on held-out faces its pose is 5–7° off, against 1° on
-training faces); every portrait adds an identity with real tracker poses and landmarks.
+those frames exactly as on a video. With ten filmed training identities the model learns their
+faces rather than faces in general (``adasr eval``'s pose_error is several times larger on held-out
+faces than on training ones); every portrait adds an identity, with real tracker poses and landmarks,
+that moves in the image plane (roll, shift, zoom; not yaw or pitch).
 
 Crop choice: every frame uses the tracker's *stable* per-frame crop, i.e. exactly the crop the
 sender produces at inference time, so training sees the framing the model will be driven with.
