@@ -18,6 +18,7 @@ from adasr.errors import InputError
 from adasr.image_ops import as_rgb_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 def read_image(path: str | Path) -> np.ndarray:

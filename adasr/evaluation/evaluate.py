@@ -57,11 +57,10 @@ from adasr.evaluation.metrics import (
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
 from adasr.keypoints import Motion
 from adasr.pipeline import TalkingHead
-from adasr.video_io import IMAGE_SUFFIXES, FrameSource, FrameWriter, read_image
+from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWriter, read_image
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 #: Measures of the reconstruction table, in order (fid is set-level: mean only).
 RECON_METRICS = ("psnr", "ssim", "akd", "aed", "detail", "pose_error")
 CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed")
@@ -465,7 +464,8 @@ def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2, "no_face_rate": 3}
+_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2,
+           "no_face_rate": 3}
 
 
 def _table(title: str, rows: Iterator[tuple[str, dict[str, float | None]]], names: tuple[str, ...]) -> list[str]:

@@ -265,7 +265,6 @@ class FrechetInception:
     """
 
     def __init__(self, weights: str | Path, device: str = "cpu", batch_size: int = 16) -> None:
-
         from adasr.evaluation.inception import load_inception
 
         path = Path(weights)

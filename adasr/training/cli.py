@@ -20,11 +20,13 @@ logger = logging.getLogger(__name__)
 
 def add_prepare_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``prepare``: face crops + metadata of video clips for training."""
-    p = subparsers.add_parser("prepare", help="track faces in clips (and portraits) and store stable crops for training",
+    p = subparsers.add_parser("prepare",
+                              help="track faces in clips (and portraits) and store stable crops for training",
                               description="Track faces in video clips and store stable face crops with "
                                           "landmarks and head pose (resumable). A still portrait becomes a "
                                           "short clip of synthetic in-plane head motion.")
-    p.add_argument("--input", nargs="+", required=True, type=Path, help="video files, portrait images and/or directories of them")
+    p.add_argument("--input", nargs="+", required=True, type=Path,
+                   help="video files, portrait images and/or directories of them")
     p.add_argument("--out", required=True, type=Path, help="output directory (one sub-directory per clip)")
     p.add_argument("--size", type=int, default=256, choices=(128, 256, 512), help="crop side in pixels")
     p.add_argument("--crop-mode", choices=("tracked", "fixed"), default="tracked",

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from adasr.errors import InputError
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
-from adasr.video_io import IMAGE_SUFFIXES, FrameSource, read_image
+from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ FORMAT_VERSION = 1
 FRAMES_FILE = "frames.u8"
 META_FILE = "meta.npz"
 DONE_FILE = "meta.json"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 @dataclass
@@ -140,6 +139,11 @@ def _ease_path(rng: np.random.Generator, frames: int, keyframes: int, limit: flo
     return keys[i] * (1 - w) + keys[i + 1] * w
 
 
+def still_seed(path: Path) -> int:
+    """The seed of a still's motion path: from its file name only, so a rerun makes the same clip."""
+    return zlib.crc32(path.name.encode())
+
+
 def still_motion_path(cfg: StillMotionConfig, seed: int) -> np.ndarray:
     """[frames, 4] in-plane motion per frame: rotation (degrees, counter-clockwise), shift x, y (face-box
     sides), zoom factor; the first row is the still itself (0, 0, 0, 1)."""
@@ -180,8 +184,8 @@ def _read_frames(path: Path, cfg: PrepareConfig) -> tuple[list[np.ndarray], floa
     InputError if unreadable; ValueError when a still has no face.
     """
     if is_still(path):
-        seed = zlib.crc32(path.name.encode())  # a still's clip depends on its name only: reproducible
-        return synthesize_still_motion(read_image(path), still_motion_path(cfg.still, seed), cfg.tracker), cfg.still.fps
+        motion = still_motion_path(cfg.still, still_seed(path))
+        return synthesize_still_motion(read_image(path), motion, cfg.tracker), cfg.still.fps
     source = FrameSource(path)
     return list(itertools.islice(source, cfg.max_frames)), source.info.fps
 
