@@ -34,7 +34,7 @@ from adasr.demo_media import carphone_clip
 from adasr.keypoints import Motion
 from adasr.pipeline import SourceState, TalkingHead
 from clip_faces import mean_psnr, psnr, sender_motion, track_clip
-from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, MotionQuantizer, encode_motion
+from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, MotionQuantizer, encode_motion, num_keypoints
 from realtime.protocol import decode
 from realtime.source_codec import measure_source_error, pack_source_state, unpack_source_state
 
@@ -77,7 +77,7 @@ def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_ev
     return {
         "clip": str(path),
         "frames": len(vectors),
-        "num_kp": Motion.from_vector(vectors[0]).num_kp,
+        "num_kp": num_keypoints(len(vectors[0])),
         "face_found_ratio": float(np.mean(clip.face_found)),
         "motion_psnr_db_mean": float(np.mean(per_frame)),
         "motion_psnr_db_min": float(np.min(per_frame)),
