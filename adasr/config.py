@@ -119,6 +119,11 @@ class GeneratorConfig:
     """Predict and apply the occlusion map."""
     appearance_norm: Literal["batch", "none"] = "batch"
     """Normalisation of the appearance encoder: batch norm as released, none as in the paper."""
+    detail_channels: int = 0
+    """Channels of a full-resolution 2-D appearance map (lite; 0 as released). It is warped by the 2-D
+    projection of the 3-D motion and fused before the last conv, so the source's fine detail reaches the
+    output instead of being re-invented from the S/4 volume. It travels inside f_s, space-to-depth, as
+    detail_channels·16 / reshape_depth extra volume channels (see ``ModelConfig.source_volume_shape``)."""
     dense_motion_params: DenseMotionConfig = field(default_factory=DenseMotionConfig)
     """Dense motion network."""
     decoder: SPADEDecoderConfig = field(default_factory=SPADEDecoderConfig)
@@ -162,6 +167,17 @@ class ModelConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
+    @property
+    def detail_volume_channels(self) -> int:
+        """Extra f_s channels that carry the full-resolution detail map (space-to-depth, 4×4 → S/4)."""
+        return self.generator.detail_channels * 16 // self.generator.reshape_depth
+
+    def source_volume_shape(self) -> tuple[int, int, int, int]:
+        """(C, D, H, W) of the f_s this model's source encoder makes: the one shape a renderer accepts."""
+        g = self.generator
+        side = self.image_size // 2**g.num_down_blocks
+        return (self.feature_channel + self.detail_volume_channels, g.reshape_depth, side, side)
+
     def validate(self) -> ModelConfig:
         """Check the structural constraints the networks rely on; raise ConfigError naming the fix."""
         g, kp, dm, dec = self.generator, self.kp_detector, self.generator.dense_motion_params, self.generator.decoder
@@ -181,6 +197,8 @@ class ModelConfig:
              f"image_size {self.image_size} must be divisible by 4·2^num_blocks of the dense-motion hourglass"),
             (len(self.he_estimator.widths) == 4 and len(self.he_estimator.blocks) == 4,
              "he_estimator.widths and blocks need 4 stages"),
+            (g.detail_channels >= 0 and (g.detail_channels * 16) % g.reshape_depth == 0,
+             "generator.detail_channels·16 must be a non-negative multiple of reshape_depth"),
             (0 < dm.motion_scale <= 1 and (1 / dm.motion_scale).is_integer(),
              "dense_motion_params.motion_scale must be 1/n for an integer n"),
         ]
