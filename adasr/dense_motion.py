@@ -62,11 +62,13 @@ class _HourglassDecoder(nn.Module):
 
 
 class DenseMotion(NamedTuple):
-    """deformation [B, D, h, w, 3] (x, y, z); occlusion [B, 1, h, w] or None; mask [B, K+1, D, h, w]."""
+    """deformation [B, D, h, w, 3] (x, y, z); occlusion [B, 1, h, w] or None; mask [B, K+1, D, h, w];
+    features [B, c, D, h, w], the hourglass output that the heads read (lite's detail flow reads it too)."""
 
     deformation: torch.Tensor
     occlusion: torch.Tensor | None
     mask: torch.Tensor
+    features: torch.Tensor
 
 
 class DenseMotionNetwork(nn.Module):
@@ -111,4 +113,4 @@ class DenseMotionNetwork(nn.Module):
         occlusion = None
         if self.occlusion is not None:
             occlusion = torch.sigmoid(self.occlusion(prediction.flatten(1, 2)))  # B, 1, h, w
-        return DenseMotion(deformation, occlusion, mask)
+        return DenseMotion(deformation, occlusion, mask, prediction)

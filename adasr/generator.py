@@ -16,6 +16,7 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
+from adasr.detail_path import DetailEncoder, DetailFlow, pack_detail, unpack_detail
 from adasr.spade_decoder import SPADEDecoder
 from adasr.warp import WarpFn, grid_sample_3d
 
@@ -53,20 +54,34 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(g.reshape_channel, norm=norm))
         self.third = SameBlock2d(g.max_features, width, kernel_size=3, lrelu=True)
         self.fourth = nn.Conv2d(width, width, 1)
-        self.decoder = SPADEDecoder(g.decoder, spectral_norm)
+        self.decoder = SPADEDecoder(g.decoder, spectral_norm, g.detail_channels)
+        self.feature_channel = cfg.feature_channel
+        self.detail_encoder = DetailEncoder(g.block_expansion + cfg.image_channel, g.detail_channels) \
+            if g.detail_channels else None
+        self.detail_flow = DetailFlow(self.dense_motion_network.hourglass.out_channels, g.reshape_depth,
+                                      g.dense_motion_params.occlusion_kernel_size) if g.detail_channels else None
 
     def encode(self, source: torch.Tensor) -> torch.Tensor:
-        """Source image [B, 3, S, S] in [0, 1] → appearance feature volume f_s [B, C, D, S/4, S/4]."""
-        out = self.first(source)  # B, be, S, S
+        """Source image [B, 3, S, S] in [0, 1] → appearance feature volume f_s [B, C, D, S/4, S/4].
+
+        With a detail path, C also counts the packed full-resolution detail map's channels.
+        """
+        first = self.first(source)  # B, be, S, S
+        out = first
         for block in self.down_blocks:
             out = block(out)  # B, ·, S/4, S/4 after both
         out = self.second(out)  # B, C·D, S/4, S/4
         b, _, h, w = out.shape
-        return self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
+        volume = self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
+        if self.detail_encoder is None:
+            return volume
+        return torch.cat([volume, pack_detail(self.detail_encoder(first, source), self.reshape_depth)], dim=1)
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
                warp: WarpFn = grid_sample_3d) -> RenderOutput:
         """Cached f_s and keypoints x_s, x_d [B, K, 3] → the driven frame and intermediates."""
+        packed_detail = f_s[:, self.feature_channel:]
+        f_s = f_s[:, :self.feature_channel]
         motion = self.dense_motion_network(f_s, kp_source, kp_driving, warp)
         b, c, d, h, w = f_s.shape
         deformation = motion.deformation
@@ -80,7 +95,13 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if occlusion.shape[2:] != out.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
             out = out * occlusion
-        return RenderOutput(self.decoder(out), occlusion, motion.mask, motion.deformation, out)
+        detail = None
+        if self.detail_flow is not None:
+            size = h * 2 ** len(self.down_blocks)
+            grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
+            detail = F.grid_sample(unpack_detail(packed_detail), grid, mode="bilinear", padding_mode="border",
+                                   align_corners=False) * detail_occlusion
+        return RenderOutput(self.decoder(out, detail), occlusion, motion.mask, motion.deformation, out)
 
     def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> RenderOutput:
         return self.render(self.encode(source), kp_source, kp_driving)

@@ -12,12 +12,16 @@ from torch import nn
 
 from adasr.blocks import SPADEResnetBlock
 from adasr.config import SPADEDecoderConfig
+from adasr.detail_path import DetailFusion
 
 
 class SPADEDecoder(nn.Module):
-    """[B, ic, h, w] → [B, 3, 4h, 4w] in [0, 1]: fc, middle blocks, two ×2 up blocks, conv, sigmoid."""
+    """[B, ic, h, w] → [B, 3, 4h, 4w] in [0, 1]: fc, middle blocks, two ×2 up blocks, conv, sigmoid.
 
-    def __init__(self, cfg: SPADEDecoderConfig, spectral_norm: bool = True) -> None:
+    With ``detail_channels`` (lite), a warped full-resolution detail map joins after the last up block.
+    """
+
+    def __init__(self, cfg: SPADEDecoderConfig, spectral_norm: bool = True, detail_channels: int = 0) -> None:
         super().__init__()
         mid, ic, oc = cfg.middle_channels, cfg.in_channels, cfg.out_channels  # 512, 256, 64 as released
         self.fc = nn.Conv2d(ic, mid, 3, padding=1)
@@ -27,12 +31,15 @@ class SPADEDecoder(nn.Module):
         self.up_0 = SPADEResnetBlock(mid, cfg.up_channels, cfg.label_nc, cfg.spade_hidden, spectral_norm)
         self.up_1 = SPADEResnetBlock(cfg.up_channels, oc, cfg.label_nc, cfg.spade_hidden, spectral_norm)
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
+        self.detail_fusion = DetailFusion(oc, detail_channels) if detail_channels else None
 
-    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+    def forward(self, feature: torch.Tensor, detail: torch.Tensor | None = None) -> torch.Tensor:
         seg = feature
         x = self.fc(feature)  # B, mid, h, w
         for i in range(self.num_middle_blocks):
             x = getattr(self, f"G_middle_{i}")(x, seg)
         x = self.up_0(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, up, 2h, 2w
         x = self.up_1(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, oc, 4h, 4w
+        if self.detail_fusion is not None and detail is not None:
+            x = self.detail_fusion(x, detail)
         return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))  # B, 3, 4h, 4w

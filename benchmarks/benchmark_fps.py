@@ -14,6 +14,10 @@ Each measurement: warm-up calls, then timed iterations (CUDA synchronised); p50/
 ``fps`` = 1000 / p50 (the median frame rate; ``fps_mean`` = 1000 / mean is in the JSON too).
 Backends are timed in alternating blocks of ``--block`` calls, so that on a shared machine a
 change of load falls on all of them alike and their ratio stays meaningful.
+Machines of one kind differ (and a shared one drifts), so the run also measures the machine's own
+fp32 matmul throughput (1024² × 1024², same threads) before and after the networks, and each
+network's record carries its FLOPs per call, its achieved GFLOP/s and that as a fraction of the
+matmul reference: judge speed by FPS and by that fraction together.
 Without --checkpoint the shipped demo checkpoint is used when its preset matches, else the
 preset's networks with random weights: fine for timing (same graphs, same FLOPs), and said so in
 the output. ONNX Runtime runs graphs exported to a temporary (or --export-dir) directory.
@@ -80,6 +84,12 @@ class Record:
     runtime: str = ""
     machine: str = ""
     notes: str = ""
+    gflops: float = 0.0
+    """FLOPs per call (2×MAC, torch FlopCounterMode; 0 for stages that are not a network)."""
+    achieved_gflops_per_s: float = 0.0
+    matmul_gflops_per_s: float = 0.0
+    """The machine's fp32 1024² matmul throughput in the same run (the mean of before and after)."""
+    fraction_of_matmul: float = 0.0
 
 
 @dataclass
@@ -115,6 +125,46 @@ def machine_description() -> str:
     if torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     return ", ".join(parts)
+
+
+def matmul_gflops_per_s(threads: int, repeats: int = 20) -> float:
+    """Median fp32 throughput of a 1024² matmul on ``threads`` CPU threads: this machine's reference."""
+    torch.set_num_threads(threads)
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    samples = measure(lambda: a @ b, 3, repeats, cuda=False)
+    return 2 * 1024**3 / (statistics.median(samples) / 1000) / 1e9
+
+
+def network_gflops(model: LoadedModel) -> dict[str, float]:
+    """FLOPs per call of each deployable network (the graphs every backend runs) at the model's size."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from adasr.deployable import MotionExtractor, Renderer, SourceEncoder
+
+    image = torch.rand(1, 3, model.config.image_size, model.config.image_size)
+    encoder, extractor, renderer = SourceEncoder(model.networks), MotionExtractor(model.networks), Renderer(
+        model.networks)
+    with torch.inference_mode():
+        src = encoder(image)
+        calls = {"source_encoding": (encoder, (image,)), "motion_extraction": (extractor, (image,)),
+                 "render": (renderer, (src.f_s, src.x_c, src.x_c))}
+        out = {}
+        for stage, (module, args) in calls.items():
+            with FlopCounterMode(display=False) as counter:
+                module(*args)
+            out[stage] = counter.get_total_flops() / 1e9
+    return out
+
+
+def with_throughput(records: list[Record], flops: dict[str, float], reference: float) -> list[Record]:
+    """Each network record gets its FLOPs, achieved GFLOP/s (at p50) and the fraction of ``reference``."""
+    for r in records:
+        if r.stage in flops:
+            r.gflops = flops[r.stage]
+            r.achieved_gflops_per_s = r.gflops / (r.ms_p50 / 1000) if r.ms_p50 > 0 else 0.0
+            r.matmul_gflops_per_s = reference
+            r.fraction_of_matmul = r.achieved_gflops_per_s / reference if reference > 0 else 0.0
+    return records
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -317,12 +367,14 @@ def tensorrt_unavailable() -> str | None:
 
 def print_table(records: list[Record]) -> None:
     width = max([9] + [len(r.preset) for r in records])
-    header = f"{'backend':<12} {'prec':<5} {'preset':<{width}} {'res':>4} {'stage':<19} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>8}"
+    header = (f"{'backend':<12} {'prec':<5} {'preset':<{width}} {'res':>4} {'stage':<19} {'p50 ms':>8} {'p90 ms':>8} "
+              f"{'p99 ms':>8} {'FPS':>8} {'GFLOP':>7} {'GFLOP/s':>8} {'of mm':>6}")
     print(header)
     print("-" * len(header))
     for r in records:
         print(f"{r.backend:<12} {r.precision:<5} {r.preset:<{width}} {r.resolution:>4} {r.stage:<19} "
-              f"{r.ms_p50:>8.2f} {r.ms_p90:>8.2f} {r.ms_p99:>8.2f} {r.fps:>8.1f}")
+              f"{r.ms_p50:>8.2f} {r.ms_p90:>8.2f} {r.ms_p99:>8.2f} {r.fps:>8.1f}"
+              + (f" {r.gflops:>7.2f} {r.achieved_gflops_per_s:>8.1f} {r.fraction_of_matmul:>6.1%}" if r.gflops else ""))
 
 
 def print_comparisons(records: list[Record]) -> None:
@@ -341,7 +393,9 @@ def print_comparisons(records: list[Record]) -> None:
         print("\n".join(lines))
     lite = by_key.get(("onnxruntime", "fp32", "lite", 256, "render"))
     if lite is not None:
-        print(f"\nlite renderer at 256 through ONNX Runtime: {lite.fps:.1f} FPS (goal >= 30)")
+        print(f"\nlite renderer at 256 through ONNX Runtime: {lite.fps:.1f} FPS (goal >= 30), {lite.gflops:.2f} GFLOP "
+              f"(goal <= 5), {lite.achieved_gflops_per_s:.1f} GFLOP/s = {lite.fraction_of_matmul:.1%} of this "
+              f"machine's {lite.matmul_gflops_per_s:.1f} GFLOP/s matmul")
 
 
 def draw_chart(records: list[Record], path: Path, title: str) -> Path:
@@ -400,7 +454,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=60, help="carphone frames to cycle through")
     p.add_argument("--no-tracking", action="store_true", help="skip face tracking (stage and per-frame part)")
     p.add_argument("--export-dir", type=Path, default=None, help="keep the ONNX exports here (default: temporary)")
-    p.add_argument("--quick", action="store_true", help="CI: lite at 128, 2 warm-up + 5 timed calls, 10 frames")
+    p.add_argument("--quick", action="store_true", help="CI: each preset at its own size, 2 warm-up + 5 timed calls, "
+                                                          "10 frames")
     p.add_argument("--json", type=Path, default=None, help="write the records as a JSON list")
     p.add_argument("--chart", type=Path, default=None,
                    help="PNG chart (default: next to --json, else outputs/benchmark_fps.png)")
@@ -410,7 +465,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.iterations = min(args.iterations, 5)
         args.frames = min(args.frames, 10)
         args.threads = args.threads or 1  # a small shared CI machine: one thread is the robust choice
-        args.resolutions = args.resolutions or [128]
     args.threads = args.threads or torch.get_num_threads()
     return args
 
@@ -438,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                       args.export_dir or Path(tmp), block=args.block, tracking=not args.no_tracking)
         records: list[Record] = []
         print(f"machine: {machine}; {args.threads} thread(s); {args.warmup} warm-up + {args.iterations} timed calls")
+        matmul_before = matmul_gflops_per_s(args.threads)
+        print(f"fp32 1024² matmul reference: {matmul_before:.1f} GFLOP/s")
+        group_records: list[tuple[list[Record], dict[str, float]]] = []
         presets = args.presets
         if args.checkpoint is not None:
             presets = [load_model(args.checkpoint, args.config).config.name]
@@ -469,9 +526,16 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {backend_name} {precision}: {backend.describe()}")
                         subjects.append(prepare_subject(backend, backend_name, precision, preset, weights, frames,
                                                         crops, tracker, st))
-                records += bench_subjects(subjects, st)
+                measured = bench_subjects(subjects, st)
+                group_records.append((measured, network_gflops(model)))
+                records += measured
                 if tracker is not None:
                     tracker.close()
+        matmul_after = matmul_gflops_per_s(args.threads)
+        reference = (matmul_before + matmul_after) / 2
+        print(f"fp32 1024² matmul reference: {matmul_before:.1f} GFLOP/s before, {matmul_after:.1f} after")
+        for measured, flops in group_records:
+            with_throughput(measured, flops, reference)
 
     print()
     print_table(records)

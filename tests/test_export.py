@@ -40,7 +40,9 @@ def lite() -> LoadedModel:
     cfg = load_model_config("lite")
     cfg.image_size = 128
     torch.manual_seed(0)
-    return LoadedModel(AdaSRNetworks(cfg).eval(), cfg, "lite-random-test", Path("random"))
+    nets = AdaSRNetworks(cfg).eval()
+    torch.nn.init.normal_(nets.generator.decoder.detail_fusion.out.weight, std=0.1)  # zero at init: make it count
+    return LoadedModel(nets, cfg, "lite-random-test", Path("random"))
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,15 @@ def test_tiny_official_trt_export_is_verified_and_parses_in_tensorrt(tiny_model:
             assert diff <= graph.tolerance[out], (name, out, diff)
     assert tiny_trt.graphs["renderer"].max_abs_diff["frame"] < 1e-3
     assert tiny_trt.graphs["renderer"].trt_problems == ()
+
+
+def test_lite_trt_export_with_the_detail_path_is_verified(lite: LoadedModel, tmp_path: Path) -> None:
+    """The detail path's 2-D warp is a 4-D GridSample, which TensorRT's parser takes."""
+    report = export_model(lite, tmp_path / "lite-trt", trt=True)
+    renderer = report.graphs["renderer"]
+    assert check_tensorrt_compatible(renderer.path) == []
+    assert all(rank == 4 for rank in onnx_operator_report(renderer.path).grid_sample_input_ranks)
+    assert renderer.max_abs_diff["frame"] < 1e-3
 
 
 def test_manifest_describes_the_files(tiny_model: LoadedModel, tiny_trt: ExportReport) -> None:

@@ -62,11 +62,13 @@ from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWri
 logger = logging.getLogger(__name__)
 
 #: Measures of the reconstruction table, in order (fid is set-level: mean only).
-RECON_METRICS = ("psnr", "ssim", "akd", "aed", "detail", "pose_error")
+RECON_METRICS = ("psnr", "ssim", "akd", "aed", "detail", "pose_error", "identity_psnr")
 CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed")
 METHODS = ("model", "copy_source")
 FID_NEEDS_WEIGHTS = "needs --inception-weights"
 NO_GROUND_TRUTH = "no ground truth in cross-identity driving"
+IDENTITY_BY_CONSTRUCTION = ("identity_psnr: the source rendered with its own motion (driving = source) against the "
+                            "source; copy-source gives the source back by construction")
 AKD_NOTE = ("mean 2-D distance over the tracker's 478 landmarks (still-image mode on the crops), divided by the "
             "reference face's inter-ocular distance (outer eye corners, mesh points 33 and 263)")
 
@@ -301,6 +303,7 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
         mean[m]["no_face_rate"] = no_face
     if fid is None:
         reasons["fid"] = FID_NEEDS_WEIGHTS
+    reasons["identity_psnr"] = IDENTITY_BY_CONSTRUCTION
     _explain_nulls(mean, reasons)
 
     cross = None
@@ -366,6 +369,7 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
     src_lms, src_pose = measures.landmarks.measure(clip.source)
     src_emb = measures.embed(clip.source)
     series = {m: _Series(RECON_METRICS) for m in METHODS}
+    series["model"].add("identity_psnr", psnr(head.render_image(state, reference, reference), clip.source))
     motions: list[Motion] = []
     gt_measures: list[tuple[np.ndarray | None, np.ndarray | None]] = []
     writer = FrameWriter(video, clip.fps) if video is not None else None

@@ -368,13 +368,14 @@ class PairDataset(Dataset):
     """Item i → (source, driving) frames of one shot of one clip, a pure function of (seed, i).
 
     Clips are drawn uniformly (as the official sampler draws one clip per identity), then a shot
-    weighted by its length, then two distinct frames of it.
+    weighted by its length, then two distinct frames of it; a share ``identity_fraction`` of the pairs
+    uses the source frame as the driving frame too, so the renderer learns to give the source back.
     Returns a dict: ``source``, ``driving`` [3, S, S] float in [0, 1]; ``source_pose``,
     ``driving_pose`` [3] tracker degrees (yaw, pitch, roll; flipped with the image).
     """
 
     def __init__(self, root: Path, clips: Sequence[str] | None = None, seed: int = 0,
-                 augment: AugmentConfig | None = None, length: int = 1 << 30) -> None:
+                 augment: AugmentConfig | None = None, length: int = 1 << 30, identity_fraction: float = 0.0) -> None:
         root = Path(root)
         names = list(clips) if clips else sorted(p.name for p in root.iterdir() if (p / DONE_FILE).is_file())
         if not names:
@@ -384,6 +385,7 @@ class PairDataset(Dataset):
         self.seed = seed
         self.augment = augment or AugmentConfig(flip=False, brightness=0, contrast=0, saturation=0)
         self.length = length
+        self.identity_fraction = identity_fraction
 
     def __len__(self) -> int:
         return self.length
@@ -396,6 +398,8 @@ class PairDataset(Dataset):
         lengths = np.array([len(s) for s in shots], np.float64)
         members = shots[int(rng.choice(len(shots), p=lengths / lengths.sum()))]
         a, b = rng.choice(len(members), size=2, replace=False)
+        if rng.random() < self.identity_fraction:
+            b = a
         return c, int(members[a]), int(members[b]), rng
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -55,6 +55,8 @@ class TrainConfig:
     """Clip names to train on; empty: every prepared clip not in ``val_clips``."""
     val_clips: list[str] = field(default_factory=list)
     """Whole clips held out for validation."""
+    identity_pair_fraction: float = 0.0
+    """Share of training pairs whose driving frame is the source frame itself (identity motion)."""
     run_dir: str = "runs/train_lite"
     """Training checkpoint, TensorBoard logs and sample grids."""
     export_path: str = "weights/adasr-lite.pth"

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from adasr.checkpoint import load_model, save_checkpoint
 from adasr.config import ModelConfig, load_model_config
+from adasr.errors import CheckpointError
 from adasr.discriminator import MultiScaleDiscriminator
 from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
@@ -120,7 +121,8 @@ class Trainer:
         train_clips = cfg.train_clips or sorted(
             p.name for p in data_dir.iterdir() if (p / DONE_FILE).is_file() and p.name not in cfg.val_clips)
         self.train_clips = train_clips
-        self.dataset = PairDataset(data_dir, train_clips, seed=cfg.seed, augment=cfg.augment)
+        self.dataset = PairDataset(data_dir, train_clips, seed=cfg.seed, augment=cfg.augment,
+                                   identity_fraction=cfg.identity_pair_fraction)
         self.val_batch = self._validation_batch(data_dir) if cfg.val_clips else None
         self.step = 0
         self.amp = cfg.amp and self.device.type == "cuda"
@@ -332,12 +334,26 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(1 / mse)).mean())
 
 
+def init_from(networks: AdaSRNetworks, path: Path) -> None:
+    """Load an inference checkpoint into ``networks``: every tensor it has must fit, new parts may be missing."""
+    loaded = load_model(path).networks.state_dict()
+    own = networks.state_dict()
+    misfits = [k for k, v in loaded.items() if k not in own or own[k].shape != v.shape]
+    if misfits:
+        raise CheckpointError(f"{path} does not fit the configured model: {', '.join(misfits[:4])}"
+                              + (f" … {len(misfits) - 4} more" if len(misfits) > 4 else ""))
+    networks.load_state_dict(loaded, strict=False)
+    fresh = sorted({k.rsplit(".", 2)[0] for k in own if k not in loaded})
+    logger.info("initialised from %s%s", path, f"; new, freshly initialised: {', '.join(fresh)}" if fresh else "")
+
+
 def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init: Path | None = None,
           progress: bool = True, model_cfg: ModelConfig | None = None) -> TrainResult:
     """Run (or resume) training up to ``steps`` (default ``cfg.steps``) total steps.
 
     ``resume``: continue from ``run_dir/checkpoint.pt`` when it exists. ``init``: start from the
-    weights of an inference checkpoint (ours or official; ignored when resuming).
+    weights of an inference checkpoint (ours or official; ignored when resuming); parts the configured
+    model adds to it (lite's detail path) keep their fresh initialisation.
     """
     start = time.time()
     total_steps = cfg.steps if steps is None else steps
@@ -349,9 +365,7 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
         trainer.load(ckpt_path)
         logger.info("resumed %s at step %d", ckpt_path, trainer.step)
     elif init is not None:
-        loaded = load_model(init, config=trainer.model_cfg)
-        trainer.networks.load_state_dict(loaded.networks.state_dict())
-        logger.info("initialised from %s", init)
+        init_from(trainer.networks, init)
     writer = None
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -1,0 +1,97 @@
+"""The lite generator's detail path: a full-resolution appearance map, warped by the 3-D motion's 2-D shadow.
+
+face-vid2vid warps appearance only at S/4 (64² for 256), so the decoder must re-invent everything
+finer: the soft face of the first lite model. This path encodes a full-resolution map of the source
+once, warps it every frame with the 2-D flow implied by the 3-D deformation (a learned softmax over
+depth picks which depth slice's motion each pixel follows), masks it with its own occlusion map and
+adds it to the decoder after its last up block. With driving = source the flow is the identity and
+the map comes back pixel for pixel, so the renderer can give the source back.
+
+The map travels inside f_s, space-to-depth (4×4 → S/4) as extra volume channels, so the SourceState,
+the ONNX graphs and the wire format keep their single appearance tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adasr.blocks import make_coordinate_grid
+
+#: Side ratio between the image and the feature volume (two ×2 down blocks).
+PACK = 4
+
+
+def pack_detail(detail: torch.Tensor, depth: int) -> torch.Tensor:
+    """[B, N, S, S] → [B, N·16/depth, depth, S/4, S/4], to ride in f_s."""
+    packed = F.pixel_unshuffle(detail, PACK)  # B, N·16, S/4, S/4
+    b, c, h, w = packed.shape
+    return packed.reshape(b, c // depth, depth, h, w)
+
+
+def unpack_detail(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``pack_detail``: [B, E, D, S/4, S/4] → [B, E·D/16, S, S]."""
+    b, e, d, h, w = packed.shape
+    return F.pixel_shuffle(packed.reshape(b, e * d, h, w), PACK)
+
+
+def pixel_centre_grid(size: int, like: torch.Tensor) -> torch.Tensor:
+    """Identity sampling grid [S, S, 2] for ``grid_sample(align_corners=False)``: pixel centres in (−1, 1)."""
+    axis = (torch.arange(size, dtype=like.dtype, device=like.device) * 2 + 1) / size - 1
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x, y], dim=-1)
+
+
+class DetailEncoder(nn.Module):
+    """First encoder features and the source itself [B, be+3, S, S] → the detail map [B, N, S, S]."""
+
+    def __init__(self, in_channels: int, detail_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, detail_channels, 3, padding=1)
+
+    def forward(self, features: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([features, source], dim=1))
+
+
+class DetailFlow(nn.Module):
+    """Hourglass output and 3-D deformation → a 2-D sampling grid and an occlusion map at S × S.
+
+    The displacement (not the absolute grid) is upsampled and added to the full-resolution identity,
+    so a zero motion samples every pixel at its own centre.
+    """
+
+    def __init__(self, hourglass_channels: int, depth: int, kernel_size: int) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(hourglass_channels * depth, depth + 1, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, prediction: torch.Tensor, deformation: torch.Tensor, size: int) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+        """prediction [B, c, D, h, w], deformation [B, D, h, w, 3] → grid [B, S, S, 2], occlusion [B, 1, S, S]."""
+        _, d, h, w, _ = deformation.shape
+        logits = self.head(prediction.flatten(1, 2))  # B, D+1, h, w
+        weights = F.softmax(logits[:, :d], dim=1)  # B, D, h, w
+        flow = (deformation[..., :2] * weights.unsqueeze(-1)).sum(dim=1)  # B, h, w, 2
+        displacement = (flow - make_coordinate_grid((h, w), flow)).permute(0, 3, 1, 2)  # B, 2, h, w
+        displacement = F.interpolate(displacement, size=(size, size), mode="bilinear", align_corners=False)
+        grid = pixel_centre_grid(size, flow) + displacement.permute(0, 2, 3, 1)
+        occlusion = F.interpolate(torch.sigmoid(logits[:, d:]), size=(size, size), mode="bilinear",
+                                  align_corners=False)
+        return grid, occlusion
+
+
+class DetailFusion(nn.Module):
+    """Decoder features [B, oc, S, S] + warped detail [B, N, S, S] → features, as a residual.
+
+    The last conv starts at zero, so a model warm-started from one without this path renders as before.
+    """
+
+    def __init__(self, channels: int, detail_channels: int) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(channels + detail_channels, channels, 3, padding=1)
+        self.out = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
+        return x + self.out(F.leaky_relu(self.mix(torch.cat([x, detail], dim=1)), 0.2))
