@@ -82,6 +82,11 @@ class Motion:
         v = torch.from_numpy(vec.copy()).to(device)[None]
         return Motion(yaw=v[:, 0], pitch=v[:, 1], roll=v[:, 2], t=v[:, 3:6], delta=v[:, 6:].reshape(1, -1, 3))
 
+    def with_pose(self, pose_degrees: torch.Tensor) -> Motion:
+        """The same motion with (yaw, pitch, roll) replaced, [B, 3] or [3] degrees (e.g. the face tracker's)."""
+        pose = pose_degrees.to(self.yaw).reshape(-1, 3).expand(self.yaw.shape[0], 3)
+        return Motion(pose[:, 0], pose[:, 1], pose[:, 2], self.t, self.delta)
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Motion:
         def move(x: torch.Tensor) -> torch.Tensor:
             return x.to(device=device, dtype=dtype or x.dtype)

@@ -31,6 +31,8 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="Inception-v3 state dict (torchvision layout, or pytorch-fid's pt_inception) to compute FID")
     p.add_argument("--no-aed", dest="identity", action="store_false",
                    help="skip the identity distance (dlib), the slowest measure")
+    p.add_argument("--pose-source", choices=("model", "tracker"), default="model",
+                   help="head rotation: the motion extractor's (default) or the face tracker's on the same crop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_arguments(p)
     p.set_defaults(func=run_eval)
@@ -53,6 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
     head = head_from_args(args)
     options = EvalOptions(clips=args.clips, portraits=args.portraits, frames=args.frames, video=args.video,
                           inception_weights=args.inception_weights, identity=args.identity,
+                          pose_source=args.pose_source,
                           show_progress=not args.no_progress)
     report = evaluate(head, options)
     if args.backend == "torch":

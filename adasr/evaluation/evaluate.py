@@ -36,9 +36,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from adasr.errors import InputError, NoFaceError
@@ -56,7 +57,7 @@ from adasr.evaluation.metrics import (
 )
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
 from adasr.keypoints import Motion
-from adasr.pipeline import TalkingHead
+from adasr.pipeline import SourceState, TalkingHead
 from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWriter, read_image
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ class EvalOptions:
     """Inception-v3 state dict for FID; None: FID is null."""
     identity: bool = True
     """Compute AED (needs dlib); False skips it (it is the slowest measure)."""
+    pose_source: Literal["model", "tracker"] = "model"
+    """Head rotation of every motion (source, reference, driving): the motion extractor's own, or the face
+    tracker's (mediapipe's facial transformation matrix) on the same crop, where it finds a face."""
     show_progress: bool = True
 
 
@@ -267,8 +271,9 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
                 logger.warning("portrait skipped: %s", exc)
                 skipped.append({"file": str(path), "reason": str(exc)})
                 continue
-            portraits.append(_Portrait(path.stem, crop, measures.landmarks(crop), measures.embed(crop),
-                                       head.prepare_source(crop)))
+            landmarks, pose = measures.landmarks.measure(crop)
+            portraits.append(_Portrait(path.stem, crop, landmarks, measures.embed(crop),
+                                       _posed_state(head.prepare_source(crop), pose, options.pose_source)))
         if portrait_paths and not portraits:
             raise InputError(f"{options.portraits}: no portrait with a detectable face")
 
@@ -286,7 +291,8 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
                     continue
                 video = options.video if not recon_rows else None
                 row, motions, reference, gt = _reconstruct(head, clip, measures, video, bar,
-                                                           fid_sets if fid is not None else None)
+                                                           fid_sets if fid is not None else None,
+                                                           options.pose_source)
                 recon_rows.append(row)
                 for portrait in portraits:
                     cross_rows.append(_cross(head, portrait, clip, motions, reference, gt, measures, bar))
@@ -304,6 +310,8 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
     if fid is None:
         reasons["fid"] = FID_NEEDS_WEIGHTS
     reasons["identity_psnr"] = IDENTITY_BY_CONSTRUCTION
+    if options.pose_source == "tracker":
+        reasons["pose_error"] = "the rotation is the tracker's own (--pose-source tracker): nothing to compare"
     _explain_nulls(mean, reasons)
 
     cross = None
@@ -331,7 +339,7 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
     backend = head.backend
     return EvalReport(
         model={"name": backend.config.name, "model_id": backend.model_id, "image_size": head.size,
-               "backend": backend.describe()},
+               "backend": backend.describe(), "pose_source": options.pose_source},
         frames=options.frames, clips=recon_rows, mean=mean, reasons=reasons, cross_identity=cross,
         skipped=skipped, seconds=time.perf_counter() - start, notes=notes)
 
@@ -356,17 +364,28 @@ def _explain_nulls(mean: dict[str, dict[str, float | None]], reasons: dict[str, 
                          else "no frame had a face the tracker could find in the reference and in every output")
 
 
+def _posed(motion: Motion, tracker_pose: np.ndarray | None, pose_source: str) -> Motion:
+    """``motion`` with the tracker's rotation when that is the pose source and the tracker found the face."""
+    if pose_source != "tracker" or tracker_pose is None:
+        return motion
+    return motion.with_pose(torch.from_numpy(np.asarray(tracker_pose, np.float32)))
+
+
+def _posed_state(state: SourceState, tracker_pose: np.ndarray | None, pose_source: str) -> SourceState:
+    return dataclasses.replace(state, motion=_posed(state.motion, tracker_pose, pose_source))
+
+
 def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video: Path | None, bar: tqdm,
-                 fid_sets: dict[str, list[np.ndarray]] | None
+                 fid_sets: dict[str, list[np.ndarray]] | None, pose_source: str
                  ) -> tuple[dict[str, Any], list[Motion], Motion, list[tuple[np.ndarray | None, np.ndarray | None]]]:
     """Same-identity reconstruction of one clip; also returns what cross-identity reuses.
 
     Returns the row, every frame's motion, the reference motion (the source frame's), and the
     ground-truth (landmarks, embedding) per frame.
     """
-    state = head.prepare_source(clip.source)
-    reference = head.extract_motion(clip.source)
     src_lms, src_pose = measures.landmarks.measure(clip.source)
+    state = _posed_state(head.prepare_source(clip.source), src_pose, pose_source)
+    reference = _posed(head.extract_motion(clip.source), src_pose, pose_source)
     src_emb = measures.embed(clip.source)
     series = {m: _Series(RECON_METRICS) for m in METHODS}
     series["model"].add("identity_psnr", psnr(head.render_image(state, reference, reference), clip.source))
@@ -375,12 +394,12 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
     writer = FrameWriter(video, clip.fps) if video is not None else None
     try:
         for frame in clip.frames:
-            motion = head.extract_motion(frame)
+            (gt_lms, gt_pose), gt_emb = measures.landmarks.measure(frame), measures.embed(frame)
+            motion = _posed(head.extract_motion(frame), gt_pose, pose_source)
             motions.append(motion)
             out = head.render_image(state, motion, reference)
-            (gt_lms, gt_pose), gt_emb = measures.landmarks.measure(frame), measures.embed(frame)
             gt_measures.append((gt_lms, gt_emb))
-            if gt_pose is not None and src_pose is not None:
+            if gt_pose is not None and src_pose is not None and pose_source == "model":
                 teacher = gt_pose - src_pose
                 rendered = (motion.pose_degrees() - reference.pose_degrees())[0].cpu().numpy()
                 series["model"].add("pose_error", pose_error(rendered, teacher))
@@ -468,7 +487,7 @@ def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2,
+_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "identity_psnr": 2, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2,
            "no_face_rate": 3}
 
 
