@@ -51,6 +51,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    check_archive(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -68,6 +69,27 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not an AdaSR checkpoint: needs entries {list(AdaSRNetworks.PARTS)}, has {keys}")
     return data
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a zip checkpoint whose storages would expand beyond the file, before torch reads any of them.
+
+    ``torch.save`` stores every entry uncompressed, so what loading allocates is bounded by the file's own
+    size; a compressed entry (a deflate bomb: 1 MB on disk, gigabytes in memory) or one whose declared
+    size disagrees with its bytes is not torch's writing. The legacy (non-zip) format has no index to
+    check: torch reads it storage by storage.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: a damaged zip archive ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
+            raise CheckpointError(f"{path}: entry {entry.filename[:100]!r} is compressed ({entry.compress_size} bytes "
+                                  f"→ {entry.file_size}); torch.save never writes that, refused before reading it")
 
 
 def _looks_like_torch_file(path: Path) -> bool:

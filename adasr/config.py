@@ -18,6 +18,10 @@ from adasr.dataclass_io import build_dataclass, to_plain
 from adasr.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: Bounds of image_size: below, the networks have no room for their down-sampling; above, one frame
+#: already asks for gigabytes (the released model is 512).
+MIN_IMAGE_SIZE = 32
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclass
@@ -182,6 +186,9 @@ class ModelConfig:
         """Check the structural constraints the networks rely on; raise ConfigError naming the fix."""
         g, kp, dm, dec = self.generator, self.kp_detector, self.generator.dense_motion_params, self.generator.decoder
         checks = [
+            (isinstance(self.image_size, int) and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE
+             and self.image_size % 4 == 0,
+             f"image_size must be a multiple of 4 in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {self.image_size!r}"),
             (not self.estimate_jacobian, "estimate_jacobian must be False (no Jacobians in this model)"),
             (g.reshape_channel == self.feature_channel, "generator.reshape_channel must equal feature_channel"),
             (g.max_features == g.reshape_channel * g.reshape_depth,

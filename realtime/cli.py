@@ -42,7 +42,8 @@ def _head(args: argparse.Namespace) -> Any:
 def _add_network_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
     g.add_argument("--signaling-host", default="127.0.0.1",
-                   help="TCP signaling address: the sender listens on it, the receiver connects to it (default 127.0.0.1)")
+                   help="TCP signaling address: the sender listens on it, the receiver connects to it; loopback only, "
+                        "since TCP signaling has no token (default 127.0.0.1)")
     g.add_argument("--signaling-port", type=int, default=9999, help="TCP signaling port (default 9999)")
     g.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
                    help="address to offer as ICE host candidate (repeatable); default: 127.0.0.1 when the signaling "

@@ -13,7 +13,13 @@ What a stranger who finds the port gets:
   ``hmac.compare_digest``, in constant time);
 * a body over ``max_body`` bytes (64 KiB; an offer with host candidates is 1–2 KiB): **413**;
 * an offer while a call is in progress: **409** (one call at a time);
-* anything that is not a JSON offer opening a data channel: **400**.
+* anything that is not a JSON offer opening a data channel: **400**;
+* a body that does not arrive within ``body_timeout_s`` (dribbled): **408**; one cut short or undecodable: **400**;
+* headers that do not arrive within ``header_timeout_s``, or an idle keep-alive connection: closed;
+* a connection past ``max_connections`` open at once: closed at once.
+
+However a request ends (a dropped client, a bad ``Content-Encoding`` body, a timeout), the call slot
+it took is released in a ``finally``: one bad upload never locks out the next caller.
 
 The server binds to 127.0.0.1 by default. Plain HTTP carries the token and the SDP (whose DTLS
 fingerprint is what authenticates the media) in the clear: across an untrusted network, put the
@@ -34,10 +40,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiortc import RTCSessionDescription
 from aiortc.contrib.signaling import BYE
 
 from realtime.errors import CallError
+from realtime.peer_text import escaped
 from realtime.signaling import Signaling
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ OFFER_PATH = "/offer"
 DEFAULT_PORT = 8765
 #: Largest request body accepted: an aiortc offer with a few host candidates is 1–2 KiB.
 DEFAULT_MAX_BODY = 64 * 1024
+#: Connections open at once; one call needs one, a few more cover refusals and retries.
+DEFAULT_MAX_CONNECTIONS = 32
 #: Environment variable ``adasr send`` and ``adasr receive`` read the token from when --token is not given
 #: (keeps it out of the process list).
 TOKEN_ENV_VAR = "ADASR_TOKEN"
@@ -81,12 +91,20 @@ class OfferServerOptions:
     """Largest request body, in bytes."""
     answer_timeout_s: float = 30.0
     """How long the answer may take (setting the offer, gathering candidates) before the request fails."""
+    header_timeout_s: float = 10.0
+    """A connection must deliver a request's headers within this long, and may idle no longer between requests."""
+    body_timeout_s: float = 10.0
+    """The whole body must arrive within this long (an offer is 1–2 KiB: a slow body is an attack, not a modem)."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Connections open at once; more are closed as they arrive, so half-sent requests cannot use up file handles."""
 
     def __post_init__(self) -> None:
         if len(self.token) < 8:
             raise ValueError("the offer server needs a token of at least 8 characters (generate_token() makes one)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if min(self.header_timeout_s, self.body_timeout_s, self.answer_timeout_s) <= 0 or self.max_connections < 1:
+            raise ValueError("the offer server's timeouts must be > 0 and max_connections ≥ 1")
 
 
 @dataclass
@@ -107,6 +125,10 @@ class OfferServerStats:
     """409: a call was in progress."""
     bad_request: int = 0
     """400: not a JSON offer, or an SDP the peer connection refused."""
+    body_failed: int = 0
+    """408: the body did not arrive whole (too slow, the client dropped, a body that does not decode)."""
+    connections_refused: int = 0
+    """Connections closed on arrival: ``max_connections`` were open."""
 
 
 class OneShotSignaling:
@@ -147,6 +169,7 @@ class OfferServer:
         self._busy = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.port = options.port
         """The port actually bound (differs from the options' when they say 0)."""
 
@@ -159,16 +182,21 @@ class OfferServer:
         """Bind and serve (returns once listening)."""
         app = web.Application(client_max_size=self.options.max_body)
         app.router.add_post(OFFER_PATH, self._handle_offer)
-        self._runner = web.AppRunner(app, access_log=None)
+        # aiohttp's keep-alive timer runs from the moment a connection opens and closes it while no full
+        # request has arrived: it is the header timeout as well as the idle one.
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.options.header_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        handlers = self._runner.server
+        assert handlers is not None
         try:
-            await site.start()
+            self._server = await asyncio.get_running_loop().create_server(
+                _ConnectionCap(handlers, self.options.max_connections, self.stats), self.options.host,
+                self.options.port)
         except OSError as exc:
             await self._runner.cleanup()
             raise CallError(f"cannot listen on {self.options.host}:{self.options.port} ({exc.strerror or exc}): "
                             "pick another --port, or stop what uses this one") from None
-        self.port = int(self._runner.addresses[0][1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
         logger.info("offer endpoint listening on %s%s", self.url, OFFER_PATH)
 
     async def stop(self) -> None:
@@ -177,19 +205,24 @@ class OfferServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     def _authorized(self, header: str) -> bool:
+        """Constant-time token check that cannot raise: aiohttp hands undecodable header bytes over as surrogates."""
         scheme, _, credentials = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode("utf-8"), self._token)
+        presented = credentials.strip().encode("utf-8", errors="replace")  # a token is ASCII: a replaced byte never matches
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented, self._token)
 
     def _refuse(self, status: int, counter: str, message: str, request: web.Request) -> web.Response:
         count = getattr(self.stats, counter) + 1
         setattr(self.stats, counter, count)
         (logger.warning if count == 1 else logger.debug)("refused an offer from %s (%d): %s", request.remote, status,
-                                                         message)
+                                                         escaped(message))
         headers = {"WWW-Authenticate": 'Bearer realm="adasr"'} if status == 401 else None
         return web.json_response({"error": message}, status=status, headers=headers)
 
@@ -201,16 +234,28 @@ class OfferServer:
         if self._busy:
             return self._refuse(409, "busy", "a call is in progress; try again when it has ended", request)
         self._busy = True  # before the first await: two offers racing cannot both get in
+        call_started = False
         try:
-            offer = _parse_offer(await request.read())
-        except web.HTTPRequestEntityTooLarge:
-            self._release()
-            return self._refuse(413, "too_large", f"an offer is at most {self.options.max_body} bytes", request)
-        except ValueError as exc:
-            self._release()
-            return self._refuse(400, "bad_request", str(exc), request)
-        signaling = OneShotSignaling(offer)
-        task = asyncio.ensure_future(self._run_call(signaling))
+            try:
+                body = await asyncio.wait_for(request.read(), self.options.body_timeout_s)
+            except web.HTTPRequestEntityTooLarge:
+                return self._refuse(413, "too_large", f"an offer is at most {self.options.max_body} bytes", request)
+            except asyncio.TimeoutError:
+                return self._refuse(408, "body_failed", f"the body took over {self.options.body_timeout_s:g} s",
+                                    request)
+            except _BODY_ERRORS as exc:  # the client dropped, or a body that does not decode
+                return self._refuse(400, "body_failed", f"the body did not arrive whole ({type(exc).__name__})",
+                                    request)
+            try:
+                offer = _parse_offer(body)
+            except ValueError as exc:
+                return self._refuse(400, "bad_request", str(exc), request)
+            signaling = OneShotSignaling(offer)
+            task = asyncio.ensure_future(self._run_call(signaling))
+            call_started = True  # from here the call task owns the slot and releases it when it ends
+        finally:
+            if not call_started:
+                self._release()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.wait({signaling.answer, task}, timeout=self.options.answer_timeout_s,
@@ -225,8 +270,8 @@ class OfferServer:
             return web.json_response({"error": "no answer within the time limit"}, status=503)
         error = task.exception() if not task.cancelled() else None
         if isinstance(error, ValueError):  # aiortc refused the SDP
-            return self._refuse(400, "bad_request", f"unusable offer: {error}", request)
-        return web.json_response({"error": f"the receiver could not answer: {error}"}, status=500)
+            return self._refuse(400, "bad_request", f"unusable offer: {escaped(str(error))}", request)
+        return web.json_response({"error": f"the receiver could not answer: {escaped(str(error))}"}, status=500)
 
     async def _run_call(self, signaling: OneShotSignaling) -> None:
         try:
@@ -242,6 +287,67 @@ class OfferServer:
 
     def _release(self) -> None:
         self._busy = False
+
+
+#: What reading a body raises when the client drops mid-way or sends a body its Content-Encoding cannot decode.
+_BODY_ERRORS = (OSError, aiohttp.ClientError, web.RequestPayloadError, HttpProcessingError)
+
+
+class _ConnectionCap:
+    """Protocol factory in front of aiohttp's: past ``limit`` open connections, a new one is closed on arrival.
+
+    Counted here, from the moment a connection is accepted to the moment it is lost: aiohttp registers a
+    connection only once the loop gets round to it, so a burst accepted at once would all fit its count.
+    """
+
+    def __init__(self, handlers: web.Server, limit: int, stats: OfferServerStats) -> None:
+        self._handlers, self._limit, self._stats = handlers, limit, stats
+        self._open = 0
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if self._open >= self._limit:
+            self._stats.connections_refused += 1
+            (logger.warning if self._stats.connections_refused == 1 else logger.debug)(
+                "refused a connection: %d are open already", self._limit)
+            return _Refused()
+        self._open += 1
+        return _Counted(self._handlers(), self._closed)
+
+    def _closed(self) -> None:
+        self._open -= 1
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler for one connection, every transport callback passed on; says when the connection ends."""
+
+    def __init__(self, inner: asyncio.Protocol, on_lost: Callable[[], None]) -> None:
+        self._inner, self._on_lost = inner, on_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost()
+        self._inner.connection_lost(exc)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: closed as soon as it is made, before it reads a byte."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def _parse_offer(body: bytes) -> RTCSessionDescription:

@@ -4,8 +4,11 @@ Messages arrive on the asyncio loop and are validated there (cheap); rendering r
 worker thread fed through a ``LatestSlot``, so the loop never waits for the renderer and the
 renderer never works through a backlog: a motion that arrives while the previous one is still
 waiting replaces it. Decoding a source state (decompression, the encoder for an image, a test
-render) also runs off the loop, one at a time (a newer complete transfer replaces one still waiting).
-A bad source state is refused with a logged reason and the call goes on; the sender can send another.
+render) also runs off the loop, one at a time (a newer complete transfer replaces one still waiting),
+on the call's own decode thread: ``stop`` cancels what waits there and waits for what runs, so no
+decode outlives its call or overlaps the next one. A bad source state is refused with a logged
+reason and the call goes on; the sender can send another, until ``source_timeout_s`` after the call
+opened: a peer that never delivers a usable state does not hold the receiver's one call slot.
 
 A bad network is expected, not exceptional: lost and late MOTION packets are counted and skipped
 (latest wins); a gap in motion longer than ``motion_gap_s`` holds the last pose and is reported
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +40,7 @@ from realtime.latest import LatestSlot
 from realtime.messages import (DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, Goodbye, GoodbyeReason, ResetReference,
                                StatsMessage)
 from realtime.motion_codec import MotionPacket
+from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_stats, parse_or_count
 from realtime.sinks import FrameInfo, NullSink, Sink, draw_overlay
 from realtime.source_codec import DEFAULT_MAX_SOURCE_BYTES, SourceAssembler, SourceBegin, SourceChunk, SourceKind
@@ -72,12 +78,15 @@ class ReceiverOptions:
     peer_timeout_s: float = 5.0
     """No message at all from the sender for this long ends the call as vanished (0: wait forever). The sender
     sends STATS every second, so silence means the process, its machine or the network is gone."""
+    source_timeout_s: float = 60.0
+    """No usable source state this long after the call opened ends the call (0: wait forever). A sender uploads
+    it first thing (seconds even on a slow link), so a peer that never does is holding the call slot."""
 
     def __post_init__(self) -> None:
         if self.face_lost not in ("hold", "neutral"):
             raise ValueError(f"face_lost must be 'hold' or 'neutral', got {self.face_lost!r}")
-        if self.neutral_ease_s < 0 or self.motion_gap_s <= 0 or self.peer_timeout_s < 0:
-            raise ValueError("neutral_ease_s and peer_timeout_s must be ≥ 0 and motion_gap_s > 0")
+        if self.neutral_ease_s < 0 or self.motion_gap_s <= 0 or self.peer_timeout_s < 0 or self.source_timeout_s < 0:
+            raise ValueError("neutral_ease_s, peer_timeout_s and source_timeout_s must be ≥ 0 and motion_gap_s > 0")
 
 
 @dataclass
@@ -170,6 +179,8 @@ class _RenderJob:
 _ARRIVALS_KEPT = 4096
 #: Source refusals logged as errors before the rest go to debug (``ReceiverStats.source_errors`` counts them all).
 _LOUD_REFUSALS = 3
+#: Name prefix of the call's source-decode thread.
+DECODE_THREAD = "adasr-source-decode"
 #: Per-frame timing samples kept in ``ReceiverStats`` lists: ten minutes at 30 fps.
 SAMPLES_KEPT = 18_000
 
@@ -201,12 +212,13 @@ class Receiver:
         self._lost_since_us = 0
         self._eased = False  # the ease to neutral reached its end for this loss
         self._last_motion_us: int | None = None
-        self._last_heard_us = monotonic_us()
+        self._last_heard_us = self._started_us = monotonic_us()
         self._refused_transfer: int | None = None
         self._pending_source: tuple[bytes, SourceKind] | None = None
         self._installing = False
         self._control_seq = 0
         self._thread = threading.Thread(target=self._render_loop, name="adasr-render", daemon=True)
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=DECODE_THREAD)
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,7 +229,7 @@ class Receiver:
             return
         self._started = True
         self._loop = asyncio.get_running_loop()
-        self._last_heard_us = monotonic_us()
+        self._last_heard_us = self._started_us = monotonic_us()
         self._thread.start()
         if self.control is not None and self.options.stats_interval_s > 0:
             self._spawn(self._stats_loop())
@@ -341,8 +353,9 @@ class Receiver:
         elif isinstance(message, Goodbye):
             self.stats.goodbye = message
             log = logger.info if message.reason == 0 else logger.warning
-            log("the sender hung up (%s)%s", message.reason.name, f": {message.text}" if message.text else "")
-            self.finish(f"the sender hung up ({message.reason.name}{f': {message.text}' if message.text else ''})")
+            said = f": {escaped(message.text)}" if message.text else ""  # the peer's words: never raw in a log
+            log("the sender hung up (%s)%s", message.reason.name, said)
+            self.finish(f"the sender hung up ({message.reason.name}{said})")
         else:
             logger.debug("ignoring %s on the reliable channel", type(message).__name__)
 
@@ -401,7 +414,7 @@ class Receiver:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            state = await loop.run_in_executor(None, decode_state, payload, kind, self.head)
+            state = await loop.run_in_executor(self._decoder, decode_state, payload, kind, self.head)
         except ProtocolError as exc:
             self._refuse_source(str(exc))
             return
@@ -501,8 +514,11 @@ class Receiver:
         self._slot.close()
         for task in list(self._tasks):
             task.cancel()
+        loop = asyncio.get_running_loop()
         if self._started:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            await loop.run_in_executor(None, self._thread.join)
+        # a queued decode is dropped; a running one is waited for, so this call's work ends with it
+        await loop.run_in_executor(None, functools.partial(self._decoder.shutdown, wait=True, cancel_futures=True))
         self.finish("stopped")
         return self.stats
 
@@ -540,6 +556,14 @@ class Receiver:
                 s.motion_stalled = True
                 s.motion_gaps += 1
                 logger.warning("no motion from the sender for %.1f s: holding the last pose", opts.motion_gap_s)
+            waited_s = (now - self._started_us) / 1e6
+            if opts.source_timeout_s and self.state is None and waited_s > opts.source_timeout_s:
+                reason = f"no usable source state within {opts.source_timeout_s:g} s"
+                if s.last_source_error:
+                    reason += f" (last refused: {s.last_source_error})"
+                logger.warning("%s; ending the call", reason)
+                self.finish(reason)
+                return
             silent_s = (now - self._last_heard_us) / 1e6
             if opts.peer_timeout_s and silent_s > opts.peer_timeout_s:
                 logger.warning("the sender vanished: no message for %.1f s (process killed, machine or network gone); "

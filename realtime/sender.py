@@ -29,6 +29,7 @@ from realtime.clock import monotonic_us
 from realtime.messages import DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, Goodbye, GoodbyeReason, StatsMessage
 from realtime.motion_codec import MotionFlags, encode_motion
 from realtime.motion_pipeline import MotionPipeline, MotionSample
+from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_reset_reference, encode_stats, parse_or_count
 from realtime.smoothing import SmoothingOptions
 from realtime.stats import append_bounded
@@ -325,7 +326,8 @@ class Sender:
             self._peer_stats.set()
         elif isinstance(message, Goodbye):
             self.stats.peer_goodbye = message
-            logger.warning("the receiver hung up (%s)%s", message.reason.name, f": {message.text}" if message.text else "")
+            logger.warning("the receiver hung up (%s)%s", message.reason.name,
+                           f": {escaped(message.text)}" if message.text else "")
             self.stop()
         elif message is not None:
             logger.debug("ignoring %s from the receiver", type(message).__name__)

@@ -4,8 +4,10 @@ Any object with aiortc's signaling interface (``connect``, ``send``, ``receive``
 do; the call code only uses ``offer`` and ``answer`` below. Two come with the package:
 
 * ``tcp_signaling``: aiortc's ``TcpSocketSignaling``, for ``adasr send`` / ``adasr receive`` as two
-  processes. The side that sends first (the sender, which makes the offer) listens, the receiver
-  connects; the receiver retries until the sender is up.
+  processes on one machine. The side that sends first (the sender, which makes the offer) listens, the
+  receiver connects; the receiver retries until the sender is up. It has no authentication (whoever
+  connects first gets the offer, portrait included, and takes the call), so it is refused on any
+  address but loopback: between machines, the HTTP ``/offer`` endpoint with its token is the way.
 * ``InProcessSignaling.pair()``: two ends joined by queues, for the demo and the tests.
 
 An HTTP ``/offer`` endpoint fits the same seam: its client ``send``s the offer as a POST and
@@ -16,6 +18,7 @@ object built from the request.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import Any, Protocol
 
@@ -65,8 +68,22 @@ class RetryingTcpSignaling(TcpSocketSignaling):
 
 
 def tcp_signaling(host: str, port: int, retry_for_s: float = 30.0) -> Signaling:
-    """Signaling over one TCP connection (the offerer listens on host:port, the answerer connects)."""
+    """Signaling over one TCP connection (the offerer listens on host:port, the answerer connects); loopback only."""
+    if not is_loopback(host):
+        raise CallError(f"TCP signaling has no authentication and stays on this machine: --signaling-host must be a "
+                        f"loopback address (127.0.0.1, ::1, localhost), got {host!r}; between machines use "
+                        "`adasr receive` (HTTP, with a token) and `adasr send --url`")
     return RetryingTcpSignaling(host, port, retry_for_s)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface (a literal address, or ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip()).is_loopback
+    except ValueError:
+        return False
 
 
 class InProcessSignaling:

@@ -7,8 +7,8 @@ size. Three layers:
 * ``pack_source_state`` / ``unpack_source_state``: named float32 arrays ↔ one payload (fp16 or
   per-channel 8-bit quantisation, byte-shuffled, then zlib or lzma from the standard library);
 * ``split_source``: payload → SOURCE_BEGIN (length, SHA-256, model id, kind) + SOURCE_CHUNKs;
-* ``SourceAssembler``: chunks in any order → payload, after every check, allocating only what a
-  validated, bounded length allows.
+* ``SourceAssembler``: chunks in any order → payload, after every check, holding only the chunks
+  that arrived (an announcement costs nothing until its data comes).
 
 Compression is stdlib only: a codec that depends on an optional package (zstd) would make two
 peers unable to talk depending on what happens to be installed, for a one-off transfer where the
@@ -25,7 +25,7 @@ import lzma
 import math
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,6 +42,7 @@ from realtime.errors import (
 from realtime.messages import (
     DEFAULT_MAX_MESSAGE,
     HEADER_SIZE,
+    MIN_MAX_MESSAGE,
     SEQ_MODULUS,
     Header,
     MessageType,
@@ -77,6 +78,9 @@ _BEGIN_STRUCT = struct.Struct(f"<IIIIB3s32s{MODEL_ID_SIZE}s")
 _CHUNK_STRUCT = struct.Struct("<IIII")
 #: Bytes of a SOURCE_CHUNK before its data: header + chunk fields.
 CHUNK_OVERHEAD = HEADER_SIZE + _CHUNK_STRUCT.size
+#: Smallest chunk a transfer may announce (but for a payload that is smaller): what the smallest allowed
+#: message carries. A sender never needs less; a peer asking for 1-byte chunks wants a million messages.
+MIN_CHUNK_DATA = MIN_MAX_MESSAGE - CHUNK_OVERHEAD
 
 
 def model_id_for(identity: str | bytes) -> bytes:
@@ -163,8 +167,9 @@ def decode_source_begin(header: Header, payload: bytes, max_message: int = DEFAU
         raise ProtocolError("SOURCE_BEGIN with non-zero reserved bytes")
     if total == 0:
         raise ProtocolError("SOURCE_BEGIN announces an empty payload")
-    if not 1 <= chunk_size <= total:
-        raise ProtocolError(f"SOURCE_BEGIN chunk size {chunk_size} outside [1, total length {total}]")
+    if not min(MIN_CHUNK_DATA, total) <= chunk_size <= total:
+        raise ProtocolError(f"SOURCE_BEGIN chunk size {chunk_size} outside [{min(MIN_CHUNK_DATA, total)}, "
+                            f"total length {total}]")
     if chunk_size > max_message - CHUNK_OVERHEAD:
         raise OversizedMessage(f"SOURCE_BEGIN chunk size {chunk_size} does not fit a {max_message}-byte message")
     if count != -(-total // chunk_size):
@@ -228,9 +233,10 @@ class SourceAssembler:
 
     The BEGIN must come first (the reliable channel is ordered; a chunk of an unannounced
     transfer is refused rather than buffered, so nothing is held for data nobody vouched for).
-    Chunks then may come in any order. Only the BEGIN's length, checked against ``max_total``,
-    decides what is allocated. A refused chunk leaves the transfer intact; a checksum failure
-    ends it.
+    Chunks then may come in any order. Nothing is allocated for an announcement: the chunks that
+    arrive are kept as they are and joined once all are there, so memory follows the bytes the
+    peer actually sent (bounded by the BEGIN's length, checked against ``max_total``). A refused
+    chunk leaves the transfer intact; a checksum failure ends it.
     """
 
     def __init__(
@@ -248,8 +254,7 @@ class SourceAssembler:
         self.completed: SourceBegin | None = None
         """The BEGIN of the last transfer that completed and passed its checksum."""
         self._begin: SourceBegin | None = None
-        self._buffer = bytearray()
-        self._received: np.ndarray = np.zeros(0, dtype=bool)
+        self._chunks: dict[int, bytes] = {}
 
     @property
     def in_progress(self) -> bool:
@@ -261,13 +266,12 @@ class SourceAssembler:
         """(chunks received, chunk count) of the current transfer; (0, 0) when idle."""
         if self._begin is None:
             return 0, 0
-        return int(self._received.sum()), self._begin.chunk_count
+        return len(self._chunks), self._begin.chunk_count
 
     def reset(self) -> None:
-        """Abandon the current transfer and free its buffer."""
+        """Abandon the current transfer and free its chunks."""
         self._begin = None
-        self._buffer = bytearray()
-        self._received = np.zeros(0, dtype=bool)
+        self._chunks = {}
 
     def feed(self, message: SourceBegin | SourceChunk) -> bytes | None:
         """Take one decoded message; return the payload once complete and verified, else None."""
@@ -288,13 +292,13 @@ class SourceAssembler:
             raise ProtocolError(f"source transfer of kind {begin.kind.name}, expected {self.expected_kind.name}")
         if begin.total_length > self.max_total:
             raise OversizedMessage(f"source transfer claims {begin.total_length} bytes, the limit is {self.max_total}")
-        if not 1 <= begin.chunk_size <= begin.total_length or begin.chunk_count != -(-begin.total_length // begin.chunk_size):
+        if (not min(MIN_CHUNK_DATA, begin.total_length) <= begin.chunk_size <= begin.total_length
+                or begin.chunk_count != -(-begin.total_length // begin.chunk_size)):
             raise ProtocolError("SOURCE_BEGIN fields are inconsistent")
         if self._begin is not None:
             logger.info("source transfer %08x replaced by %08x before completing", self._begin.transfer_id, begin.transfer_id)
         self._begin = begin
-        self._buffer = bytearray(begin.total_length)
-        self._received = np.zeros(begin.chunk_count, dtype=bool)
+        self._chunks = {}
 
     def _add(self, chunk: SourceChunk) -> bytes | None:
         begin = self._begin
@@ -310,13 +314,12 @@ class SourceAssembler:
         expected = min(begin.chunk_size, begin.total_length - start)
         if len(chunk.data) != expected:
             raise ProtocolError(f"chunk {chunk.index} holds {len(chunk.data)} bytes, expected {expected}")
-        if self._received[chunk.index]:
+        if chunk.index in self._chunks:
             raise ProtocolError(f"duplicate chunk {chunk.index} of transfer {begin.transfer_id:08x}")
-        self._buffer[start : start + expected] = chunk.data
-        self._received[chunk.index] = True
-        if not self._received.all():
+        self._chunks[chunk.index] = bytes(chunk.data)
+        if len(self._chunks) < begin.chunk_count:
             return None
-        payload = bytes(self._buffer)
+        payload = b"".join(self._chunks[index] for index in range(begin.chunk_count))
         self.reset()
         if hashlib.sha256(payload).digest() != begin.sha256:
             raise ChecksumMismatch(f"source transfer {begin.transfer_id:08x} failed its SHA-256 check; discarded")
@@ -502,7 +505,11 @@ class _Reader:
         return self.take(1, what)[0]
 
 
-def _decode_array(reader: _Reader) -> tuple[str, np.ndarray]:
+#: Called with each array's name and declared shape before its data is read; raises ProtocolError to refuse it.
+ShapeCheck = Callable[[str, tuple[int, ...]], None]
+
+
+def _decode_array(reader: _Reader, check: ShapeCheck | None) -> tuple[str, np.ndarray]:
     name_len = reader.u8("an array name length")
     if not 1 <= name_len <= MAX_NAME_BYTES:
         raise ProtocolError(f"array name length {name_len} outside [1, {MAX_NAME_BYTES}]")
@@ -520,6 +527,8 @@ def _decode_array(reader: _Reader) -> tuple[str, np.ndarray]:
     shape = struct.unpack(f"<{ndim}I", reader.take(4 * ndim, f"the shape of {name!r}"))
     if any(d == 0 for d in shape):
         raise ProtocolError(f"array {name!r} with an empty dimension {shape}")
+    if check is not None:
+        check(name, shape)  # before a byte of its data is touched or a value allocated
     count = math.prod(shape)
     if encoding == _Encoding.AFFINE_U8:
         axis = reader.u8(f"the channel axis of {name!r}")
@@ -547,8 +556,13 @@ def _decode_array(reader: _Reader) -> tuple[str, np.ndarray]:
     return name, values
 
 
-def unpack_source_state(payload: bytes, *, max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES) -> dict[str, np.ndarray]:
-    """Inverse of ``pack_source_state``: float arrays come back as float32, uint8 as uint8."""
+def unpack_source_state(payload: bytes, *, max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES,
+                        check: ShapeCheck | None = None) -> dict[str, np.ndarray]:
+    """Inverse of ``pack_source_state``: float arrays come back as float32, uint8 as uint8.
+
+    ``check`` sees every array's name and shape before its data is decoded: a receiver that knows
+    what it expects refuses a wrong shape before allocating anything for it.
+    """
     if len(payload) < _STATE_HEADER.size:
         raise TruncatedMessage(f"source payload of {len(payload)} bytes is shorter than its header")
     magic, version, codec, reserved, raw_length = _STATE_HEADER.unpack_from(payload)
@@ -566,7 +580,7 @@ def unpack_source_state(payload: bytes, *, max_raw_bytes: int = DEFAULT_MAX_RAW_
         raise ProtocolError(f"source payload with {n_arrays} arrays, expected 1..{MAX_ARRAYS}")
     arrays: dict[str, np.ndarray] = {}
     for _ in range(n_arrays):
-        name, arr = _decode_array(reader)
+        name, arr = _decode_array(reader, check)
         if name in arrays:
             raise ProtocolError(f"array {name!r} appears twice")
         arrays[name] = arr

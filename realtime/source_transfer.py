@@ -8,25 +8,33 @@ bytes; this module knows what a SourceState is. Two kinds of payload (``SourceKi
 * SOURCE_IMAGE: the portrait crop as raw uint8 (then compressed): about 10× fewer bytes, but the
   receiver runs the source encoder (hundreds of ms on a CPU) before the first frame.
 
-A received state is only accepted after one test render from it succeeds, so a payload that
-decodes but does not fit this renderer is refused with a message instead of failing every frame.
+Every shape is hostile until checked: the receiver knows the one shape each array must have
+(``expected_shapes``, from ``ModelConfig.source_volume_shape``), refuses a payload whose declared
+decompressed size exceeds what those shapes can take (``max_raw_bytes``), and refuses an array
+of any other shape as its header is read, before its data is decoded or a value allocated. Only
+then does one test render run, so a payload that passes every check but does not fit this
+renderer is still refused with a message instead of failing every frame.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
 
-from adasr.keypoints import Motion
+from adasr.config import ModelConfig
+from adasr.keypoints import POSE_SCALARS, Motion
 from adasr.pipeline import SourceState, TalkingHead
 from realtime.errors import ProtocolError
 from realtime.source_codec import (
-    DEFAULT_MAX_RAW_BYTES,
+    MAX_NAME_BYTES,
+    MAX_NDIM,
     MODEL_ID_SIZE,
     Compression,
     Quantization,
+    ShapeCheck,
     SourceKind,
     model_id_for,
     pack_source_state,
@@ -39,6 +47,47 @@ logger = logging.getLogger(__name__)
 FEATURE_ARRAYS = ("f_s", "x_c", "motion")
 #: Array name of a SOURCE_IMAGE payload.
 IMAGE_ARRAY = "image"
+#: Smallest side of a SOURCE_IMAGE, and its largest as a multiple of the model's input size.
+MIN_IMAGE_SIDE = 16
+MAX_IMAGE_SCALE = 4
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The one shape of each FEATURE_VOLUME array this model's renderer accepts."""
+    k = config.num_kp
+    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (POSE_SCALARS + 3 * k,)}
+
+
+def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:
+    """Most decompressed bytes a valid payload of ``kind`` can hold for this model (every array at its
+    widest encoding, 4 bytes a value plus per-channel scales): anything claiming more is refused unread."""
+    if kind == SourceKind.SOURCE_IMAGE:
+        side = MAX_IMAGE_SCALE * config.image_size
+        shapes: dict[str, tuple[int, ...]] = {IMAGE_ARRAY: (side, side, 3)}
+    else:
+        shapes = expected_shapes(config)
+    per_array = 3 + MAX_NAME_BYTES + 4 * MAX_NDIM + 1  # name length, name, encoding, rank, dims, channel axis
+    return 2 + sum(per_array + 4 * math.prod(shape) + 8 * max(shape) for shape in shapes.values())
+
+
+def _shape_check(kind: SourceKind, config: ModelConfig) -> ShapeCheck:
+    """What ``unpack_source_state`` asks before decoding each array: is this name and shape what the model takes?"""
+    expected = expected_shapes(config)
+    biggest = MAX_IMAGE_SCALE * config.image_size
+
+    def check(name: str, shape: tuple[int, ...]) -> None:
+        if kind == SourceKind.SOURCE_IMAGE:
+            if name != IMAGE_ARRAY:
+                raise ProtocolError(f"SOURCE_IMAGE payload holds an array {name!r}, expected only '{IMAGE_ARRAY}'")
+            if len(shape) != 3 or shape[2] != 3 or not MIN_IMAGE_SIDE <= min(shape[:2]) <= max(shape[:2]) <= biggest:
+                raise ProtocolError(f"SOURCE_IMAGE of shape {shape}: expected (H, W, 3) with sides in "
+                                    f"[{MIN_IMAGE_SIDE}, {biggest}] ({MAX_IMAGE_SCALE}× the model's {config.image_size}²)")
+        elif name not in expected:
+            raise ProtocolError(f"FEATURE_VOLUME payload holds an array {name!r}, expected {sorted(expected)}")
+        elif shape != expected[name]:
+            raise ProtocolError(f"source array {name!r} of shape {shape}, this model takes {expected[name]}")
+
+    return check
 
 
 def wire_model_id(head: TalkingHead) -> bytes:
@@ -67,34 +116,22 @@ def encode_image(crop: np.ndarray, *, compression: Compression = "zlib") -> byte
     return pack_source_state({IMAGE_ARRAY: np.ascontiguousarray(crop)}, compression=compression)
 
 
-def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead,
-                 *, max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES) -> SourceState:
+def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceState:
     """Payload → SourceState for this receiver's model; ProtocolError (with a reason) when it cannot be used.
 
     Blocking (decompression, maybe the source encoder, one test render): run it off the event loop.
     """
-    arrays = unpack_source_state(payload, max_raw_bytes=max_raw_bytes)
     config = head.backend.config
+    arrays = unpack_source_state(payload, max_raw_bytes=max_raw_bytes(kind, config), check=_shape_check(kind, config))
     if kind == SourceKind.SOURCE_IMAGE:
-        if set(arrays) != {IMAGE_ARRAY}:
-            raise ProtocolError(f"SOURCE_IMAGE payload holds {sorted(arrays)}, expected ['{IMAGE_ARRAY}']")
-        image = arrays[IMAGE_ARRAY]
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 16:
-            raise ProtocolError(f"SOURCE_IMAGE is not an RGB image: {image.dtype} {image.shape}")
-        if max(image.shape[:2]) > 4 * config.image_size:
-            raise ProtocolError(f"SOURCE_IMAGE of {image.shape[1]}×{image.shape[0]} is far larger than the model's "
-                                f"{config.image_size}² input")
+        image = arrays.get(IMAGE_ARRAY)
+        if image is None or image.dtype != np.uint8:
+            raise ProtocolError(f"SOURCE_IMAGE payload without a uint8 '{IMAGE_ARRAY}' array")
         state = head.prepare_source(image)
     else:
         if set(arrays) != set(FEATURE_ARRAYS):
             raise ProtocolError(f"FEATURE_VOLUME payload holds {sorted(arrays)}, expected {sorted(FEATURE_ARRAYS)}")
         f_s, x_c, motion = arrays["f_s"], arrays["x_c"], arrays["motion"]
-        k = config.num_kp
-        if x_c.shape != (1, k, 3) or motion.shape != (6 + 3 * k,):
-            raise ProtocolError(f"source keypoints {x_c.shape} / motion {motion.shape} do not fit K={k} "
-                                f"(expected (1, {k}, 3) and ({6 + 3 * k},))")
-        if f_s.ndim != 5 or f_s.shape[:2] != (1, config.feature_channel):
-            raise ProtocolError(f"feature volume of shape {f_s.shape}, expected [1, {config.feature_channel}, D, H, W]")
         device = head.backend.device
         state = SourceState(torch.from_numpy(f_s).to(device), torch.from_numpy(x_c).to(device),
                             Motion.from_vector(motion, device), head.backend.model_id)

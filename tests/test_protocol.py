@@ -302,7 +302,7 @@ def test_assembler_refuses_oversize_total_before_allocating() -> None:
     assembler = SourceAssembler(MODEL, max_total=1 << 20)
     with pytest.raises(OversizedMessage, match="claims 4294967295 bytes"):
         assembler.feed(decode(encode_source_begin(begin)))
-    assert not assembler.in_progress and len(assembler._buffer) == 0
+    assert not assembler.in_progress and not assembler._chunks
 
 
 def test_assembler_refuses_inconsistent_chunks() -> None:

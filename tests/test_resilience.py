@@ -97,6 +97,7 @@ class ServedCalls:
     """What a test sees of a receiver serving calls: its URL, the live receiver, the ended calls."""
 
     url: str = ""
+    server: OfferServer | None = None
     receiver: Receiver | None = None
     ended: list[ReceiverStats] = field(default_factory=list)
     task: asyncio.Future[Any] | None = None
@@ -114,7 +115,7 @@ async def serving_calls(head: Any, options: ReceiverOptions, token: str, max_cal
     ready = asyncio.Event()
 
     def on_ready(server: OfferServer) -> None:
-        served.url = server.url
+        served.url, served.server = server.url, server
         ready.set()
 
     served.task = asyncio.ensure_future(serve_calls(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -27,10 +28,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adasr.checkpoint import load_model, save_checkpoint
+from adasr.checkpoint import check_archive, load_model, save_checkpoint
 from adasr.config import ModelConfig, load_model_config
 from adasr.errors import CheckpointError
 from adasr.discriminator import MultiScaleDiscriminator
+from adasr.errors import CheckpointError
 from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
 from adasr.training.data import DONE_FILE, PairDataset, load_clip
@@ -71,6 +73,10 @@ class TrainResult:
     """Losses of the last step."""
     val: dict[str, float] | None
     """Last validation PSNR (model and copy-source) if computed."""
+
+
+#: What ``np.random.get_state()`` pickles to beyond plain values: an array, its dtype, numpy's array rebuilder.
+_RNG_STATE_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np._core.multiarray._reconstruct]
 
 
 def _step_generator(seed: int, step: int, salt: int) -> torch.Generator:
@@ -172,8 +178,16 @@ class Trainer:
         return path
 
     def load(self, path: Path) -> None:
-        # weights_only=False: our own file, holding numpy/python RNG states.
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        """Resume from ``path`` with weights_only: a crafted run directory must not run code. The numpy RNG
+        state is the only thing beyond tensors and plain values, and its three types are all that is allowed."""
+        check_archive(path)
+        try:
+            with torch.serialization.safe_globals(_RNG_STATE_GLOBALS):
+                state = torch.load(path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(f"{path}: holds Python objects beyond a training state, refused (weights_only): "
+                                  f"{str(exc).splitlines()[0][:200]}") from exc
+        self.load_state_dict(state)
 
     def export(self, path: Path) -> Path:
         """Inference weights in our checkpoint format (config included)."""
