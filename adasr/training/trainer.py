@@ -13,6 +13,7 @@ One step (AdaSR, official-architecture.md §6):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -35,6 +36,7 @@ from adasr.networks import AdaSRNetworks
 from adasr.training.data import DONE_FILE, PairDataset, load_clip
 from adasr.training.degradation import DegradationConfig, degrade
 from adasr.training.losses import (
+    IdentityLoss,
     ImagePyramid,
     PerceptualLoss,
     RandomTransform,
@@ -104,13 +106,16 @@ class Trainer:
                                                         else cfg.model)
         torch.manual_seed(cfg.seed)
         self.networks = AdaSRNetworks(self.model_cfg).to(self.device)
-        self.discriminator = MultiScaleDiscriminator(self.model_cfg.discriminator,
-                                                     self.model_cfg.image_channel).to(self.device)
+        disc_cfg = self.model_cfg.discriminator
+        if cfg.discriminator_scales:
+            disc_cfg = dataclasses.replace(disc_cfg, scales=list(cfg.discriminator_scales))
+        self.discriminator = MultiScaleDiscriminator(disc_cfg, self.model_cfg.image_channel).to(self.device)
         gen_params = [p for p in self.networks.parameters() if p.requires_grad]
         self.opt_g = torch.optim.Adam(gen_params, lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
         self.perceptual = PerceptualLoss(cfg.losses).to(self.device)
-        self.disc_pyramid = ImagePyramid(tuple(self.model_cfg.discriminator.scales))
+        self.identity = IdentityLoss(cfg.losses).to(self.device) if cfg.losses.identity else None
+        self.disc_pyramid = ImagePyramid(tuple(disc_cfg.scales))
         deg = DegradationConfig.from_yaml(cfg.path(cfg.degradation_config)) if cfg.degradation_config \
             else DegradationConfig()
         if cfg.degradation_mode:
@@ -214,6 +219,8 @@ class Trainer:
             terms["reconstruction"] = w.reconstruction * (prediction - target).abs().mean()
         if w.perceptual:
             terms["perceptual"] = w.perceptual * self.perceptual(prediction, target)
+        if self.identity is not None:
+            terms["identity"] = w.identity * self.identity(prediction, target)
         gan_on = self._gan_on(step)
         if gan_on:
             fake = self.discriminator(self.disc_pyramid(prediction))
