@@ -35,6 +35,7 @@ from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
 from adasr.training.data import DONE_FILE, PairDataset, load_clip
 from adasr.training.degradation import DegradationConfig, degrade
+from adasr.training.distributed import Distributed, from_environment, shutdown
 from adasr.training.losses import (
     IdentityLoss,
     ImagePyramid,
@@ -100,6 +101,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> None:
         self.cfg = cfg
         self.device = _resolve_device(cfg.device)
+        self.dist: Distributed = from_environment(self.device)
+        if self.dist.enabled and self.device.type == "cuda":  # torchrun: one GPU per local rank
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model_cfg = model_cfg or load_model_config(cfg.path(cfg.model) if cfg.model.endswith(".yaml")
@@ -193,14 +198,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """The batch of ``step`` on the device, plus the generator's (possibly degraded) source."""
-        b = {k: v.to(self.device) for k, v in self.dataset.batch(step, self.cfg.batch_size).items()}
+        """This rank's share of the global batch of ``step`` on the device, plus the generator's (possibly
+        degraded) source. The global batch and its degradation are drawn whole, so they do not depend on
+        the number of ranks."""
+        b = self.dataset.batch(step, self.cfg.batch_size)
         if self.cfg.mode == "adasr":
             gen = _step_generator(self.cfg.seed, step, 1)
             b["generator_source"] = degrade(b["source"], gen, self.degradation)
         else:
             b["generator_source"] = b["source"]
-        return b
+        return {k: v.to(self.device) for k, v in self.dist.shard(b, self.cfg.batch_size).items()}
 
     def forward(self, b: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                                       dict[str, torch.Tensor]]:
@@ -263,6 +270,7 @@ class Trainer:
             total, terms, out = self.forward(b, step)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
+        self.dist.average_gradients(self.networks)
         self.opt_g.step()
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["total"] = float(total.detach())
@@ -275,8 +283,11 @@ class Trainer:
                 loss_d = discriminator_hinge_loss(real, fake)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
+            self.dist.average_gradients(self.discriminator)
             self.opt_d.step()
             logs["discriminator"] = float(loss_d.detach())
+        self.dist.broadcast_buffers(self.networks)
+        self.dist.broadcast_buffers(self.discriminator)
         self.step += 1
         self._last = (b, out["prediction"].detach())
         return logs
@@ -344,11 +355,13 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
     """Run (or resume) training up to ``steps`` (default ``cfg.steps``) total steps.
 
     ``resume``: continue from ``run_dir/checkpoint.pt`` when it exists. ``init``: start from the
-    weights of an inference checkpoint (ours or official; ignored when resuming).
+    weights of an inference checkpoint (ours or official; ignored when resuming). Under torchrun every
+    rank trains on its share of each batch; rank 0 alone logs, validates, samples and writes files.
     """
     start = time.time()
     total_steps = cfg.steps if steps is None else steps
     trainer = Trainer(cfg, model_cfg)
+    main = trainer.dist.is_main
     run_dir = cfg.path(cfg.run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
     export_path = cfg.path(cfg.export_path)
@@ -363,12 +376,12 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
     try:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tb"))
+        writer = SummaryWriter(str(run_dir / "tb")) if main else None
     except ImportError:  # tensorboard is the optional `train` extra
         logger.warning("tensorboard not installed; no TensorBoard logs")
     logs: dict[str, float] = {}
     val: dict[str, float] | None = None
-    bar = tqdm(total=total_steps, initial=trainer.step, desc="train", unit="step", disable=not progress,
+    bar = tqdm(total=total_steps, initial=trainer.step, desc="train", unit="step", disable=not (progress and main),
                dynamic_ncols=True)
     try:
         while trainer.step < total_steps:
@@ -384,6 +397,8 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
             if writer is not None and (step % cfg.log_every == 0 or step == total_steps):
                 for k, v in logs.items():
                     writer.add_scalar(f"train/{k}", v, step)
+            if not main:
+                continue
             if cfg.val_every and trainer.val_batch is not None and (step % cfg.val_every == 0
                                                                      or step == total_steps):
                 val = trainer.validate()
@@ -399,8 +414,10 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
                 trainer.export(export_path)
             if step % cfg.log_every == 0:
                 logger.info("step %d %s", step, {k: float(f"{v:.4g}") for k, v in logs.items()})
+        trainer.dist.barrier()  # no rank leaves while rank 0 still writes
     finally:
         bar.close()
         if writer is not None:
             writer.close()
+        shutdown()
     return TrainResult(trainer.step, time.time() - start, export_path, ckpt_path, logs, val)
