@@ -55,6 +55,9 @@ class TrainConfig:
     """Clip names to train on; empty: every prepared clip not in ``val_clips``."""
     val_clips: list[str] = field(default_factory=list)
     """Whole clips held out for validation."""
+    clean_source_fraction: float = 0.0
+    """In ``adasr`` mode, share of sources that reach the encoder undegraded: the renderer then learns to
+    carry detail through when the source has it, and to restore it when it has not."""
     identity_pair_fraction: float = 0.0
     """Share of training pairs whose driving frame is the source frame itself (identity motion)."""
     run_dir: str = "runs/train_lite"

@@ -220,7 +220,10 @@ class Trainer:
         b = self.dataset.batch(step, self.cfg.batch_size)
         if self.cfg.mode == "adasr":
             gen = _step_generator(self.cfg.seed, step, 1)
-            b["generator_source"] = degrade(b["source"], gen, self.degradation)
+            degraded = degrade(b["source"], gen, self.degradation)
+            clean = torch.rand(len(degraded), generator=_step_generator(self.cfg.seed, step, 3)) \
+                < self.cfg.clean_source_fraction
+            b["generator_source"] = torch.where(clean[:, None, None, None], b["source"], degraded)
         else:
             b["generator_source"] = b["source"]
         return {k: v.to(self.device) for k, v in self.dist.shard(b, self.cfg.batch_size).items()}
