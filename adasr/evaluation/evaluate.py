@@ -518,7 +518,7 @@ _DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "identity_psnr": 
 
 
 def _table(title: str, rows: Iterator[tuple[str, dict[str, float | None]]], names: tuple[str, ...]) -> list[str]:
-    arrows = {"psnr": "↑", "ssim": "↑", "detail": "→1"}
+    arrows = {"psnr": "↑", "ssim": "↑", "detail": "→1", "identity_psnr": "↑"}
     labels = {"no_face_rate": "no face"}
     header = f"{'':<28}" + "".join(f"{labels.get(n, n) + ' ' + arrows.get(n, '↓'):>13}" for n in names)
     lines = [title, header]
