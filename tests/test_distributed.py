@@ -1,7 +1,8 @@
 """Data-parallel training under torchrun: 2 CPU ranks (gloo) for a few steps of the tiny model.
 
-The ranks must end with identical weights, equal to one process that takes the same global batch as
-the ranks' two shards and averages their gradients (BatchNorm statistics are per shard in both).
+The ranks must end with identical weights and buffers, equal to one process that takes each global
+batch as two micro-batches (``micro_batches: 2``): the same training step, gradients averaged over the
+parts instead of the ranks (BatchNorm batch statistics are per part in both).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from adasr.training.trainer import Trainer
 from .test_training import _tiny_cfg, carphone_clip, face_model, inputs, prepared  # noqa: F401  (fixtures)
 
 STEPS = 3
-#: Known gap (see the xfail below): the 2-rank weights do not yet match the one-process reference.
-MATCHES_ONE_PROCESS = False
 RANK_SCRIPT = """
 import os, sys, torch
 from adasr.cli import main
@@ -32,32 +31,26 @@ def keep(self, *a, **k):
     made.append(self)
 T.Trainer.__init__ = keep
 code = main(["train", "--config", sys.argv[1], "--no-progress"])
-torch.save(made[0].networks.state_dict(), os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+torch.save({**made[0].networks.state_dict(), **{"discriminator." + k: v for k, v in made[0].discriminator.state_dict().items()}}, os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
 sys.exit(code)
 """
 
 
 def _config(prepared: Path, run_dir: Path) -> dict[str, object]:
-    # GAN off: its spectral-norm power iteration advances once per forward, i.e. per shard.
-    return {**_tiny_cfg(prepared, run_dir, steps=STEPS, gan_start_step=10**6, threads=1).to_dict(),
+    # GAN from the second step: both the reconstruction-only and the discriminator path.
+    return {**_tiny_cfg(prepared, run_dir, steps=STEPS, gan_start_step=1, threads=1).to_dict(),
             "checkpoint_every": 1}
 
 
-def _reference(cfg_dict: dict[str, object]) -> dict[str, torch.Tensor]:
-    """One process: each step's global batch as two shards, gradients averaged, then one optimizer step."""
+def _one_process(cfg_dict: dict[str, object]) -> dict[str, torch.Tensor]:
+    """One process, the ranks' two shards as two micro-batches of the same training step."""
     from adasr.training.train_config import train_config_from_dict
 
-    trainer = Trainer(train_config_from_dict(cfg_dict))
-    half = trainer.cfg.batch_size // 2
-    for step in range(STEPS):
-        trainer.networks.train()
-        whole = trainer.batch(step)
-        trainer.opt_g.zero_grad(set_to_none=True)
-        for r in range(2):
-            total, _, _ = trainer.forward({k: v[r * half:(r + 1) * half] for k, v in whole.items()}, step)
-            (total / 2).backward()
-        trainer.opt_g.step()
-    return {k: v for k, v in trainer.networks.state_dict().items() if "running" not in k and "num_batches" not in k}
+    trainer = Trainer(train_config_from_dict({**cfg_dict, "micro_batches": 2}))
+    for _ in range(STEPS):
+        trainer.train_step()
+    return {**trainer.networks.state_dict(),
+            **{"discriminator." + k: v for k, v in trainer.discriminator.state_dict().items()}}
 
 
 @pytest.mark.slow
@@ -77,9 +70,6 @@ def test_two_cpu_ranks_hold_identical_weights_equal_to_one_process(prepared: Pat
         assert torch.equal(value, ranks[1][name]), f"{name} differs between the ranks"
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert checkpoint["step"] == STEPS  # rank 0 wrote it
-    if not MATCHES_ONE_PROCESS:
-        pytest.xfail("rank weights differ from the one-process shard-accumulation reference by ~1e-3 "
-                     "(about one Adam step at lr 1e-3): cause not found yet")
-    expected = _reference(cfg)
+    expected = _one_process(cfg)
     for name, value in expected.items():
-        torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")

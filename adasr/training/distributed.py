@@ -8,9 +8,12 @@ with one all-reduce per network because a training step calls the sub-networks s
 wrapper supports one forward per backward). Rank 0 alone logs, validates, samples and writes files.
 
 Two things stay per rank, so N ranks equal one process that accumulates the gradients of N
-micro-batches (not one big batch): BatchNorm statistics (gloo on CPU has no SyncBatchNorm) and the
-equivariance warp, drawn for a rank-sized batch. Every rank reads ``run_dir`` at start (resume,
-``--init``): across nodes it must be a shared filesystem.
+micro-batches (``micro_batches``, not one big batch): BatchNorm batch statistics (gloo on CPU has no
+SyncBatchNorm) and the equivariance warp, drawn for a rank-sized batch. Buffers do not: every rank
+starts a step from the same ones (BatchNorm running statistics, spectral-norm power-iteration vectors,
+which advance once per forward) and ends it with rank 0's; the trainer runs its micro-batches the same
+way. Every rank reads ``run_dir`` at start (resume, ``--init``): across nodes it must be a shared
+filesystem.
 """
 
 from __future__ import annotations
@@ -44,8 +47,7 @@ class Distributed:
         """This rank's contiguous slice of a global batch."""
         if global_size % self.world_size:
             raise ValueError(f"batch_size {global_size} is not divisible by the {self.world_size} ranks")
-        n = global_size // self.world_size
-        return {k: v[self.rank * n:(self.rank + 1) * n] for k, v in batch.items()}
+        return split_batch(batch, self.world_size)[self.rank]
 
     def average_gradients(self, module: nn.Module) -> None:
         """All-reduce the mean of every gradient (one flat buffer); parameters without one count as zero."""
@@ -70,6 +72,12 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+
+def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    """``batch`` in ``parts`` equal contiguous slices (the caller checks divisibility)."""
+    n = len(next(iter(batch.values()))) // parts
+    return [{k: v[i * n:(i + 1) * n] for k, v in batch.items()} for i in range(parts)]
 
 
 def from_environment(device: torch.device) -> Distributed:

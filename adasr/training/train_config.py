@@ -73,6 +73,10 @@ class TrainConfig:
     seed: int = 0
     """Seeds the weights, the pair sampler, the degradation and the equivariance warps."""
     batch_size: int = 4
+    micro_batches: int = 1
+    """Gradient accumulation: each rank's share of a batch in this many equal parts, one forward/backward
+    each, gradients averaged before the step — the memory of one part. The result is exactly that of that
+    many times more ranks (BatchNorm batch statistics are per part, as they are per rank)."""
     steps: int = 2000
     """Total optimisation steps of the run (``--steps`` overrides)."""
     lr: float = 2e-4
@@ -125,6 +129,9 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
     overlap = sorted(set(cfg.train_clips) & set(cfg.val_clips))
     if overlap:
         raise ConfigError(f"{where}: clips both in train_clips and val_clips: {overlap}")
+    if cfg.micro_batches < 1 or cfg.batch_size % cfg.micro_batches:
+        raise ConfigError(f"{where}: batch_size {cfg.batch_size} is not divisible into micro_batches "
+                          f"{cfg.micro_batches}")
     previous_end = 0
     for i, cycle in enumerate(cfg.lr_schedule):
         if not (previous_end <= cycle.start < cycle.end and cycle.peak_factor > 0 and cycle.final_factor > 0):

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -31,14 +31,13 @@ from tqdm import tqdm
 
 from adasr.checkpoint import check_archive, load_model, save_checkpoint
 from adasr.config import ModelConfig, load_model_config
-from adasr.errors import CheckpointError
 from adasr.discriminator import MultiScaleDiscriminator
-from adasr.errors import CheckpointError
+from adasr.errors import CheckpointError, ConfigError
 from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
 from adasr.training.data import DONE_FILE, PairDataset, load_clip
 from adasr.training.degradation import DegradationConfig, degrade
-from adasr.training.distributed import Distributed, from_environment, shutdown
+from adasr.training.distributed import Distributed, from_environment, shutdown, split_batch
 from adasr.training.losses import (
     IdentityLoss,
     ImagePyramid,
@@ -58,6 +57,8 @@ from adasr.training.train_config import TrainConfig, lr_factor
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+_Part = TypeVar("_Part")
 
 
 @dataclass
@@ -112,6 +113,9 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":  # torchrun: one GPU per local rank
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
+        if cfg.batch_size % (self.dist.world_size * cfg.micro_batches):
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible into {self.dist.world_size} ranks × "
+                              f"{cfg.micro_batches} micro_batches")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model_cfg = model_cfg or load_model_config(cfg.path(cfg.model) if cfg.model.endswith(".yaml")
@@ -276,7 +280,8 @@ class Trainer:
         return step >= self.cfg.gan_start_step and (w.gan > 0 or w.feature_matching > 0)
 
     def train_step(self) -> dict[str, float]:
-        """One optimisation step of the generator side, then of the discriminator."""
+        """One optimisation step of the generator side, then of the discriminator, each over this rank's
+        ``micro_batches`` parts of the batch (gradients averaged over parts, then over ranks)."""
         step = self.step
         self.networks.train()
         self.discriminator.train()
@@ -285,30 +290,39 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = base * factor
         b = self.batch(step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            total, terms, out = self.forward(b, step)
+        parts = split_batch(b, self.cfg.micro_batches)
         self.opt_g.zero_grad(set_to_none=True)
-        total.backward()
+        sums: dict[str, float] = {}
+        predictions = []
+        for part in _from_the_same_buffers((self.networks, self.discriminator), parts):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                total, terms, out = self.forward(part, step)
+            (total / len(parts)).backward()
+            for k, v in {**terms, "total": total}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            predictions.append(out["prediction"].detach())
         self.dist.average_gradients(self.networks)
         self.opt_g.step()
-        logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["total"] = float(total.detach())
+        logs = {k: v / len(parts) for k, v in sums.items()}
         logs["lr"] = self.cfg.lr * factor
         if self._gan_on(step):
             self.discriminator.requires_grad_(True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                real = self.discriminator(self.disc_pyramid(b["driving"]))
-                fake = self.discriminator(self.disc_pyramid(out["prediction"].detach()))
-                loss_d = discriminator_hinge_loss(real, fake)
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            loss_d_sum = 0.0
+            for part, prediction in _from_the_same_buffers((self.discriminator,), list(zip(parts, predictions))):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    real = self.discriminator(self.disc_pyramid(part["driving"]))
+                    fake = self.discriminator(self.disc_pyramid(prediction))
+                    loss_d = discriminator_hinge_loss(real, fake)
+                (loss_d / len(parts)).backward()
+                loss_d_sum += float(loss_d.detach())
             self.dist.average_gradients(self.discriminator)
             self.opt_d.step()
-            logs["discriminator"] = float(loss_d.detach())
+            logs["discriminator"] = loss_d_sum / len(parts)
         self.dist.broadcast_buffers(self.networks)
         self.dist.broadcast_buffers(self.discriminator)
         self.step += 1
-        self._last = (b, out["prediction"].detach())
+        self._last = (b, torch.cat(predictions))
         return logs
 
     # ------------------------------------------------------------------ validation and samples
@@ -361,6 +375,26 @@ class Trainer:
 
         cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         return path
+
+
+def _from_the_same_buffers(modules: tuple[torch.nn.Module, ...], parts: list[_Part]) -> Iterator[_Part]:
+    """``parts`` one by one, each run from the modules' buffers as they were before the first (BatchNorm
+    running statistics, spectral-norm power-iteration vectors); afterwards the first part's updates are
+    kept. So micro-batches leave what ranks leave: every rank starts the step from the same buffers and
+    rank 0's are broadcast. (Run one after another instead, the spectral-norm vectors would take one
+    power iteration per part, and the later parts' normalised weights would differ.)"""
+    buffers = [buf for module in modules for buf in module.buffers()]
+    start = [buf.clone() for buf in buffers] if len(parts) > 1 else []
+    first: list[torch.Tensor] = []
+    for i, part in enumerate(parts):
+        if i == 1:
+            first = [buf.clone() for buf in buffers]
+        if i:
+            for buf, value in zip(buffers, start):
+                buf.copy_(value)
+        yield part
+    for buf, value in zip(buffers, first):
+        buf.copy_(value)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
