@@ -7,6 +7,7 @@ in ``FOLDABLE``; ``adasr.folding`` uses that list to fold the norm into the conv
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from typing import ClassVar, Literal
 
 import torch
@@ -189,3 +190,16 @@ class SPADEResnetBlock(nn.Module):
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
         return x_s + dx
 
+
+
+def tapped_features(layers: Iterable[nn.Module], x: torch.Tensor, taps: Container[int]) -> list[torch.Tensor]:
+    """Run ``x`` through ``layers`` in order; the outputs of the layers whose index is in ``taps``.
+
+    The feature pyramid every pretrained perceptual network gives the losses.
+    """
+    out, kept = x, []
+    for i, layer in enumerate(layers):
+        out = layer(out)
+        if i in taps:
+            kept.append(out)
+    return kept

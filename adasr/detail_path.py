@@ -90,8 +90,8 @@ class DetailFusion(nn.Module):
         super().__init__()
         self.mix = nn.Conv2d(channels + detail_channels, channels, 3, padding=1)
         self.out = nn.Conv2d(channels, channels, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        for parameter in self.out.parameters():
+            nn.init.zeros_(parameter)
 
     def forward(self, x: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
         return x + self.out(F.leaky_relu(self.mix(torch.cat([x, detail], dim=1)), 0.2))

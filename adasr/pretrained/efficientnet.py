@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adasr.blocks import tapped_features
 from adasr.pretrained.packages import efficientnet_lite0_weights, import_package
 
 #: Blocks whose outputs are tapped: the last block at stride 2 (16 ch), 4 (24), 8 (40) and 16 (112).
@@ -43,10 +44,4 @@ class EfficientNetLite0Features(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if min(x.shape[-2:]) < MIN_SIDE:
             raise ValueError(f"EfficientNet features need images of at least {MIN_SIDE} px, got {tuple(x.shape)}")
-        out = self.stem((x - 0.5) / 0.5)
-        taps = []
-        for i, block in enumerate(self.blocks):
-            out = block(out)
-            if i in TAPPED_BLOCKS:
-                taps.append(out)
-        return taps
+        return tapped_features(self.blocks, self.stem((x - 0.5) / 0.5), TAPPED_BLOCKS)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adasr.blocks import make_coordinate_grid
+from adasr.blocks import make_coordinate_grid, tapped_features
 from adasr.discriminator import DiscriminatorOutput
 from adasr.pretrained.sface import FaceBox, FaceIdentity, cosine_distance
 
@@ -111,13 +111,7 @@ class VGG19Features(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = (x - self.mean) / self.std
-        taps = []
-        for i, layer in enumerate(self.features):
-            out = layer(out)
-            if i in _VGG19_TAPS:
-                taps.append(out)
-        return taps
+        return tapped_features(self.features, (x - self.mean) / self.std, _VGG19_TAPS)
 
 
 class ImagePyramid(nn.Module):
