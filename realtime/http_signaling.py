@@ -126,7 +126,8 @@ class OfferServerStats:
     bad_request: int = 0
     """400: not a JSON offer, or an SDP the peer connection refused."""
     body_failed: int = 0
-    """408: the body did not arrive whole (too slow, the client dropped, a body that does not decode)."""
+    """408 or 400: the body did not arrive whole (408: too slow; 400: the client dropped, or a body that
+    does not decode)."""
     connections_refused: int = 0
     """Connections closed on arrival: ``max_connections`` were open."""
 

@@ -43,10 +43,8 @@ class Distributed:
         """Rank 0: the one process that logs, samples and writes checkpoints."""
         return self.rank == 0
 
-    def shard(self, batch: dict[str, torch.Tensor], global_size: int) -> dict[str, torch.Tensor]:
-        """This rank's contiguous slice of a global batch."""
-        if global_size % self.world_size:
-            raise ValueError(f"batch_size {global_size} is not divisible by the {self.world_size} ranks")
+    def shard(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This rank's contiguous slice of a global batch (the trainer checks divisibility once, at start)."""
         return split_batch(batch, self.world_size)[self.rank]
 
     def average_gradients(self, module: nn.Module) -> None:

@@ -230,7 +230,7 @@ class Trainer:
             b["generator_source"] = torch.where(clean[:, None, None, None], b["source"], degraded)
         else:
             b["generator_source"] = b["source"]
-        return {k: v.to(self.device) for k, v in self.dist.shard(b, self.cfg.batch_size).items()}
+        return {k: v.to(self.device) for k, v in self.dist.shard(b).items()}
 
     def forward(self, b: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                                       dict[str, torch.Tensor]]:
