@@ -9,9 +9,10 @@ pyvirtualcam from their own thread, latest wins, so the renderer never waits for
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -61,24 +62,62 @@ class NullSink:
 
 
 class FileSink:
-    """Writes frames to an mp4 (H.264) or a folder of PNGs (``adasr.video_io.FrameWriter``)."""
+    """Writes frames to an mp4 (H.264) or a folder of PNGs (``adasr.video_io.FrameWriter``) in real time.
 
-    def __init__(self, path: Path, fps: float) -> None:
+    A receiver renders fewer frames than the sender captured (a slow CPU renders 5 of 30): written
+    one after another at ``fps`` the file would play a 2-second call in 0.4 s. So each frame is
+    placed on the file's constant-rate timeline by its capture time and held until the next one
+    (repeated), and the file lasts as long as the call did. A capture time that goes backwards (a
+    new call on a sink kept open) continues the timeline after the last frame written; a pause
+    longer than ``max_hold_s`` is cut to that, so a stalled sender cannot fill the disk.
+    """
+
+    def __init__(self, path: Path, fps: float, max_hold_s: float = 10.0) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
         self.path, self.fps = Path(path), fps
+        self.max_hold_slots = max(1, round(max_hold_s * fps))
+        self.frames_received = 0
+        """Frames handed to the sink (each written at least once)."""
         self._writer: FrameWriter | None = None
+        self._pending: tuple[np.ndarray, int] | None = None
+        """The last frame received and its slot on the timeline, written when the next one says for how long."""
+        self._origin_us: int | None = None
+
+    def _slot(self, timestamp_us: int) -> int:
+        """The frame's index on the file's timeline, from its capture time."""
+        if self._origin_us is None:
+            self._origin_us = timestamp_us
+        slot = round((timestamp_us - self._origin_us) * self.fps / 1e6)
+        if self._pending is not None and slot < self._pending[1]:  # clock went back: continue after the last one
+            slot = self._pending[1] + 1
+            self._origin_us = timestamp_us - round(slot * 1e6 / self.fps)
+        return slot
 
     def show(self, frame: np.ndarray, info: FrameInfo) -> None:
         if self._writer is None:  # opened on the render thread, at the first frame
             self._writer = FrameWriter(self.path, self.fps)
-        self._writer.write(frame)
+        slot = self._slot(info.timestamp_us)
+        self.frames_received += 1
+        if self._pending is not None:
+            held, held_slot = self._pending
+            if slot == held_slot:  # two frames in one slot: the newer one wins it
+                self._pending = (frame, slot)
+                return
+            for _ in range(min(slot - held_slot, self.max_hold_slots)):
+                self._writer.write(held)
+        self._pending = (frame, slot)
 
     @property
     def count(self) -> int:
-        """Frames written so far."""
+        """Frames written to the file so far (repeats included)."""
         return 0 if self._writer is None else self._writer.count
 
     def close(self) -> None:
         if self._writer is not None:
+            if self._pending is not None:
+                self._writer.write(self._pending[0])
+                self._pending = None
             self._writer.close()
 
 
@@ -109,6 +148,20 @@ class WindowSink:
             cv2.destroyWindow(self.title)
         except cv2.error:
             pass
+
+
+def require_display(system: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a preview window at start where none can open.
+
+    On Linux without an X11 or Wayland display, OpenCV's Qt backend aborts the whole process
+    (SIGABRT, no summary) at the first ``imshow``, which is the first frame of a call: checking
+    here turns that into one line before any model is loaded or any peer is waiting.
+    """
+    system = system or platform.system()
+    environ = os.environ if environ is None else environ
+    if system == "Linux" and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        raise InputError("no display for the preview window (neither DISPLAY nor WAYLAND_DISPLAY is set): "
+                         "use --sink file --output OUT.mp4, --sink virtualcam or --sink none")
 
 
 class NoVirtualCamera(InputError):
@@ -269,6 +322,7 @@ def open_sink(kind: SinkKind, *, width: int, height: int, fps: float, output: Pa
             raise InputError("the file sink needs --output PATH (.mp4 or a folder)")
         return FileSink(output, fps)
     if kind == "window":
+        require_display()
         return WindowSink(on_key=on_key)
     if kind in ("virtualcam", "vcam"):
         return ThreadedSink(VirtualCameraSink(width, height, fps, device), fps)
