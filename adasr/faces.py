@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 
+from adasr.native_stderr import native_stderr_to_log
+
 if TYPE_CHECKING:  # mediapipe is imported lazily: crop/paste users need not load it
     import mediapipe as mp
     from mediapipe.tasks.python.vision import FaceLandmarker, FaceLandmarkerResult
@@ -264,7 +266,8 @@ class FaceTracker:
             min_tracking_confidence=cfg.min_tracking_confidence,
             output_facial_transformation_matrixes=True,
         )
-        self._landmarker: FaceLandmarker | None = vision.FaceLandmarker.create_from_options(options)
+        with native_stderr_to_log("mediapipe"):
+            self._landmarker: FaceLandmarker | None = vision.FaceLandmarker.create_from_options(options)
         self._smoother = _BoxSmoother(cfg)
         self._last_ts: int | None = None  # caller's timestamps, checked to increase
         self._mp_ts = -1  # what mediapipe saw; a same-frame re-detection needs one more millisecond
