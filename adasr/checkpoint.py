@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from adasr import resources
 from adasr.config import ModelConfig, load_model_config, model_config_from_dict, preset_names
 from adasr.errors import CheckpointError, ConfigError
 from adasr.networks import AdaSRNetworks
@@ -27,9 +28,8 @@ from adasr.networks import AdaSRNetworks
 _logger = logging.getLogger(__name__)
 
 OUR_FORMAT = "adasr"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The shipped demo checkpoint, the default of every command that takes one.
-DEFAULT_CHECKPOINT = REPO_ROOT / "weights" / "adasr-lite.pth"
+#: The shipped demo checkpoint (or ``$ADASR_CHECKPOINT``), the default of every command that takes one.
+DEFAULT_CHECKPOINT = resources.default_checkpoint()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from adasr import resources
 from adasr.errors import AdaSRError
 from engines.cli_args import add_backend_arguments
 from adasr.evaluation.cli import add_eval_parser
@@ -75,7 +76,7 @@ def _add_degrade(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
                        description="Write a PNG grid: each row a clean face, then degraded copies of it, "
                                    "so people can see what the appearance encoder trains on.")
     p.add_argument("--grid", required=True, type=Path, help="output PNG")
-    p.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "configs" / "degradation.yaml")
+    p.add_argument("--config", type=Path, default=resources.config_dir() / "degradation.yaml")
     p.add_argument("--images", nargs="*", type=Path, default=[],
                    help="face crops (default: the astronaut and a carphone frame)")
     p.add_argument("--size", type=int, default=256)

@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 import yaml
 
+from adasr import resources
 from adasr.dataclass_io import build_dataclass, to_plain
 from adasr.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = resources.config_dir()
 #: Bounds of image_size: below, the networks have no room for their down-sampling; above, one frame
 #: already asks for gigabytes (the released model is 512).
 MIN_IMAGE_SIZE = 32

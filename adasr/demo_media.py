@@ -14,10 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from adasr import resources
 from adasr.errors import InputError
 from adasr.faces import CropBox, crop_face
-
-_CACHE = Path(__file__).resolve().parent.parent / "outputs" / "media"
 
 
 def carphone_clip() -> Path:
@@ -40,7 +39,7 @@ def astronaut_image() -> np.ndarray:
 
 def astronaut_portrait() -> Path:
     """The astronaut written once as a PNG, so file-based jobs can take it."""
-    path = _CACHE / "astronaut.png"
+    path = resources.cache_dir() / "media" / "astronaut.png"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), cv2.cvtColor(astronaut_image(), cv2.COLOR_RGB2BGR))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 
+from adasr import resources
 from adasr.native_stderr import native_stderr_to_log
 
 if TYPE_CHECKING:  # mediapipe is imported lazily: crop/paste users need not load it
@@ -38,12 +39,6 @@ logger = logging.getLogger(__name__)
 #: Number of landmarks of mediapipe's FaceLandmarker (468 mesh points + 10 iris points).
 NUM_LANDMARKS = 478
 
-#: Environment variable that overrides the default model location.
-MODEL_ENV_VAR = "ADASR_FACE_MODEL"
-
-#: Where ``make models/face_landmarker.task`` / ``scripts/fetch_face_model.sh`` put the model.
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "face_landmarker.task"
-
 
 class FaceModelMissingError(FileNotFoundError):
     """The FaceLandmarker ``.task`` file is not where the config says it is."""
@@ -54,7 +49,8 @@ class FaceTrackerConfig:
     """How faces are detected, tracked and cropped. Sizes are fractions, times in Hz/frames."""
 
     model_path: str | os.PathLike[str] | None = None
-    """FaceLandmarker ``.task`` file. None: ``$ADASR_FACE_MODEL`` if set, else ``<repo>/models/face_landmarker.task``."""
+    """FaceLandmarker ``.task`` file. None: :func:`adasr.resources.face_model` (``$ADASR_FACE_MODEL`` if set,
+    else ``models/face_landmarker.task``)."""
     mode: Literal["video", "image"] = "video"
     """``video``: a stream with increasing timestamps, tracked and smoothed; ``image``: independent stills, no smoothing."""
     fps: float = 30.0
@@ -86,11 +82,8 @@ class FaceTrackerConfig:
     detector on the same frame at once instead of reporting no face for one frame (costs one extra inference)."""
 
     def resolved_model_path(self) -> Path:
-        """Explicit path, else the environment variable, else the repository default."""
-        if self.model_path is not None:
-            return Path(self.model_path)
-        env = os.environ.get(MODEL_ENV_VAR)
-        return Path(env) if env else DEFAULT_MODEL_PATH
+        """Explicit path, else the environment variable, else the shipped default."""
+        return Path(self.model_path) if self.model_path is not None else resources.face_model()
 
 
 @dataclass(frozen=True)
@@ -252,7 +245,7 @@ class FaceTracker:
         if not path.is_file():
             raise FaceModelMissingError(
                 f"FaceLandmarker model not found at {path}. Fetch it with `make models/face_landmarker.task` "
-                f"(or `bash scripts/fetch_face_model.sh {path}`), or point ${MODEL_ENV_VAR} / "
+                f"(or `bash scripts/fetch_face_model.sh {path}`), or point ${resources.FACE_MODEL_ENV_VAR} / "
                 "FaceTrackerConfig.model_path at an existing face_landmarker.task."
             )
         from mediapipe.tasks.python import BaseOptions, vision  # heavy import, only when tracking

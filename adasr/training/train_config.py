@@ -1,4 +1,9 @@
-"""Training configuration (``configs/train_lite.yaml``): one dataclass tree, unknown keys rejected."""
+"""Training configuration (``configs/train_lite.yaml``): one dataclass tree, unknown keys rejected.
+
+Relative paths in it (data, run and export folders, model and degradation YAML) are relative to the
+current directory, as every path on the command line is: the shipped ``configs/train_lite.yaml`` is run
+from the checkout's root, and ``--run-dir``/``--export`` overrides mean the same thing as its keys.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,6 @@ from adasr.dataclass_io import build_dataclass, to_plain
 from adasr.errors import ConfigError
 from adasr.training.data import AugmentConfig
 from adasr.training.losses import LossWeights, TransformConfig
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass
@@ -45,7 +48,7 @@ def lr_factor(schedule: list[LrCycle], step: int) -> float:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; relative paths are relative to the repository root."""
+    """Everything a training run depends on; relative paths are relative to the current directory."""
 
     model: str = "lite"
     """Model preset name or model YAML (adasr.config.load_model_config)."""
@@ -66,8 +69,8 @@ class TrainConfig:
     """Where the inference weights (our checkpoint format) are exported."""
     mode: Literal["adasr", "plain"] = "adasr"
     """``adasr``: degraded source into the generator, keypoints from the clean source; ``plain``: clean."""
-    degradation_config: str | None = "configs/degradation.yaml"
-    """DegradationConfig YAML (None: its defaults)."""
+    degradation_config: str | None = None
+    """DegradationConfig YAML (None: its defaults, which the shipped ``configs/degradation.yaml`` spells out)."""
     degradation_mode: Literal["realesrgan", "half"] | None = None
     """Overrides the YAML's ``mode`` when set."""
     seed: int = 0
@@ -113,11 +116,6 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     losses: LossWeights = field(default_factory=LossWeights)
     transform: TransformConfig = field(default_factory=TransformConfig)
-
-    def path(self, value: str) -> Path:
-        """A config path resolved against the repository root."""
-        p = Path(value)
-        return p if p.is_absolute() else REPO_ROOT / p
 
     def to_dict(self) -> dict[str, Any]:
         return typing.cast(dict[str, Any], to_plain(self))

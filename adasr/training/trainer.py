@@ -118,8 +118,7 @@ class Trainer:
                               f"{cfg.micro_batches} micro_batches")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.model_cfg = model_cfg or load_model_config(cfg.path(cfg.model) if cfg.model.endswith(".yaml")
-                                                        else cfg.model)
+        self.model_cfg = model_cfg or load_model_config(cfg.model)
         torch.manual_seed(cfg.seed)
         self.networks = AdaSRNetworks(self.model_cfg).to(self.device)
         disc_cfg = self.model_cfg.discriminator
@@ -132,12 +131,12 @@ class Trainer:
         self.perceptual = PerceptualLoss(cfg.losses).to(self.device)
         self.identity = IdentityLoss(cfg.losses).to(self.device) if cfg.losses.identity else None
         self.disc_pyramid = ImagePyramid(tuple(disc_cfg.scales))
-        deg = DegradationConfig.from_yaml(cfg.path(cfg.degradation_config)) if cfg.degradation_config \
+        deg = DegradationConfig.from_yaml(cfg.degradation_config) if cfg.degradation_config \
             else DegradationConfig()
         if cfg.degradation_mode:
             deg = DegradationConfig.from_dict({**deg.to_dict(), "mode": cfg.degradation_mode})
         self.degradation = deg
-        data_dir = cfg.path(cfg.data_dir)
+        data_dir = Path(cfg.data_dir)
         train_clips = cfg.train_clips or sorted(
             p.name for p in data_dir.iterdir() if (p / DONE_FILE).is_file() and p.name not in cfg.val_clips)
         self.train_clips = train_clips
@@ -429,9 +428,9 @@ def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init
     total_steps = cfg.steps if steps is None else steps
     trainer = Trainer(cfg, model_cfg)
     main = trainer.dist.is_main
-    run_dir = cfg.path(cfg.run_dir)
+    run_dir = Path(cfg.run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
-    export_path = cfg.path(cfg.export_path)
+    export_path = Path(cfg.export_path)
     if resume and ckpt_path.is_file():
         trainer.load(ckpt_path)
         logger.info("resumed %s at step %d", ckpt_path, trainer.step)
