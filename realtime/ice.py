@@ -163,7 +163,7 @@ def apply_turn_tls(pc: RTCPeerConnection, options: IceOptions) -> None:
     if context is None:
         return
     for transport in ice_transports(pc):
-        transport.iceGatherer._connection.turn_ssl = context
+        transport.iceGatherer._connection.turn_ssl = context  # type: ignore[assignment]  # aioice annotates bool
 
 
 def local_candidate_types(pc: RTCPeerConnection) -> dict[str, int]:

@@ -27,7 +27,7 @@ def test_ice_options_make_aiortcs_configuration() -> None:
                          turn_user="u", turn_password="p", relay_only=True)
     config = options.configuration()
     assert config.iceTransportPolicy == RTCIceTransportPolicy.RELAY
-    assert [(s.urls, s.username, s.credential) for s in config.iceServers] == [
+    assert [(s.urls, s.username, s.credential) for s in config.iceServers or []] == [
         ("stun:stun.example.org", None, None), ("turn:turn.example.org:3479?transport=tcp", "u", "p")]
     assert IceOptions(turn="turn:h", turn_user="u", turn_password="p").configuration().iceTransportPolicy \
         == RTCIceTransportPolicy.ALL

@@ -73,7 +73,7 @@ class FileSource:
             self._container = av.open(str(path))
         except (av.FFmpegError, OSError) as exc:
             raise CallError(f"cannot read the audio file {str(path)!r} ({exc})") from None
-        stream = next((s for s in self._container.streams if s.type == "audio"), None)
+        stream = next(iter(self._container.streams.audio), None)
         if stream is None:
             self._container.close()
             raise CallError(f"{str(path)!r} has no audio stream")

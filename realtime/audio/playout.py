@@ -115,6 +115,8 @@ class AudioPlayout:
                     frame = await self.track.recv()
                 except MediaStreamError:
                     break
+                if not isinstance(frame, av.AudioFrame):
+                    continue  # a remote track carries decoded audio frames; anything else is not sound
                 samples = self._placed(frame)
                 if samples is None:
                     continue
