@@ -260,7 +260,8 @@ async def wait_open(channel: RTCDataChannel, timeout_s: float) -> None:
         await asyncio.wait_for(opened.wait(), timeout_s)
     except asyncio.TimeoutError:
         raise CallError(f"data channel {channel.label!r} did not open within {timeout_s:.0f} s: the peers "
-                        "could not connect (check --ice-host and that both can reach each other over UDP)") from None
+                        "could not connect (check --ice-host and that both can reach each other over UDP; behind NATs or "
+                        "firewalls, give both a --stun and a --turn server)") from None
 
 
 def _dtls_transport(pc: RTCPeerConnection) -> Any | None:
