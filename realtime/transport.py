@@ -2,8 +2,8 @@
 
 The call needs no third-party server: no STUN or TURN by default (``iceServers=[]``), host
 candidates only; ``TransportOptions.ice`` (``realtime.ice.IceOptions``) adds the user's STUN and
-TURN servers for calls across NATs. Which host addresses are offered is a choice aioice 0.13 does not expose: its
-``Connection.gather_candidates`` calls the module function ``aioice.ice.get_host_addresses``,
+TURN servers for calls across NATs. Which host addresses are offered is a choice aioice 0.13 does
+not expose: its ``Connection.gather_candidates`` calls the module function ``aioice.ice.get_host_addresses``,
 which lists every interface *except* loopback (RFC 8445 §5.1.1.1 forbids loopback candidates).
 Two peers on one machine with no network, as in the demo and the tests, therefore need loopback
 put back. ``gather_host_addresses`` wraps that one function once per process; the wrapper reads
