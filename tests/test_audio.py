@@ -22,7 +22,7 @@ import pytest
 from realtime.audio.devices import AudioDeviceUnavailable, MicrophoneSource, SpeakerSink
 from realtime.audio.opus import OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE, OpusEncoder, OpusOptions
 from realtime.audio.pcm import FileSource, Framer
-from realtime.audio.playout import AudioPlayout, WavSink
+from realtime.audio.playout import AudioPlayout, DiscardSink, WavSink, open_audio_sink
 from realtime.audio.sync import NTP_UNIX_OFFSET_S, SenderClock, rtp_difference
 from realtime.audio.voice import OpusTrack, VoiceOptions, open_voice
 from realtime.signaling import InProcessSignaling, answer, offer
@@ -171,6 +171,17 @@ def test_no_portaudio_library_says_how_to_install_it(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(builtins, "__import__", import_without_portaudio)
     with pytest.raises(AudioDeviceUnavailable, match="PortAudio library not found.*apt install libportaudio2"):
         SpeakerSink()
+
+
+def test_no_speaker_means_a_drained_silent_track_and_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "sounddevice", None)
+    with caplog.at_level(logging.WARNING, logger="realtime.audio"):
+        sink = open_audio_sink(speaker=True)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert isinstance(sink, DiscardSink) and "without sound" in line
+    stats = asyncio.run(AudioPlayout(_FrameTrack([_stereo_frame(0, 1), _stereo_frame(960, 2)]), sink).run())  # type: ignore[arg-type]
+    assert stats.frames == 2  # drained all the same
 
 
 def test_no_microphone_means_a_silent_call_and_one_line(monkeypatch: pytest.MonkeyPatch,

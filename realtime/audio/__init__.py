@@ -10,6 +10,6 @@ is only packetised, so the sender encodes itself (libopus through PyAV, mono, at
   ``audio`` extra), each failing with a one-line reason where there is none;
 * ``voice``: the sender's audio track (``OpusTrack``) and ``open_voice`` (file, microphone, or none);
 * ``sync``: RTP timestamps of the received voice → the sender's wall clock, from RTCP sender reports;
-* ``playout``: the receiver's consumer of the remote track (WAV file or speaker), with the playout
-  clock the face renderer is scheduled against.
+* ``playout``: the receiver's consumer of the remote track (WAV file, speaker, or nowhere when there is
+  no speaker), with the playout clock the face renderer is scheduled against.
 """

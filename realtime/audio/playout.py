@@ -26,6 +26,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from realtime.audio.devices import AudioDeviceUnavailable, Device, SpeakerSink
 from realtime.audio.opus import SAMPLE_RATE
 from realtime.audio.sync import SenderClock
 
@@ -60,6 +61,34 @@ class WavSink:
 
     def close(self) -> None:
         self._file.close()
+
+
+class DiscardSink:
+    """No sound out (no speaker here, none asked for): the track is still drained, or aiortc's queue of
+    decoded frames would grow for the whole call."""
+
+    latency_s = 0.0
+
+    def write(self, samples: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_audio_sink(wav: Path | None = None, speaker: bool = True, device: Device = None) -> AudioSink:
+    """Where the received voice goes: ``wav`` when given, else the speaker, else nowhere.
+
+    A missing speaker is this machine's lot: one warning line saying why, and the call goes on silent.
+    """
+    if wav is not None:
+        return WavSink(wav)
+    if speaker:
+        try:
+            return SpeakerSink(device)
+        except AudioDeviceUnavailable as exc:
+            logger.warning("%s: the call goes on without sound", exc)
+    return DiscardSink()
 
 
 @dataclass
