@@ -4,11 +4,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Pinned and installed first: an open torch requirement would pull gigabytes of CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= cpu,call,vcam,train,dev
+EXTRAS ?= cpu,call,audio,vcam,train,dev
 STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
 FACE_MODEL := models/face_landmarker.task
 
-.PHONY: install test demo clean
+.PHONY: install turnserver test demo clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,7 +26,13 @@ $(FACE_MODEL): | $(STAMP)
 
 install: $(STAMP) $(FACE_MODEL)
 
-test: install
+# coturn's turnserver for the TURN tests, where apt is there to install it (they skip, saying why, elsewhere).
+turnserver:
+	@command -v turnserver >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } \
+		|| echo "coturn not installed (needs apt-get as root): the TURN tests will skip"
+
+test: install turnserver
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install

@@ -21,9 +21,14 @@ What a stranger who finds the port gets:
 However a request ends (a dropped client, a bad ``Content-Encoding`` body, a timeout), the call slot
 it took is released in a ``finally``: one bad upload never locks out the next caller.
 
-The server binds to 127.0.0.1 by default. Plain HTTP carries the token and the SDP (whose DTLS
-fingerprint is what authenticates the media) in the clear: across an untrusted network, put the
-endpoint behind TLS (a reverse proxy) or an SSH tunnel, and use a fresh token per session.
+The server binds to 127.0.0.1 by default. Across a network it serves HTTPS with the receiver's
+self-signed certificate (``OfferServerOptions.tls``, from ``realtime.tls_identity``), and
+``invitation`` is the one line to give the caller: URL, token and the certificate's SHA-256. The
+client pins that fingerprint (``aiohttp.Fingerprint``): a wrong pin fails in the TLS handshake,
+before the token or the offer is sent. aiohttp skips the pin on ``http://`` URLs, so the client
+refuses to send a token over plain HTTP to anything but a loopback address, where it never leaves
+the machine. The token and the SDP (whose DTLS fingerprint authenticates the media) are thus never
+readable on the network; a fresh token per session limits what a leaked one is worth.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ from aiortc.contrib.signaling import BYE
 
 from realtime.errors import CallError
 from realtime.peer_text import escaped
-from realtime.signaling import Signaling
+from realtime.signaling import Signaling, is_loopback
+from realtime.tls_identity import TlsIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +75,29 @@ def generate_token() -> str:
 
 
 def offer_url(url: str) -> str:
-    """``http://HOST:PORT`` (or with a path) → the offer endpoint's URL; CallError for anything else."""
+    """``https://HOST:PORT`` (or with a path; ``http://`` too) → the offer endpoint's URL; CallError for anything else."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CallError(f"--url must look like http://HOST:PORT (the address `adasr receive` printed), got {url!r}")
+        raise CallError(f"--url must look like https://HOST:PORT (the address `adasr receive` printed), got {url!r}")
     path = parts.path if parts.path not in ("", "/") else OFFER_PATH
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def parse_pin(pin: str) -> bytes:
+    """A certificate pin as ``adasr receive`` prints it (64 hex digits, colons allowed) → the 32-byte SHA-256."""
+    digits = pin.strip().replace(":", "").lower()
+    try:
+        digest = bytes.fromhex(digits)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise CallError(f"--pin must be the SHA-256 fingerprint `adasr receive` printed (64 hex digits), got {pin!r}")
+    return digest
+
+
+def invitation(url: str, token: str, pin: str | None) -> str:
+    """The one line the receiver gives its caller: what to type to call it."""
+    return f"adasr send --url {url} --token {token}" + (f" --pin {pin}" if pin else "")
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,8 @@ class OfferServerOptions:
     """The whole body must arrive within this long (an offer is 1–2 KiB: a slow body is an attack, not a modem)."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     """Connections open at once; more are closed as they arrive, so half-sent requests cannot use up file handles."""
+    tls: TlsIdentity | None = None
+    """Serve HTTPS with this certificate (``load_or_create_identity``); None: plain HTTP (loopback use)."""
 
     def __post_init__(self) -> None:
         if len(self.token) < 8:
@@ -177,7 +202,13 @@ class OfferServer:
     @property
     def url(self) -> str:
         """Base URL a sender passes as ``--url`` (the bind address; 0.0.0.0 means any of this machine's)."""
-        return f"http://{self.options.host}:{self.port}"
+        scheme = "https" if self.options.tls is not None else "http"
+        return f"{scheme}://{self.options.host}:{self.port}"
+
+    @property
+    def pin(self) -> str | None:
+        """SHA-256 fingerprint of the certificate served, for the caller's ``--pin``; None over plain HTTP."""
+        return self.options.tls.fingerprint if self.options.tls is not None else None
 
     async def start(self) -> None:
         """Bind and serve (returns once listening)."""
@@ -189,10 +220,11 @@ class OfferServer:
         await self._runner.setup()
         handlers = self._runner.server
         assert handlers is not None
+        tls = self.options.tls.server_context() if self.options.tls is not None else None
         try:
             self._server = await asyncio.get_running_loop().create_server(
                 _ConnectionCap(handlers, self.options.max_connections, self.stats), self.options.host,
-                self.options.port)
+                self.options.port, ssl=tls, ssl_handshake_timeout=self.options.header_timeout_s if tls else None)
         except OSError as exc:
             await self._runner.cleanup()
             raise CallError(f"cannot listen on {self.options.host}:{self.options.port} ({exc.strerror or exc}): "
@@ -367,10 +399,24 @@ def _parse_offer(body: bytes) -> RTCSessionDescription:
 class HttpSignaling:
     """The offerer's signaling against an ``OfferServer``: ``send(offer)`` posts it, ``receive()`` gives the answer."""
 
-    def __init__(self, url: str, token: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0, pin: str | None = None) -> None:
+        """Refuses (CallError), before connecting, to send the token where it could be read: over ``http://``
+        to anything but a loopback address. ``pin``: the receiver's certificate fingerprint (``https://`` only);
+        without it an ``https://`` receiver must have a certificate the system trusts."""
         if not token:
             raise CallError(f"calling over HTTP needs the receiver's token: --token TOKEN (or ${TOKEN_ENV_VAR})")
         self.url = offer_url(url)
+        parts = urlsplit(self.url)
+        self._tls: aiohttp.Fingerprint | bool
+        if parts.scheme == "https":
+            self._tls = aiohttp.Fingerprint(parse_pin(pin)) if pin else True
+        elif pin:
+            raise CallError(f"--pin needs an https:// URL (a pin cannot protect {self.url})")
+        elif not is_loopback(parts.hostname or ""):
+            raise CallError(f"refusing to send the token over plain http:// to {parts.hostname}: anyone on the way "
+                            "could read it; use the https:// URL and the --pin that `adasr receive` printed")
+        else:
+            self._tls = False  # loopback: nothing leaves this machine
         self.token = token
         self.timeout_s = timeout_s
         self._answer: RTCSessionDescription | None = None
@@ -385,8 +431,15 @@ class HttpSignaling:
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(self.url, json={"sdp": descr.sdp, "type": descr.type}, headers=headers) as reply:
+                async with session.post(self.url, json={"sdp": descr.sdp, "type": descr.type}, headers=headers,
+                                        ssl=self._tls) as reply:
                     status, text = reply.status, await reply.text()
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise CallError(f"the receiver's certificate does not match --pin (it has SHA-256 {exc.got.hex()}): "
+                            "nothing was sent; check the pin `adasr receive` printed, or someone is in between") from None
+        except aiohttp.ClientConnectorCertificateError:
+            raise CallError(f"the receiver's certificate at {self.url} is not trusted by this system (self-signed): "
+                            "pass --pin with the fingerprint `adasr receive` printed; nothing was sent") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise CallError(f"cannot reach the receiver at {self.url} ({type(exc).__name__}: {exc}): is "
                             "`adasr receive` running there, and are the address and port right?") from None

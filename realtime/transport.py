@@ -1,8 +1,9 @@
 """WebRTC plumbing both peers share: the peer connection, the two data channels, ICE host addresses.
 
 The call needs no third-party server: no STUN or TURN by default (``iceServers=[]``), host
-candidates only. Which host addresses are offered is a choice aioice 0.13 does not expose: its
-``Connection.gather_candidates`` calls the module function ``aioice.ice.get_host_addresses``,
+candidates only; ``TransportOptions.ice`` (``realtime.ice.IceOptions``) adds the user's STUN and
+TURN servers for calls across NATs. Which host addresses are offered is a choice aioice 0.13 does
+not expose: its ``Connection.gather_candidates`` calls the module function ``aioice.ice.get_host_addresses``,
 which lists every interface *except* loopback (RFC 8445 §5.1.1.1 forbids loopback candidates).
 Two peers on one machine with no network, as in the demo and the tests, therefore need loopback
 put back. ``gather_host_addresses`` wraps that one function once per process; the wrapper reads
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from realtime.errors import CallError
+from realtime.ice import IceOptions, apply_turn_tls, check_gathered
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,8 @@ class TransportOptions:
     ice_hosts: tuple[str, ...] | None = None
     """Addresses offered as ICE host candidates; None: aioice's default (every non-loopback interface).
     ``LOOPBACK`` keeps the call on this machine."""
-    ice_servers: tuple[str, ...] = ()
-    """STUN/TURN URLs (``stun:host:port``); none by default, so no third party is contacted."""
+    ice: IceOptions = IceOptions()
+    """STUN and TURN servers, relay-only; none by default, so no third party is contacted."""
     connect_timeout_s: float = 30.0
     """How long signaling plus ICE/DTLS/SCTP set-up may take before the call is given up."""
 
@@ -85,15 +87,17 @@ def gather_host_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
 
 def create_peer_connection(options: TransportOptions) -> RTCPeerConnection:
     """An RTCPeerConnection with only the ICE servers the options name (none by default)."""
-    servers = [RTCIceServer(urls=url) for url in options.ice_servers]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+    return RTCPeerConnection(options.ice.configuration())
 
 
 async def set_local_description(pc: RTCPeerConnection, description: RTCSessionDescription,
                                 options: TransportOptions) -> None:
-    """``setLocalDescription`` (which gathers candidates) with the options' host addresses."""
+    """``setLocalDescription`` (which gathers candidates) with the options' host addresses and TURN trust;
+    CallError when a relay-only call got no relay candidate."""
+    apply_turn_tls(pc, options.ice)
     with gather_host_addresses(options.ice_hosts):
         await pc.setLocalDescription(description)
+    check_gathered(pc, options.ice)
 
 
 class Channel(Protocol):
@@ -256,7 +260,8 @@ async def wait_open(channel: RTCDataChannel, timeout_s: float) -> None:
         await asyncio.wait_for(opened.wait(), timeout_s)
     except asyncio.TimeoutError:
         raise CallError(f"data channel {channel.label!r} did not open within {timeout_s:.0f} s: the peers "
-                        "could not connect (check --ice-host and that both can reach each other over UDP)") from None
+                        "could not connect (check --ice-host and that both can reach each other over UDP; behind NATs or "
+                        "firewalls, give both a --stun and a --turn server)") from None
 
 
 def _dtls_transport(pc: RTCPeerConnection) -> Any | None:
