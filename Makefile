@@ -8,7 +8,7 @@ EXTRAS ?= cpu,call,vcam,train,dev
 STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
 FACE_MODEL := models/face_landmarker.task
 
-.PHONY: install test demo clean
+.PHONY: install system-packages test demo clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,7 +26,17 @@ $(FACE_MODEL): | $(STAMP)
 
 install: $(STAMP) $(FACE_MODEL)
 
-test: install
+# Programs the tests run beside Python: Janus (the SFU of group calls) and iproute2 (the network namespace it
+# runs in). Installed where apt-get exists and we are root; elsewhere the tests that need them skip and say why.
+SYSTEM_PACKAGES := janus iproute2
+system-packages:
+	@if command -v janus >/dev/null && command -v ip >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q $(SYSTEM_PACKAGES) || { apt-get update -q && apt-get install -y -q $(SYSTEM_PACKAGES); } \
+		|| echo "could not install $(SYSTEM_PACKAGES): the Janus room test will skip"; \
+	else echo "$(SYSTEM_PACKAGES) not installed (needs apt-get as root): the Janus room test will skip"; fi
+
+test: install system-packages
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
