@@ -156,8 +156,10 @@ class JanusHandle:
 
     async def detach(self) -> None:
         """Tell Janus to drop the handle (its PeerConnection is hung up)."""
-        await self.session.transact(f"/{self.id}", {"janus": "detach"}, "detach")
-        self.session.forget(self.id)
+        try:
+            await self.session.transact(f"/{self.id}", {"janus": "detach"}, "detach")
+        finally:
+            self.session.forget(self.id)
 
 
 class JanusSession:

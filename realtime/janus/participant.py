@@ -13,10 +13,14 @@ voice, and that it left (unpublished, left the room, hung up, or its connection 
 bytes only; the call's message formats are layered on top. ``send`` broadcasts to every
 subscriber; the participant is also a ``realtime.transport.Channel``, so a sender can write to it.
 
-Janus's facts this relies on (measured with Janus 1.1.2): a subscriber must open a data channel of
-its own before answering Janus's offer, or Janus never forwards a message to it; Janus's channels
-towards subscribers are reliable and ordered whatever the publisher chose, so a lost packet delays
-those behind it; messages a publisher sends before a subscription is up are not kept for it.
+Janus's behaviour this relies on, measured with Janus 1.1.2: a subscriber must open a data channel
+of its own before answering Janus's offer, or Janus never forwards a message to it; Janus relays a
+feed's messages on a channel it opens and labels with the feed's id (the publisher's label is not
+passed on), reliable and ordered whatever the publisher chose, so a lost packet delays those behind
+it. A participant that vanishes (killed, unplugged) is reported gone only when Janus times its
+session out (``session_timeout``, 60 s by default): a caller that must react sooner watches for the
+feed's silence itself. Janus forwards, it does not store: what a publisher sends before a
+subscription is up never reaches that subscriber.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ class RoomCallbacks:
     feed_left: Callable[[RemoteFeed, str], None] = _ignore
     """A joined feed is gone (the reason in words); nothing more comes from it."""
     ended: Callable[[str], None] = _ignore
-    """This participant is out of the room (left, the room was destroyed, the session to Janus was lost)."""
+    """We were put out of the room without calling ``leave`` (the room was destroyed, Janus hung up our
+    connection, the session to Janus was lost); call ``leave`` to release the rest."""
 
 
 @dataclass
@@ -385,8 +390,10 @@ class RoomParticipant:
             self._wire_closed[1] += int(stats.bytesReceived)
 
     def wire_bytes(self) -> tuple[int, int]:
-        """(sent, received) UDP payload bytes of every connection of this participant, open or closed: data,
-        voice, RTCP, DTLS and ICE checks (when aiortc exposes its counters; else what it could count)."""
+        """(sent, received) bytes of every connection of this participant, open or closed, as DTLS records: SCTP
+        (messages and their acknowledgements), SRTP/SRTCP (voice) and the handshakes; that is the UDP payload
+        but for ICE checks (add 28 bytes of IPv4/UDP header per packet). Connections whose counters aiortc
+        does not expose count as zero."""
         sent, received = self._wire_closed
         for pc in [self._pc, *(sub.pc for sub in self._subscriptions.values())]:
             stats = dtls_transport_stats(pc) if pc is not None else None
