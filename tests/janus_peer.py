@@ -7,7 +7,8 @@ It joins the room through ``RoomParticipant`` publishing a tone as its voice, an
 in each, every member still present sends ``--messages`` counted 48-byte messages (the size of a
 MOTION packet) and receives every other's. A message sent before a subscriber's connection is up
 is lost (Janus keeps nothing), so no one sends a phase's messages before each other member said it
-hears it; and no one leaves before the others said they got its messages and some of its voice.
+hears it; and no one leaves before it got the others' messages and some of their voice, and they
+said they got its own.
 Who hears and got what travels as status messages (JSON), repeated every STATUS_PERIOD_S: the
 peers learn it from each other, over the room itself. Phase 1 has every member; the leaver then
 leaves; the others wait until the room reports it gone, then play phase 2 among themselves.
@@ -172,8 +173,9 @@ class Peer:
         for index in range(self.args.messages):
             self.room.send(COUNTED.pack(b"M", phase, index).ljust(COUNTED_SIZE, b"\0"))
         await self.until(lambda: all(len(self.heard[o].counted[phase - 1]) >= self.args.messages
+                                     and self.heard[o].audio_frames >= AUDIO_FRAMES
                                      and self.acknowledged(o, phase) for o in others),
-                         f"phase {phase}: every message from and to {others}")
+                         f"phase {phase}: every message and some voice from and to {others}")
         return time.monotonic() - began
 
     async def run(self) -> dict[str, Any]:

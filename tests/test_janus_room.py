@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.janus_fixture import JanusServer, janus_server  # noqa: F401 (the fixture)
+from tests.janus_peer import AUDIO_FRAMES
 
 #: Counted messages each participant sends per phase.
 MESSAGES = 60
@@ -35,7 +36,7 @@ def test_three_participants_hear_each_other_and_one_leaving_is_dropped(janus_ser
             # every counted message once, in order (Janus's legs to subscribers are reliable and ordered)
             assert report["counted"][other][0] == list(range(MESSAGES))
             # the other's voice, recognisably its own (a 20 ms frame resolves 50 Hz)
-            assert report["audio_frames"][other] >= 25
+            assert report["audio_frames"][other] >= AUDIO_FRAMES
             assert report["pitch_hz"][other] == pytest.approx(TONES_HZ[other], abs=50)
     for name in ("A", "B"):  # C left after phase 1: reported gone, and the two others went on
         report, other = reports[name], "B" if name == "A" else "A"
