@@ -8,7 +8,7 @@ EXTRAS ?= cpu,call,audio,vcam,train,dev
 STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC) $(EXTRAS)" | md5sum | cut -c1-8)
 FACE_MODEL := models/face_landmarker.task
 
-.PHONY: install turnserver test demo clean
+.PHONY: install system-packages test demo clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,13 +26,19 @@ $(FACE_MODEL): | $(STAMP)
 
 install: $(STAMP) $(FACE_MODEL)
 
-# coturn's turnserver for the TURN tests, where apt is there to install it (they skip, saying why, elsewhere).
-turnserver:
-	@command -v turnserver >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
-		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } \
-		|| echo "coturn not installed (needs apt-get as root): the TURN tests will skip"
+# Programs the tests run beside Python: coturn (the TURN relay), Janus (the SFU of group calls) and iproute2 (the
+# network namespace Janus runs in). Installed where apt-get exists and we are root; elsewhere the tests that need
+# them skip and say why.
+SYSTEM_PACKAGES := coturn janus iproute2
+system-packages:
+	@if command -v turnserver >/dev/null && command -v janus >/dev/null && command -v ip >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); } \
+		|| echo "could not install $(SYSTEM_PACKAGES): the TURN and Janus tests will skip"; \
+	else echo "$(SYSTEM_PACKAGES) not installed (needs apt-get as root): the TURN and Janus tests will skip"; fi
 
-test: install turnserver
+test: install system-packages
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import aioice.ice
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.stats import RTCTransportStats
 
 from realtime.errors import CallError
 from realtime.ice import IceOptions, apply_turn_tls, check_gathered
@@ -269,20 +270,23 @@ def _dtls_transport(pc: RTCPeerConnection) -> Any | None:
     return None if sctp is None else sctp.transport
 
 
-def dtls_tx_counters(pc: RTCPeerConnection) -> tuple[int, int] | None:
-    """(bytes, packets) the DTLS transport has sent: UDP payloads, SCTP and handshake included.
-
-    Read from the transport's own stats (``RTCDtlsTransport._get_stats``; aiortc's public
-    ``getStats`` covers media transceivers only). None when aiortc does not expose them.
-    """
+def dtls_transport_stats(pc: RTCPeerConnection) -> RTCTransportStats | None:
+    """The DTLS transport's own counters (bytes and packets, both ways: UDP payloads, SCTP, SRTP and the
+    handshake), read from ``RTCDtlsTransport._get_stats`` (aiortc's public ``getStats`` covers media
+    transceivers only). None when aiortc does not expose them or the connection has no data channel."""
     transport = _dtls_transport(pc)
     try:
         report = transport._get_stats()  # type: ignore[union-attr]
-        stats = next(iter(report.values()))
-        return int(stats.bytesSent), int(stats.packetsSent)
+        return next(iter(report.values()))  # type: ignore[no-any-return]
     except Exception:  # an aiortc without these internals: the measurement is optional
         logger.debug("DTLS transport counters unavailable", exc_info=True)
         return None
+
+
+def dtls_tx_counters(pc: RTCPeerConnection) -> tuple[int, int] | None:
+    """(bytes, packets) the DTLS transport has sent: UDP payloads, SCTP and handshake included."""
+    stats = dtls_transport_stats(pc)
+    return None if stats is None else (int(stats.bytesSent), int(stats.packetsSent))
 
 
 def dtls_cipher(pc: RTCPeerConnection) -> str | None:
