@@ -35,11 +35,11 @@ import av
 import numpy as np
 import torch
 
-from adasr.pipeline import TalkingHead
-from engines.cli_args import add_backend_arguments, backend_from_args
 from adasr.demo_media import carphone_clip
 from adasr.faces import crop_face
 from adasr.keypoints import Motion
+from adasr_cli.backend_args import add_backend_arguments, backend_from_args
+from engines.talking_head import TalkingHead
 from clip_faces import ClipFaces, psnr, scale_clip, sender_motion, track_clip
 from realtime.motion_codec import encode_motion
 from realtime.protocol import decode

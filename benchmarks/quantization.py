@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.cli_args import add_backend_arguments, backend_from_args
 from adasr.demo_media import carphone_clip
+from adasr.inference import SourceState
 from adasr.keypoints import Motion
-from adasr.pipeline import SourceState, TalkingHead
+from adasr_cli.backend_args import add_backend_arguments, backend_from_args
+from engines.talking_head import TalkingHead
 from clip_faces import mean_psnr, psnr, sender_motion, track_clip
 from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, MotionQuantizer, encode_motion, num_keypoints
 from realtime.protocol import decode
