@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from adasr.errors import InputError, NoFaceError
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.inference import Head
 from adasr.keypoints import Motion
-from adasr.pipeline import TalkingHead
 from adasr.video_io import FrameSource, FrameWriter, read_image
 
 _logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def _source_crop(image: np.ndarray, size: int, tracker_config: FaceTrackerConfig
     return crop_face(image, found.box, size)
 
 
-def animate(head: TalkingHead, options: AnimateOptions,
+def animate(head: Head, options: AnimateOptions,
             tracker_config: FaceTrackerConfig | None = None) -> AnimateSummary:
     """Render every driving frame; raises InputError/NoFaceError on unusable inputs."""
     tracker_config = tracker_config or FaceTrackerConfig()

@@ -35,11 +35,11 @@ import av
 import numpy as np
 import torch
 
-from adasr.pipeline import TalkingHead
-from engines.cli_args import add_backend_arguments, backend_from_args
 from adasr.demo_media import carphone_clip
 from adasr.faces import crop_face
 from adasr.keypoints import Motion
+from adasr_cli.backend_args import add_backend_arguments, backend_from_args, checkpoint_of
+from engines.talking_head import TalkingHead
 from clip_faces import ClipFaces, psnr, scale_clip, sender_motion, track_clip
 from realtime.motion_codec import encode_motion
 from realtime.protocol import decode
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                            "torch": torch.__version__, "av": av.__version__},
                "clip": str(path), "frames": len(clip.frames), "frame_size": [w, h], "video_scale": args.video_scale,
                "fps": clip.fps, "crop_size": head.size,
-               "checkpoint": str(args.checkpoint), "model_id": head.backend.model_id,
+               "checkpoint": str(checkpoint_of(args)), "model_id": head.backend.model_id,
                "ours": {k: v for k, v in ours.items() if k != "renders"}, "matched": rows,
                "probes": {c: [asdict(p) for p in ps] for c, ps in probes.items()},
                "seconds": time.perf_counter() - start}

@@ -52,9 +52,9 @@ import torch  # noqa: E402
 from adasr.checkpoint import DEFAULT_CHECKPOINT, LoadedModel, load_model  # noqa: E402
 from adasr.config import load_model_config  # noqa: E402
 from adasr.image_ops import tensor_to_image  # noqa: E402
+from adasr.inference import Backend  # noqa: E402
 from adasr.networks import AdaSRNetworks  # noqa: E402
-from adasr.pipeline import TalkingHead  # noqa: E402
-from engines.base import Backend  # noqa: E402
+from engines.talking_head import TalkingHead  # noqa: E402
 from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
 
 logger = logging.getLogger("benchmark_fps")

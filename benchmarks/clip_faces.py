@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
-from adasr.pipeline import TalkingHead
+from engines.talking_head import TalkingHead
 from realtime.capture import VideoReader
 from realtime.smoothing import MotionSmoother, SmoothingOptions
 

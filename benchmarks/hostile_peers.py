@@ -42,7 +42,7 @@ from adasr.checkpoint import load_model, save_checkpoint
 from adasr.config import load_model_config
 from adasr.errors import CheckpointError
 from adasr.networks import AdaSRNetworks
-from adasr.pipeline import TalkingHead
+from engines.talking_head import TalkingHead
 from engines.torch_backend import TorchBackend
 from realtime.errors import ProtocolError
 from realtime.http_signaling import OfferServer, OfferServerOptions

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.cli_args import add_backend_arguments, backend_from_args
 from adasr.demo_media import carphone_clip
+from adasr.inference import SourceState
 from adasr.keypoints import Motion
-from adasr.pipeline import SourceState, TalkingHead
+from adasr_cli.backend_args import add_backend_arguments, backend_from_args, checkpoint_of
+from engines.talking_head import TalkingHead
 from clip_faces import mean_psnr, psnr, sender_motion, track_clip
 from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, MotionQuantizer, encode_motion, num_keypoints
 from realtime.protocol import decode
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "torch": torch.__version__, "threads": torch.get_num_threads()},
-               "checkpoint": str(args.checkpoint), "backend": head.backend.describe(), "model_id": head.backend.model_id,
+               "checkpoint": str(checkpoint_of(args)), "backend": head.backend.describe(), "model_id": head.backend.model_id,
                "summary": summary, "clips": results}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -118,7 +118,7 @@ def take_sample(t_s: float, receiver: Receiver | None, sender_pid: int | None) -
 async def soak(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     """Run the call, sample it, end it with the sender's GOODBYE; returns the report."""
     from adasr.checkpoint import load_model
-    from adasr.pipeline import TalkingHead
+    from engines.talking_head import TalkingHead
     from engines.torch_backend import TorchBackend
 
     torch.set_num_threads(args.threads)
@@ -128,7 +128,7 @@ async def soak(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     sender_log = (args.out / "soak-sender.log").open("w")
 
     def on_ready(server: OfferServer) -> None:
-        command = [sys.executable, "-m", "adasr.cli", "send", "--url", server.url, "--source", str(astronaut_portrait()),
+        command = [sys.executable, "-m", "adasr_cli", "send", "--url", server.url, "--source", str(astronaut_portrait()),
                    "--video", str(carphone_clip()), "--loop", "--fps", str(args.fps), "--checkpoint", str(checkpoint),
                    "--threads", str(args.threads), "--no-progress", "--stats-json", str(args.out / "soak-sender.json")]
         live["process"] = subprocess.Popen(command, cwd=REPO, stdout=sender_log, stderr=subprocess.STDOUT,

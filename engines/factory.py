@@ -1,18 +1,22 @@
 """One place that turns a backend name and its settings into a Backend.
 
 Explicit keyword arguments, no option bags: a misspelt setting is a TypeError here, not silently
-ignored. Heavy imports (onnxruntime, tensorrt) happen only for the backend asked for.
+ignored. Heavy imports (torch, onnxruntime, tensorrt) happen only for the backend asked for, so the
+command line can offer ``BACKEND_NAMES`` without loading any of them.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from adasr.checkpoint import DEFAULT_CHECKPOINT, LoadedModel, load_model
-from adasr.config import ModelConfig
 from adasr.errors import ConfigError
-from engines.base import Backend
+
+if TYPE_CHECKING:
+    from adasr.checkpoint import LoadedModel
+    from adasr.config import ModelConfig
+    from adasr.inference import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ def create_backend(
     unless ``precision`` is fp32.
     """
     if name == "torch":
+        from adasr.checkpoint import DEFAULT_CHECKPOINT, load_model
         from engines.torch_backend import TorchBackend, TorchOptions
 
         if model is None:
@@ -74,8 +79,8 @@ def create_backend(
         raise ConfigError("--channels-last, --compile and --cuda-graphs are options of --backend torch")
 
     if name == "onnxruntime":
+        from engines.manifest import read_manifest
         from engines.onnxruntime_backend import OnnxRuntimeBackend
-        from export.manifest import read_manifest
 
         assert onnx_dir is not None
         device = device or "cpu"

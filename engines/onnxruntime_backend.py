@@ -21,7 +21,7 @@ import torch
 from adasr.config import ModelConfig
 from adasr.errors import ConfigError, InputError
 from engines.base import GraphBackend
-from export.manifest import GraphEntry, Manifest, TensorSpec, read_manifest
+from engines.manifest import GraphEntry, Manifest, TensorSpec, read_manifest
 
 logger = logging.getLogger(__name__)
 

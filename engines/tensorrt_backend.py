@@ -31,7 +31,7 @@ import torch
 from adasr.config import ModelConfig
 from adasr.errors import AdaSRError, ConfigError, InputError
 from engines.base import GraphBackend
-from export.manifest import GRAPH_NAMES, Manifest, read_manifest
+from engines.manifest import GRAPH_NAMES, Manifest, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """PyTorch → ONNX for the three deployable networks, each verified against PyTorch on a real face.
 
 ``export_model`` writes ``source_encoder.onnx``, ``motion_extractor.onnx``, ``renderer.onnx`` and
-``manifest.json`` (export.manifest). Choices and why:
+``manifest.json`` (engines.manifest). Choices and why:
 
 * Opset 20, the first with 5-D GridSample. The TorchScript exporter (``dynamo=False``) is used: it
   handles these static-shape graphs and is seconds faster than the dynamo one.
@@ -46,7 +46,7 @@ from adasr.folding import fold_for_inference
 from adasr.image_ops import image_to_tensor
 from adasr.keypoints import Motion, transform_keypoints
 from adasr.warp import WarpFn, grid_sample_3d
-from export.manifest import (
+from engines.manifest import (
     GRAPH_NAMES,
     GraphEntry,
     Manifest,

@@ -17,5 +17,5 @@ One job per module:
   end; one call after another on the HTTP endpoint);
 * ``webcam`` (``adasr cam``: the local virtual webcam, the call's sender and receiver in one process),
   ``demo`` (both peers in one process), ``stats`` (wire-overhead model, latency summaries),
-  ``clock``, ``cli`` (``adasr send``, ``receive``, ``cam``, ``demo``).
+  ``clock``, ``settings`` (the names and defaults the command line shows).
 """

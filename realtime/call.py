@@ -21,7 +21,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
-from adasr.pipeline import TalkingHead
+from engines.talking_head import TalkingHead
 from realtime.errors import CallError
 from realtime.http_signaling import OfferServer, OfferServerOptions
 from realtime.messages import GoodbyeReason

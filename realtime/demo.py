@@ -26,8 +26,8 @@ import numpy as np
 
 from adasr.demo_media import astronaut_portrait, carphone_clip
 from adasr.keypoints import Motion
-from adasr.pipeline import TalkingHead
 from adasr.video_io import FrameWriter
+from engines.talking_head import TalkingHead
 from realtime.call import attach_receiver, attach_sender, connect_as_receiver, connect_as_sender
 from realtime.capture import CaptureOptions, CapturedFrame, VideoReader
 from realtime.clock import monotonic_us

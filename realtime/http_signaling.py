@@ -51,6 +51,7 @@ from aiortc.contrib.signaling import BYE
 
 from realtime.errors import CallError
 from realtime.peer_text import escaped
+from realtime.settings import DEFAULT_PORT, TOKEN_ENV_VAR
 from realtime.signaling import Signaling, is_loopback
 from realtime.tls_identity import TlsIdentity
 
@@ -58,15 +59,10 @@ logger = logging.getLogger(__name__)
 
 #: Path of the offer endpoint.
 OFFER_PATH = "/offer"
-#: Default port of ``adasr receive``'s offer endpoint.
-DEFAULT_PORT = 8765
 #: Largest request body accepted: an aiortc offer with a few host candidates is 1–2 KiB.
 DEFAULT_MAX_BODY = 64 * 1024
 #: Connections open at once; one call needs one, a few more cover refusals and retries.
 DEFAULT_MAX_CONNECTIONS = 32
-#: Environment variable ``adasr send`` and ``adasr receive`` read the token from when --token is not given
-#: (keeps it out of the process list).
-TOKEN_ENV_VAR = "ADASR_TOKEN"
 
 
 def generate_token() -> str:

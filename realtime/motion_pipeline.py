@@ -14,7 +14,7 @@ import numpy as np
 
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
 from adasr.image_ops import resize_square
-from adasr.pipeline import TalkingHead
+from engines.talking_head import TalkingHead
 from realtime.capture import CapturedFrame
 from realtime.motion_codec import MotionFlags
 from realtime.smoothing import MotionSmoother, SmoothingOptions

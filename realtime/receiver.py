@@ -32,8 +32,9 @@ from typing import Literal
 
 import numpy as np
 
+from adasr.inference import SourceState
 from adasr.keypoints import Motion
-from adasr.pipeline import SourceState, TalkingHead
+from engines.talking_head import TalkingHead
 from realtime.clock import monotonic_us
 from realtime.errors import ChecksumMismatch, ModelMismatch, OversizedMessage, ProtocolError
 from realtime.latest import LatestSlot

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from adasr.errors import NoFaceError
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
-from adasr.pipeline import TalkingHead
 from adasr.video_io import read_image
+from engines.talking_head import TalkingHead
 from realtime.capture import CaptureOptions, CapturedFrame, PacedCapture, open_reader
 from realtime.clock import monotonic_us
 from realtime.messages import DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, Goodbye, GoodbyeReason, StatsMessage

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -23,12 +23,9 @@ import numpy as np
 from adasr.errors import InputError
 from adasr.video_io import FrameWriter
 from realtime.latest import LatestSlot
+from realtime.settings import SinkKind
 
 logger = logging.getLogger(__name__)
-
-SinkKind = Literal["virtualcam", "vcam", "window", "file", "none"]
-#: Sink names the command line offers (``vcam`` is kept as a short alias of ``virtualcam``).
-SINK_CHOICES = ("virtualcam", "vcam", "window", "file", "none")
 
 
 @dataclass(frozen=True)

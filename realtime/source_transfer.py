@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from adasr.config import ModelConfig
+from adasr.inference import SourceState
 from adasr.keypoints import POSE_SCALARS, Motion
-from adasr.pipeline import SourceState, TalkingHead
+from engines.talking_head import TalkingHead
 from realtime.errors import ProtocolError
 from realtime.source_codec import (
     MAX_NAME_BYTES,

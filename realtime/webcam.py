@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from adasr.faces import CropBox, FaceTrackerConfig, crop_face, paste_back
-from adasr.pipeline import TalkingHead
+from engines.talking_head import TalkingHead
 from realtime.call import unwatch_console, watch_console
 from realtime.capture import CaptureOptions, CapturedFrame
 from realtime.motion_pipeline import MotionSample

@@ -81,7 +81,7 @@ def fast_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fast_head(fast_checkpoint: Path):  # type: ignore[no-untyped-def]
     """A TalkingHead on ``fast_checkpoint`` (torch, CPU, 2 threads)."""
     from adasr.checkpoint import load_model
-    from adasr.pipeline import TalkingHead
+    from engines.talking_head import TalkingHead
     from engines.torch_backend import TorchBackend
 
     torch.set_num_threads(2)

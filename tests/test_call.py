@@ -212,7 +212,7 @@ def test_loopback_call_on_carphone(fast_head) -> None:  # type: ignore[no-untype
 def test_demo_without_its_weights_says_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     import adasr.checkpoint
-    from adasr.cli import main
+    from adasr_cli.main import main
 
     missing = tmp_path / "weights" / "adasr-lite.pth"
     monkeypatch.setattr(adasr.checkpoint, "DEFAULT_CHECKPOINT", missing)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from adasr.cli import main
+from adasr_cli.main import main
 from adasr.demo_media import astronaut_portrait, carphone_clip
 
 from .conftest import TINY_CHECKPOINT, TINY_CONFIG
@@ -96,7 +96,7 @@ def test_bad_input_is_one_line_and_non_zero(case: str, expected: str, face_crops
         args["driving"] = str(carphone_clip())
     elif case == "wrong_config":
         args["extra"] = ["--checkpoint", str(TINY_CHECKPOINT), "--config", "lite"]
-    result = subprocess.run([sys.executable, "-m", "adasr.cli", "animate", "--source", args["source"],
+    result = subprocess.run([sys.executable, "-m", "adasr_cli", "animate", "--source", args["source"],
                              "--driving", args["driving"], "--output", str(tmp_path / "o.mp4"), *args["extra"]],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0

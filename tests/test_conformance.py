@@ -70,13 +70,13 @@ def test_generator_stage(tiny_model, vectors, case: str) -> None:  # type: ignor
 def test_end_to_end_through_the_pipeline(tiny_model, vectors) -> None:  # type: ignore[no-untyped-def]
     """Every stage consumes its own outputs, through the cached pipeline and the folded backend."""
     from adasr.image_ops import tensor_to_image
-    from adasr.pipeline import TalkingHead
+    from engines.talking_head import TalkingHead
     from engines.torch_backend import TorchBackend
 
     head = TalkingHead(TorchBackend(tiny_model))
     # The pipeline takes images; feed the stored float inputs directly to stay bit-faithful.
     src = head.backend.encode_source(vectors["source"])
-    from adasr.pipeline import SourceState
+    from adasr.inference import SourceState
 
     state = SourceState(src.f_s, src.x_c, Motion(*src[2:]), head.backend.model_id)
     assert maxabs(state.kp_source, vectors["kp_source"]) < 5e-4

@@ -22,7 +22,7 @@ from .test_training import _tiny_cfg, carphone_clip, face_model, inputs, prepare
 STEPS = 3
 RANK_SCRIPT = """
 import os, sys, torch
-from adasr.cli import main
+from adasr_cli.main import main
 from adasr.training import trainer as T
 made = []
 init = T.Trainer.__init__

@@ -19,7 +19,6 @@ ort = pytest.importorskip("onnxruntime")
 from adasr.checkpoint import LoadedModel  # noqa: E402
 from adasr.errors import ConfigError, InputError  # noqa: E402
 from adasr.faces import CropBox, crop_face  # noqa: E402
-from adasr.pipeline import TalkingHead  # noqa: E402
 from engines.factory import create_backend  # noqa: E402
 from engines.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from engines.tensorrt_backend import (  # noqa: E402
@@ -32,7 +31,8 @@ from engines.tensorrt_backend import (  # noqa: E402
 )
 from engines.torch_backend import TorchBackend, TorchOptions  # noqa: E402
 from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
-from export.manifest import read_manifest  # noqa: E402
+from engines.manifest import read_manifest  # noqa: E402
+from engines.talking_head import TalkingHead  # noqa: E402
 from export.onnx_export import ExportReport, export_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def test_factory(exported: ExportReport, tiny_model: LoadedModel) -> None:
 def test_cli_arguments_build_a_backend(exported: ExportReport) -> None:
     import argparse
 
-    from engines.cli_args import add_backend_arguments, backend_from_args
+    from adasr_cli.backend_args import add_backend_arguments, backend_from_args
 
     parser = argparse.ArgumentParser()
     add_backend_arguments(parser)
@@ -187,7 +187,7 @@ def test_benchmark_quick_writes_records(tmp_path: Path) -> None:
 def test_cli_parsers(exported: ExportReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
-    from export.cli import add_build_engine_parser, add_export_parser
+    from adasr_cli.export_commands import add_build_engine_parser, add_export_parser
 
     parser = argparse.ArgumentParser(prog="adasr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,7 +205,7 @@ def test_animate_with_onnxruntime_writes_the_frames_torch_writes(exported: Expor
     """`adasr animate --backend onnxruntime --onnx DIR` ≡ `--backend torch` within 2/255, on real faces."""
     import cv2
 
-    from adasr.cli import main
+    from adasr_cli.main import main
     from adasr.demo_media import astronaut_face, carphone_frames
 
     source, driving = tmp_path / "source.png", tmp_path / "driving"

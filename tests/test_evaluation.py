@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from adasr.cli import main
+from adasr_cli.main import main
 from adasr.errors import InputError
 from adasr.evaluation.metrics import (
     PSNR_CAP_DB,

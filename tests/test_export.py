@@ -16,8 +16,8 @@ ort = pytest.importorskip("onnxruntime")
 from adasr.checkpoint import LoadedModel  # noqa: E402
 from adasr.config import load_model_config  # noqa: E402
 from adasr.networks import AdaSRNetworks  # noqa: E402
+from engines.manifest import GRAPH_NAMES, ManifestError, file_sha256, read_manifest  # noqa: E402
 from export.graph_check import check_tensorrt_compatible, onnx_operator_report  # noqa: E402
-from export.manifest import GRAPH_NAMES, ManifestError, file_sha256, read_manifest  # noqa: E402
 from export.onnx_export import (  # noqa: E402
     OPSET,
     ExportError,

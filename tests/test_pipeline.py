@@ -8,7 +8,7 @@ import torch
 
 from adasr.errors import ConfigError
 from adasr.keypoints import Motion
-from adasr.pipeline import TalkingHead
+from engines.talking_head import TalkingHead
 from engines.torch_backend import TorchBackend, TorchOptions
 
 

@@ -260,7 +260,7 @@ def flood_head():  # type: ignore[no-untyped-def]
     from adasr.config import load_model_config
     from adasr.networks import AdaSRNetworks
     from adasr.checkpoint import LoadedModel
-    from adasr.pipeline import TalkingHead
+    from engines.talking_head import TalkingHead
     from engines.torch_backend import TorchBackend
 
     torch.manual_seed(0)
@@ -374,7 +374,7 @@ def test_a_killed_sender_is_noticed_within_seconds_and_the_next_call_is_served(
         async with serving_calls(fast_head, ReceiverOptions(peer_timeout_s=2.0), token, max_calls=2) as served:
             try:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "adasr.cli", "send", "--url", served.url, "--source", str(portrait),
+                    [sys.executable, "-m", "adasr_cli", "send", "--url", served.url, "--source", str(portrait),
                      "--no-source-crop", "--images", str(frames), "--no-crop", "--loop", "--fps", "8",
                      "--checkpoint", str(fast_checkpoint), "--threads", "1", "--no-progress"],
                     cwd=REPO, env={**os.environ, "ADASR_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT)
@@ -410,7 +410,7 @@ def test_adasr_receive_prints_its_token_and_serves_a_call(fast_head, fast_checkp
     cv2.imwrite(str(portrait), cv2.cvtColor(astronaut_face, cv2.COLOR_RGB2BGR))
     env = {key: value for key, value in os.environ.items() if key != "ADASR_TOKEN"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "adasr.cli", "receive", "--port", "0", "--sink", "none", "--max-calls", "1",
+        [sys.executable, "-m", "adasr_cli", "receive", "--port", "0", "--sink", "none", "--max-calls", "1",
          "--checkpoint", str(fast_checkpoint), "--threads", "1"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -72,7 +72,7 @@ def test_the_fix_is_named_for_each_os() -> None:
 @pytest.mark.skipif(any(Path("/dev").glob("video*")), reason="this machine has video devices (maybe a loopback one)")
 def test_cam_without_a_virtual_camera_exits_at_once_with_the_fix(cam_clip: Path) -> None:
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "adasr.cli", "cam", "--source", str(astronaut_portrait()),
+    result = subprocess.run([sys.executable, "-m", "adasr_cli", "cam", "--source", str(astronaut_portrait()),
                              "--camera", str(cam_clip), "--sink", "virtualcam"],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - start
@@ -90,7 +90,7 @@ def test_cam_sends_frames_of_the_configured_size_to_a_registered_backend(
     import pyvirtualcam.camera
     from pyvirtualcam.util import encode_fourcc
 
-    from adasr.cli import main
+    from adasr_cli.main import main
 
     monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {})  # only the fake, whatever this machine has
     pyvirtualcam.register_backend("fake", FakeCamera)

@@ -60,8 +60,8 @@ from adasr.evaluation.metrics import (
     ssim,
 )
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.inference import Head, SourceState
 from adasr.keypoints import Motion
-from adasr.pipeline import SourceState, TalkingHead
 from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWriter, read_image
 
 logger = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ class _Measures:
         self.landmarks.close()
 
 
-def evaluate(head: TalkingHead, options: EvalOptions, tracker_config: FaceTrackerConfig | None = None) -> EvalReport:
+def evaluate(head: Head, options: EvalOptions, tracker_config: FaceTrackerConfig | None = None) -> EvalReport:
     """Run the evaluation; raises InputError when no clip (or, with portraits, no portrait) is usable."""
     if options.frames < 1:
         raise InputError(f"--frames must be at least 1, got {options.frames}")
@@ -391,7 +391,7 @@ def _posed_state(state: SourceState, tracker_pose: np.ndarray | None, pose_sourc
     return dataclasses.replace(state, motion=_posed(state.motion, tracker_pose, pose_source))
 
 
-def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video: Path | None, bar: tqdm,
+def _reconstruct(head: Head, clip: ClipCrops, measures: _Measures, video: Path | None, bar: tqdm,
                  fid_sets: dict[str, list[np.ndarray]] | None, pose_source: str
                  ) -> tuple[dict[str, Any], list[Motion], Motion, list[tuple[np.ndarray | None, np.ndarray | None]]]:
     """Same-identity reconstruction of one clip; also returns what cross-identity reuses.
@@ -456,7 +456,7 @@ def _reconstruct(head: TalkingHead, clip: ClipCrops, measures: _Measures, video:
     return row, motions, reference, gt_measures
 
 
-def _cross(head: TalkingHead, portrait: _Portrait, clip: ClipCrops, motions: list[Motion], reference: Motion,
+def _cross(head: Head, portrait: _Portrait, clip: ClipCrops, motions: list[Motion], reference: Motion,
            gt: list[tuple[np.ndarray | None, np.ndarray | None]], measures: _Measures, bar: tqdm) -> dict[str, Any]:
     """One portrait driven by one clip's frames, relative to the clip's source frame."""
     driver_anchor = measures.landmarks(clip.source)

@@ -1,7 +1,7 @@
 """``adasr send``, ``adasr receive``, ``adasr cam`` and ``adasr demo``: argument parsing and the one-line reports.
 
-Registered by ``adasr.cli`` (``CALL_REGISTRARS``). The pipeline's imports (the call, the model,
-mediapipe) happen when a command runs; building the parser only reads a few constants.
+The pipeline's imports (the call, the model, mediapipe) happen when a command runs; building the
+parser only reads the few constants of ``realtime.settings``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -18,25 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from adasr.errors import CheckpointError
-
-_logger = logging.getLogger("adasr")
-
-SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-
-def _model_arguments(p: argparse.ArgumentParser) -> None:
-    from engines.cli_args import add_backend_arguments
-
-    add_backend_arguments(p)
-
-
-def _head(args: argparse.Namespace) -> Any:
-    from adasr.pipeline import TalkingHead
-    from engines.cli_args import backend_from_args
-
-    backend = backend_from_args(args)
-    _logger.info("model %s (%s), %s", backend.config.name, backend.model_id, backend.describe())
-    return TalkingHead(backend)
+from adasr_cli.backend_args import add_backend_arguments, checkpoint_of, head_from_args
+from adasr_cli.command import SubParsers
+from realtime.settings import DEFAULT_PORT, SINK_CHOICES, TOKEN_ENV_VAR, SinkKind
 
 
 def _add_network_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,9 +54,7 @@ def _transport(args: argparse.Namespace, peer_host: str) -> Any:
     return TransportOptions(ice_hosts=hosts, connect_timeout_s=args.connect_timeout)
 
 
-def _add_token_argument(p: argparse.ArgumentParser, what: str) -> None:
-    from realtime.http_signaling import TOKEN_ENV_VAR
-
+def _add_token_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR), help=(
         f"{what} (default: ${TOKEN_ENV_VAR}, which keeps it out of the process list)"))
 
@@ -101,6 +82,7 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 # ---- send -------------------------------------------------------------------------------------
 
 def add_send(sub: SubParsers) -> None:
+    """Register ``send``: call a receiver with your face's motion."""
     p = sub.add_parser("send", help="call someone: send your face's motion (a portrait's state once)", description=(
         "Capture a camera, a video or an image folder, extract the face's motion and stream it to `adasr receive` "
         "over WebRTC; the portrait's source state goes once. Type r + Enter to reset the reference pose, q + Enter "
@@ -131,7 +113,7 @@ def add_send(sub: SubParsers) -> None:
                                                   "this side listening on --signaling-host/--signaling-port)")
     _add_token_argument(http, "the token `adasr receive` printed")
     _add_network_arguments(p)
-    _model_arguments(p)
+    add_backend_arguments(p)
     p.set_defaults(func=run_send)
 
 
@@ -147,12 +129,12 @@ def _smoothing(args: argparse.Namespace) -> Any:
 
 
 def run_send(args: argparse.Namespace) -> int:
+    from adasr.video_io import read_image
     from realtime.call import run_sender
     from realtime.capture import CaptureOptions
     from realtime.http_signaling import HttpSignaling, offer_url
     from realtime.sender import SenderOptions, SourceOptions
     from realtime.signaling import tcp_signaling
-    from adasr.video_io import read_image
 
     read_image(args.source)  # refuse a bad portrait before loading anything
     if args.url is not None:
@@ -169,7 +151,7 @@ def run_send(args: argparse.Namespace) -> int:
         source=SourceOptions(args.source, send_image=args.send_image, quantization=args.quantization,
                              compression=args.compression, crop=args.source_crop),
         smoothing=_smoothing(args), crop=args.crop, reset_at_frames=tuple(args.reset_at), show_progress=args.progress)
-    head = _head(args)
+    head = head_from_args(args)
     transport = _transport(args, peer_host)
     print(f"adasr send: {waiting}", file=sys.stderr)
     stats = asyncio.run(run_sender(head, options, signaling, transport))
@@ -190,9 +172,7 @@ def run_send(args: argparse.Namespace) -> int:
 # ---- receive ----------------------------------------------------------------------------------
 
 def add_receive(sub: SubParsers) -> None:
-    from realtime.http_signaling import DEFAULT_PORT
-    from realtime.sinks import SINK_CHOICES
-
+    """Register ``receive``: take calls and render the caller's face."""
     p = sub.add_parser("receive", help="take calls: render the sender's face from its motion", description=(
         "Serve POST /offer over HTTP (a bearer token, one call at a time) and, for each call, rebuild the sender's "
         "source state and render the newest motion to a virtual camera, a window, an mp4 or nowhere. With "
@@ -217,7 +197,7 @@ def add_receive(sub: SubParsers) -> None:
     _add_token_argument(http, "the secret senders must present (default: a new random one, printed at start)")
     http.add_argument("--max-calls", type=int, default=0, help="exit after N calls (default 0: serve until Ctrl-C)")
     _add_network_arguments(p)
-    _model_arguments(p)
+    add_backend_arguments(p)
     p.set_defaults(func=run_receive)
 
 
@@ -250,11 +230,11 @@ def run_receive(args: argparse.Namespace) -> int:
     from realtime.signaling import tcp_signaling
     from realtime.sinks import ThreadedSink, open_sink
 
-    kind = args.sink or ("file" if args.output is not None else "window")
+    kind: SinkKind = args.sink or ("file" if args.output is not None else "window")
     options = ReceiverOptions(relative=args.relative, overlay=args.overlay, face_lost=args.face_lost,
                               peer_timeout_s=args.peer_timeout)
     if args.signaling == "tcp":
-        head = _head(args)
+        head = head_from_args(args)
         sink = open_sink(kind, width=head.size, height=head.size, fps=args.fps, output=args.output,
                          device=args.vcam_device)
         print(f"adasr receive: calling {args.signaling_host}:{args.signaling_port}", file=sys.stderr)
@@ -268,7 +248,7 @@ def run_receive(args: argparse.Namespace) -> int:
 
     token = args.token or generate_token()
     server = OfferServerOptions(token=token, host=args.bind, port=args.port)  # refuses a short token now
-    head = _head(args)
+    head = head_from_args(args)
     sink = open_sink(kind, width=head.size, height=head.size, fps=args.fps, output=args.output,
                      device=args.vcam_device)
     if not isinstance(sink, ThreadedSink):  # every call renders on its own thread: one output thread for all
@@ -297,8 +277,7 @@ def run_receive(args: argparse.Namespace) -> int:
 # ---- cam --------------------------------------------------------------------------------------
 
 def add_cam(sub: SubParsers) -> None:
-    from realtime.sinks import SINK_CHOICES
-
+    """Register ``cam``: the local virtual webcam."""
     p = sub.add_parser("cam", help="virtual webcam for Zoom/Meet: your motion, the portrait's face", description=(
         "One process, no network: camera → face tracker → motion → render → virtual camera (or a window, or an "
         "mp4). The rendered face is pasted into the portrait's own framing at the output size. Commands: p "
@@ -323,7 +302,7 @@ def add_cam(sub: SubParsers) -> None:
                    help="absolute motion (default: relative to the first pose, and to each reset)")
     _add_face_lost_argument(p)
     _add_smoothing_arguments(p)
-    _model_arguments(p)
+    add_backend_arguments(p)
     p.set_defaults(func=run_cam)
 
 
@@ -346,7 +325,7 @@ def run_cam(args: argparse.Namespace) -> int:
                      device=args.vcam_device, on_key=webcam.press)
     try:
         open_reader(capture).close()  # a missing camera or video, also before the model
-        head = _head(args)
+        head = head_from_args(args)
     except BaseException:
         sink.close()
         raise
@@ -360,6 +339,7 @@ def run_cam(args: argparse.Namespace) -> int:
 # ---- demo -------------------------------------------------------------------------------------
 
 def add_demo(sub: SubParsers) -> None:
+    """Register ``demo``: the loopback call of the shipped demo."""
     p = sub.add_parser("demo", help="the shipped demo: a loopback WebRTC call, astronaut driven by carphone",
                        description=(
                            "Both peers in one process over a real WebRTC connection on loopback: the sender streams "
@@ -373,7 +353,7 @@ def add_demo(sub: SubParsers) -> None:
     p.add_argument("--send-image", action="store_true", help="send the portrait instead of the feature volume")
     p.add_argument("--quantization", choices=["fp16", "int8", "fp32"], default="fp16")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    _model_arguments(p)
+    add_backend_arguments(p)
     p.set_defaults(func=run_demo)
 
 
@@ -381,15 +361,15 @@ def run_demo(args: argparse.Namespace) -> int:
     from adasr.checkpoint import DEFAULT_CHECKPOINT
     from realtime.demo import DemoOptions, format_report, run_demo_call, write_report
 
-    if args.backend == "torch" and Path(args.checkpoint) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.is_file():
+    if args.backend == "torch" and checkpoint_of(args) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.is_file():
         raise CheckpointError(
             f"the demo's weights {DEFAULT_CHECKPOINT} are missing: they ship with the repository (restore them with "
             f"`git checkout -- weights/`), or pass --checkpoint PATH [--config YAML] to run the demo with others")
-    head = _head(args)
+    head = head_from_args(args)
     options = DemoOptions(output=args.output, stats_json=args.stats_json, fps=args.fps, max_frames=args.max_frames,
                           send_image=args.send_image, quantization=args.quantization, show_progress=args.progress)
     report = asyncio.run(run_demo_call(head, options))
-    report["checkpoint"] = str(args.checkpoint)
+    report["checkpoint"] = str(checkpoint_of(args))
     write_report(report, args.stats_json)
     print(f"adasr demo: {report['frames_rendered']} of {report['frames_sent']} frames rendered over a loopback "
           f"WebRTC call ({report['backend']})")
@@ -400,6 +380,3 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  stats: {args.stats_json}")
     return 0
 
-
-#: Registration functions, in ``--help`` order.
-CALL_REGISTRARS = [add_send, add_receive, add_cam, add_demo]

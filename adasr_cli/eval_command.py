@@ -1,20 +1,17 @@
-"""``adasr eval``: registered on the main CLI's subparsers by :data:`adasr.cli.REGISTRARS`."""
+"""``adasr eval``: a model's quality measures against the copy-source baseline."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
-from typing import Any
 
-logger = logging.getLogger(__name__)
+from adasr_cli.backend_args import add_backend_arguments, checkpoint_of, head_from_args
+from adasr_cli.command import SubParsers
 
 
-def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_eval_parser(subparsers: SubParsers) -> argparse.ArgumentParser:
     """Register ``eval``: reconstruction and cross-identity metrics, model vs copy-source."""
-    from engines.cli_args import add_backend_arguments
-
     p = subparsers.add_parser(
         "eval", help="measure a model: PSNR/SSIM/AKD/AED(/FID) against the copy-source baseline",
         description="Same-identity reconstruction on each clip (its first face frame is the source, the next "
@@ -40,7 +37,6 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from adasr.cli import head_from_args
     from adasr.errors import InputError
     from adasr.evaluation.evaluate import EvalOptions, evaluate, format_table
 
@@ -59,7 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           show_progress=not args.no_progress)
     report = evaluate(head, options)
     if args.backend == "torch":
-        report.model["checkpoint"] = str(args.checkpoint)
+        report.model["checkpoint"] = str(checkpoint_of(args))
     print(format_table(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

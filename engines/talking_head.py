@@ -7,37 +7,16 @@ call send the source once and only motion afterwards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from adasr.image_ops import image_to_tensor, tensor_to_image
+from adasr.inference import Backend, SourceState
 from adasr.keypoints import Motion, relative_keypoints, transform_keypoints
-from engines.base import Backend
-
-
-@dataclass(frozen=True)
-class SourceState:
-    """Everything the renderer needs from the source portrait, computed once."""
-
-    f_s: torch.Tensor
-    """Appearance feature volume [1, C, D, S/4, S/4]."""
-    x_c: torch.Tensor
-    """Canonical keypoints [1, K, 3]."""
-    motion: Motion
-    """The source's own head motion."""
-    model_id: str
-    """Identity of the weights that made it: another model cannot render from it."""
-
-    @property
-    def kp_source(self) -> torch.Tensor:
-        """x_s = R_s·x_c + t_s + δ_s, [1, K, 3]."""
-        return transform_keypoints(self.x_c, self.motion)
 
 
 class TalkingHead:
-    """The per-call inference pipeline over any backend.
+    """The per-call inference pipeline over any backend (the method's ``adasr.inference.Head``).
 
     Images are RGB, HWC, uint8 (or float in [0, 1]), square face crops; they are resized to the
     model's size when they differ.

@@ -1,24 +1,14 @@
-"""``adasr prepare`` and ``adasr train`` subcommands, registered on the main CLI's subparsers.
-
-Usage from adasr/cli.py::
-
-    from adasr.training.cli import add_prepare_parser, add_train_parser
-    add_prepare_parser(subparsers); add_train_parser(subparsers)
-    args = parser.parse_args(); args.func(args)
-
-"""
+"""``adasr prepare`` and ``adasr train``: face crops of clips for training, and the training run."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-from typing import Any
 
-logger = logging.getLogger(__name__)
+from adasr_cli.command import SubParsers
 
 
-def add_prepare_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_prepare_parser(subparsers: SubParsers) -> argparse.ArgumentParser:
     """Register ``prepare``: face crops + metadata of video clips for training."""
     p = subparsers.add_parser("prepare",
                               help="track faces in clips (and portraits) and store stable crops for training",
@@ -50,7 +40,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0 if (s.prepared or s.skipped_done) else 1
 
 
-def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_train_parser(subparsers: SubParsers) -> argparse.ArgumentParser:
     """Register ``train``: AdaSR (or plain) training from a YAML config."""
     p = subparsers.add_parser("train", help="train a model (AdaSR cross-quality or plain)",
                               description="Train from a training YAML (configs/train_lite.yaml).")

@@ -1,35 +1,17 @@
-"""The ``adasr`` command: one entry point, one subcommand per job.
-
-Only this module installs logging handlers and turns domain errors into one-line messages with a
-non-zero exit; the library raises and logs.
-"""
+"""``adasr animate`` and ``adasr degrade``: the method's own jobs on images and video."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from adasr import resources
-from adasr.errors import AdaSRError
-from engines.cli_args import add_backend_arguments
-from adasr.evaluation.cli import add_eval_parser
-from adasr.training.cli import add_prepare_parser, add_train_parser
-from export.cli import add_build_engine_parser, add_export_parser
-from realtime.cli import CALL_REGISTRARS
-
-if TYPE_CHECKING:
-    from adasr.pipeline import TalkingHead
-
-_logger = logging.getLogger("adasr")
-
-#: Registration functions of every subcommand, in the order ``--help`` lists them.
-Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+from adasr_cli.backend_args import add_backend_arguments, head_from_args
+from adasr_cli.command import SubParsers
 
 
-def _add_animate(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_animate(sub: SubParsers) -> None:
+    """Register ``animate``: a portrait driven by every frame of a video."""
     p = sub.add_parser("animate", help="drive a portrait with a video", description=(
         "Render the source portrait driven by every frame of the driving video."))
     p.add_argument("--source", required=True, type=Path, help="portrait image")
@@ -48,16 +30,6 @@ def _add_animate(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     p.set_defaults(func=_run_animate)
 
 
-def head_from_args(args: argparse.Namespace) -> "TalkingHead":
-    """The pipeline over the backend the shared --backend options describe."""
-    from adasr.pipeline import TalkingHead
-    from engines.cli_args import backend_from_args
-
-    backend = backend_from_args(args)
-    _logger.info("model %s (%s), %s", backend.config.name, backend.model_id, backend.describe())
-    return TalkingHead(backend)
-
-
 def _run_animate(args: argparse.Namespace) -> int:
     from adasr.animate import AnimateOptions, animate
     from adasr.video_io import FrameSource, read_image
@@ -71,7 +43,8 @@ def _run_animate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_degrade(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_degrade(sub: SubParsers) -> None:
+    """Register ``degrade``: a grid of the training degradation's examples."""
     p = sub.add_parser("degrade", help="draw examples of the training degradation",
                        description="Write a PNG grid: each row a clean face, then degraded copies of it, "
                                    "so people can see what the appearance encoder trains on.")
@@ -101,34 +74,3 @@ def _run_degrade(args: argparse.Namespace) -> int:
     path = draw_grid(batch, DegradationConfig.from_yaml(args.config), args.seed, args.grid, samples=args.samples)
     print(f"wrote {path}")
     return 0
-
-
-REGISTRARS: list[Registrar] = [_add_animate, add_prepare_parser, add_train_parser, add_eval_parser, _add_degrade,
-                               add_export_parser, add_build_engine_parser, *CALL_REGISTRARS]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adasr", description="AdaSR one-shot talking heads")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for register in REGISTRARS:
-        register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except AdaSRError as exc:
-        print(f"adasr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"adasr {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

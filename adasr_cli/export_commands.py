@@ -1,14 +1,13 @@
-"""``adasr export`` and ``adasr build-engine``: parsers and handlers for the lead's CLI to register."""
+"""``adasr export`` (PyTorch → verified ONNX, in ``export``) and ``adasr build-engine`` (TensorRT engines from
+that export, in ``engines``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from adasr.checkpoint import DEFAULT_CHECKPOINT
-
-SubParsers = Any  # argparse._SubParsersAction, private in typeshed
+from adasr_cli.backend_args import add_checkpoint_argument, checkpoint_of
+from adasr_cli.command import SubParsers
 
 
 def add_export_parser(subparsers: SubParsers) -> argparse.ArgumentParser:
@@ -18,8 +17,7 @@ def add_export_parser(subparsers: SubParsers) -> argparse.ArgumentParser:
         description="Write source_encoder.onnx, motion_extractor.onnx, renderer.onnx and manifest.json "
                     "(opset 20). Each graph is run in ONNX Runtime on a real face and compared with PyTorch; "
                     "the export fails above tolerance.")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help=f"weights (default {DEFAULT_CHECKPOINT.name})")
+    add_checkpoint_argument(p, "weights")
     p.add_argument("--config", default=None, help="preset name or YAML (default: the one stored in the checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--fp16", action="store_true", help="fp16 graphs (inputs and outputs stay float32)")
@@ -43,7 +41,7 @@ def run_export(args: argparse.Namespace) -> int:
         from adasr.video_io import read_image
 
         image = read_image(args.verify_image)
-    model = load_model(args.checkpoint, args.config)
+    model = load_model(checkpoint_of(args), args.config)
     report = export_model(model, args.out, fp16=args.fp16, trt=args.trt, verify_image=image, warp=args.warp)
     print(report.summary())
     return 0

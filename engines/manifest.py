@@ -4,6 +4,9 @@ The manifest ties the three ONNX files to the weights they came from (``model_id
 receiver checks a SourceState against) and to the exact file contents (SHA-256 each), so a backend
 refuses a directory whose files were replaced or half-written, and the TensorRT engine cache can
 key its engines by what they were built from.
+
+It lives beside the backends that read it; ``export`` builds on ``engines`` and writes it through
+``write_manifest`` (one format, one owner, no package cycle).
 """
 
 from __future__ import annotations
