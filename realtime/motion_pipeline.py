@@ -14,6 +14,7 @@ import numpy as np
 
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
 from adasr.image_ops import resize_square
+from adasr.keypoints import Motion
 from adasr.pipeline import TalkingHead
 from realtime.capture import CapturedFrame
 from realtime.motion_codec import MotionFlags
@@ -89,7 +90,7 @@ class MotionPipeline:
 
     def _neutral(self) -> np.ndarray:
         """All-zero motion, sent (flagged FACE_LOST) before any face was seen."""
-        return np.zeros(6 + 3 * self.head.backend.config.num_kp, dtype=np.float32)
+        return np.zeros(Motion.vector_size(self.head.backend.config.num_kp), dtype=np.float32)
 
     def close(self) -> None:
         """Release the face tracker."""

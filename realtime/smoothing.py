@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from adasr.keypoints import Motion
 from adasr.one_euro import OneEuroFilter, OneEuroParams
-
-#: yaw, pitch, roll come first in ``Motion.to_vector``; then t[3]; then δ[3K].
-_ANGLES, _POSE = 3, 6
 
 
 @dataclass(frozen=True)
@@ -39,9 +37,10 @@ class SmoothingOptions:
 
     def scales(self, size: int) -> np.ndarray:
         """Per-number scale for a vector of ``size`` = 6 + 3K numbers."""
-        out = np.full(size, self.expression_scale, dtype=np.float64)
-        out[:_ANGLES] = self.angle_scale_deg
-        out[_ANGLES:_POSE] = self.translation_scale
+        out = np.empty(size, dtype=np.float64)
+        out[Motion.ANGLES] = self.angle_scale_deg
+        out[Motion.TRANSLATION] = self.translation_scale
+        out[Motion.EXPRESSION] = self.expression_scale
         return out
 
 
