@@ -56,6 +56,7 @@ from adasr.networks import AdaSRNetworks  # noqa: E402
 from adasr.pipeline import TalkingHead  # noqa: E402
 from engines.base import Backend  # noqa: E402
 from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
+from realtime.stats import percentile  # noqa: E402
 
 logger = logging.getLogger("benchmark_fps")
 
@@ -167,10 +168,6 @@ def with_throughput(records: list[Record], flops: dict[str, float], reference: f
     return records
 
 
-def percentile(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples), q))
-
-
 def measure(fn: Callable[[], Any], warmup: int, iterations: int, cuda: bool) -> list[float]:
     """Milliseconds per call after ``warmup`` untimed calls."""
     for _ in range(warmup):
@@ -188,8 +185,10 @@ def measure(fn: Callable[[], Any], warmup: int, iterations: int, cuda: bool) -> 
 
 
 def make_record(samples: list[float], **context: Any) -> Record:
-    p50 = percentile(samples, 50)
-    return Record(ms_p50=p50, ms_p90=percentile(samples, 90), ms_p99=percentile(samples, 99),
+    p50, p90, p99 = (percentile(samples, q) for q in (50, 90, 99))
+    if p50 is None or p90 is None or p99 is None:
+        raise ValueError("a record needs at least one timed call (--iterations >= 1)")
+    return Record(ms_p50=p50, ms_p90=p90, ms_p99=p99,
                   fps=1000.0 / p50 if p50 > 0 else float("inf"),
                   fps_mean=1000.0 / statistics.fmean(samples), iterations=len(samples), **context)
 

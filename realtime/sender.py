@@ -32,15 +32,12 @@ from realtime.motion_pipeline import MotionPipeline, MotionSample
 from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_reset_reference, encode_stats, parse_or_count
 from realtime.smoothing import SmoothingOptions
-from realtime.stats import append_bounded
+from realtime.stats import SAMPLES_KEPT, append_bounded
 from realtime.source_codec import Compression, Quantization, SourceKind, split_source
 from realtime.source_transfer import encode_image, encode_state, wire_model_id
 from realtime.transport import Channel
 
 logger = logging.getLogger(__name__)
-
-#: Per-frame timing samples kept in ``SenderStats`` lists: ten minutes at 30 fps.
-SAMPLES_KEPT = 18_000
 
 
 @dataclass(frozen=True)
