@@ -7,7 +7,6 @@ With ``crop=False`` the images are used as given (square face crops, resized if 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from adasr.errors import InputError, NoFaceError
-from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.face_cropper import BoxOrigin, FaceCropper
+from adasr.faces import FaceTrackerConfig
 from adasr.inference import Head
 from adasr.keypoints import Motion
 from adasr.video_io import FrameSource, FrameWriter, read_image
@@ -64,11 +64,11 @@ class AnimateSummary:
 
 
 def _source_crop(image: np.ndarray, size: int, tracker_config: FaceTrackerConfig) -> np.ndarray:
-    with FaceTracker(dataclasses.replace(tracker_config, mode="image")) as tracker:
-        found = tracker.track(image)
-    if found is None:
+    with FaceCropper.for_portraits(size, tracker_config) as cropper:
+        face = cropper.crop(image)
+    if not face.face_found:
         raise NoFaceError("no face found in the source image; pass --no-crop to use it as a square face crop")
-    return crop_face(image, found.box, size)
+    return face.crop
 
 
 def animate(head: Head, options: AnimateOptions,
@@ -83,23 +83,20 @@ def animate(head: Head, options: AnimateOptions,
     state = head.prepare_source(source)
     side_by_side = options.crop and options.side_by_side and options.output.suffix.lower() == ".mp4"
     total = driving.info.frame_count if options.max_frames is None else min(options.max_frames, driving.info.frame_count)
-    tracker = FaceTracker(tracker_config) if options.crop else None
+    cropper = FaceCropper.for_stream(size, tracker_config) if options.crop else None
     reference: Motion | None = None
-    box: CropBox | None = None
     start = time.perf_counter()
     with FrameWriter(options.output, driving.info.fps) as writer, \
             tqdm(total=total, unit="frame", disable=not options.show_progress, desc="animate") as bar:
         for index, frame in enumerate(driving):
             if options.max_frames is not None and index >= options.max_frames:
                 break
-            if tracker is not None:
-                found = tracker.track(frame)
-                if found is not None:
-                    box = found.box
-                elif box is None:
+            if cropper is not None:
+                face = cropper.crop(frame)  # a lost face keeps the last box
+                if face.origin is BoxOrigin.CENTRE:
                     raise NoFaceError(f"no face in driving frame {index}; pass --no-crop if the video is already "
                                       "a face crop")
-                frame = crop_face(frame, box, size)  # a lost face keeps the last box
+                frame = face.crop
             motion = head.extract_motion(frame)
             if options.relative and reference is None:
                 reference = motion
@@ -108,8 +105,8 @@ def animate(head: Head, options: AnimateOptions,
                 result = np.concatenate([frame, result], axis=1)  # driving crop | result
             writer.write(result)
             bar.update(1)
-    if tracker is not None:
-        tracker.close()
+    if cropper is not None:
+        cropper.close()
     if writer.count == 0:
         raise InputError(f"{options.driving}: no frames were read")
     return AnimateSummary(writer.count, time.perf_counter() - start, options.output)

@@ -29,6 +29,7 @@ import numpy as np
 
 from adasr import resources
 from adasr.native_stderr import native_stderr_to_log
+from adasr.one_euro import OneEuroFilter, OneEuroParams
 
 if TYPE_CHECKING:  # mediapipe is imported lazily: crop/paste users need not load it
     import mediapipe as mp
@@ -178,53 +179,35 @@ def _box_params(landmarks: np.ndarray, scale: float, shift_up: float) -> tuple[f
     return float(cx), float(cy - shift_up * h), float(scale * max(w, h))
 
 
-class _OneEuro:
-    """One-Euro filter (Casiez et al., CHI 2012) on a small vector: adaptive low-pass, little lag when moving."""
-
-    def __init__(self, x: np.ndarray, min_cutoff: float, beta: float, d_cutoff: float) -> None:
-        self.x = x.astype(np.float64)
-        self.dx = np.zeros_like(self.x)
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-
-    @staticmethod
-    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
-        tau = 1.0 / (2 * math.pi * np.maximum(cutoff, 1e-6))
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, x: np.ndarray, dt: float) -> np.ndarray:
-        dx = (x - self.x) / dt
-        self.dx = self.dx + self._alpha(self.d_cutoff, dt) * (dx - self.dx)
-        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
-        self.x = self.x + self._alpha(cutoff, dt) * (x - self.x)
-        return self.x
-
-
 class _BoxSmoother:
     """Stabilises (cx, cy, size): One-Euro in units of the initial face size, then a hysteresis dead zone."""
 
     def __init__(self, cfg: FaceTrackerConfig) -> None:
         self.cfg = cfg
         self.scale = 1.0
-        self.euro: _OneEuro | None = None
+        self.euro = OneEuroFilter(OneEuroParams(cfg.min_cutoff_hz, cfg.beta, cfg.d_cutoff_hz))
+        self.started = False
         self.out = np.zeros(3)
 
     def reset(self) -> None:
         """Forget the history: the next measurement is taken as is."""
-        self.euro = None
+        self.started = False
 
     def __call__(self, raw: np.ndarray, dt: float) -> np.ndarray:
         cfg = self.cfg
-        if self.euro is not None:
+        if self.started:
             jump = np.hypot(*(raw[:2] - self.out[:2])) / max(self.out[2], 1.0)
             if jump > cfg.snap_distance:
                 logger.debug("face jumped by %.2f crop sizes; re-initialising the crop", jump)
-                self.euro = None
-        if self.euro is None:
+                self.started = False
+        if not self.started:
+            self.started = True
             self.scale = max(float(raw[2]), 1.0)
-            self.euro = _OneEuro(raw / self.scale, cfg.min_cutoff_hz, cfg.beta, cfg.d_cutoff_hz)
+            self.euro.reset()
+            self.euro.step(raw / self.scale, dt)
             self.out = raw.astype(np.float64).copy()
             return self.out
-        filtered = self.euro(raw / self.scale, dt) * self.scale
+        filtered = self.euro.step(raw / self.scale, dt) * self.scale
         diff = filtered - self.out
         dz = cfg.dead_zone * self.out[2]
         self.out = self.out + np.sign(diff) * np.maximum(np.abs(diff) - dz, 0.0)

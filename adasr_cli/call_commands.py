@@ -120,7 +120,8 @@ def add_send(sub: SubParsers) -> None:
 def _smoothing(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
-    from realtime.smoothing import OneEuroParams, SmoothingOptions
+    from adasr.one_euro import OneEuroParams
+    from realtime.smoothing import SmoothingOptions
 
     params = OneEuroParams()
     changes = {name: value for name, value in (("min_cutoff_hz", args.smooth_min_cutoff), ("beta", args.smooth_beta),

@@ -2,7 +2,7 @@
 
 Stages (what a call runs per frame, plus the once-per-call source encoding):
 
-    face_tracking       mediapipe FaceLandmarker + stable crop + resize (adasr.faces), carphone clip
+    face_tracking       mediapipe FaceLandmarker + stable crop + resize (adasr.face_cropper), carphone clip
     source_encoding     source encoder, once per call (astronaut face)
     motion_extraction   motion extractor on a face crop
     keypoint_transform  x_d = R·x_c + t + δ, relative to the reference (adasr.keypoints)
@@ -56,6 +56,8 @@ from adasr.inference import Backend  # noqa: E402
 from adasr.networks import AdaSRNetworks  # noqa: E402
 from engines.talking_head import TalkingHead  # noqa: E402
 from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
+from adasr.face_cropper import FaceCropper, centre_crop  # noqa: E402
+from realtime.stats import percentile  # noqa: E402
 
 logger = logging.getLogger("benchmark_fps")
 
@@ -167,10 +169,6 @@ def with_throughput(records: list[Record], flops: dict[str, float], reference: f
     return records
 
 
-def percentile(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples), q))
-
-
 def measure(fn: Callable[[], Any], warmup: int, iterations: int, cuda: bool) -> list[float]:
     """Milliseconds per call after ``warmup`` untimed calls."""
     for _ in range(warmup):
@@ -188,8 +186,10 @@ def measure(fn: Callable[[], Any], warmup: int, iterations: int, cuda: bool) -> 
 
 
 def make_record(samples: list[float], **context: Any) -> Record:
-    p50 = percentile(samples, 50)
-    return Record(ms_p50=p50, ms_p90=percentile(samples, 90), ms_p99=percentile(samples, 99),
+    p50, p90, p99 = (percentile(samples, q) for q in (50, 90, 99))
+    if p50 is None or p90 is None or p99 is None:
+        raise ValueError("a record needs at least one timed call (--iterations >= 1)")
+    return Record(ms_p50=p50, ms_p90=p90, ms_p99=p99,
                   fps=1000.0 / p50 if p50 > 0 else float("inf"),
                   fps_mean=1000.0 / statistics.fmean(samples), iterations=len(samples), **context)
 
@@ -213,39 +213,27 @@ def load_weights(preset: str, resolution: int, checkpoint: Path | None, config: 
     return LoadedModel(AdaSRNetworks(cfg).eval(), cfg, f"random-{preset}", Path("random")), "random weights"
 
 
-def face_crops(size: int, count: int, tracking: bool) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
-    """Carphone frames and face crops of them (tracked when mediapipe's model is available)."""
-    from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
-
+def face_crops(size: int, count: int, tracking: bool) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                                 FaceCropper | None]:
+    """Carphone frames and face crops of them: tracked when mediapipe's model is available, else centre squares."""
     frames = carphone_frames(count)
-    tracker = None
     if tracking:
         try:
-            tracker = FaceTracker(FaceTrackerConfig(mode="video"))
+            cropper = FaceCropper.for_stream(size)
         except Exception as exc:  # the model file is fetched separately (make models/face_landmarker.task)
             logger.warning("face tracking not measured: %s", exc)
-    crops = []
-    fallback = CropBox(16, 0, 144)
-    for frame in frames:
-        obs = tracker.track(frame) if tracker is not None else None
-        crops.append(crop_face(frame, obs.box if obs is not None else fallback, size))
-    return frames, crops, tracker
+        else:
+            return frames, [cropper.crop(frame).crop for frame in frames], cropper
+    return frames, [centre_crop(frame, size).crop for frame in frames], None
 
 
 def bench_face_tracking(frames: list[np.ndarray], size: int, st: Settings) -> list[float]:
-    from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
-
-    with FaceTracker(FaceTrackerConfig(mode="video")) as tracker:
+    with FaceCropper.for_stream(size) as cropper:
         index = [0]
-        box = [CropBox(16, 0, 144)]
 
         def step() -> None:
-            frame = frames[index[0] % len(frames)]
+            cropper.crop(frames[index[0] % len(frames)])
             index[0] += 1
-            obs = tracker.track(frame)
-            if obs is not None:
-                box[0] = obs.box
-            crop_face(frame, box[0], size)
 
         return measure(step, st.warmup, st.iterations, cuda=False)
 
@@ -262,10 +250,9 @@ class Subject:
 
 
 def prepare_subject(backend: Backend, name: str, precision: str, preset: str, weights: str,
-                    frames: list[np.ndarray], crops: list[np.ndarray], tracker: Any, st: Settings) -> Subject:
+                    frames: list[np.ndarray], crops: list[np.ndarray], cropper: FaceCropper | None,
+                    st: Settings) -> Subject:
     """The call of each stage through one backend, on real faces (inputs prepared outside the timing)."""
-    from adasr.faces import CropBox, crop_face
-
     head = TalkingHead(backend)
     size = backend.config.image_size
     source = astronaut_face(size)
@@ -282,16 +269,10 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
         counter[0] += 1
         return seq[counter[0] % len(seq)]
 
-    box = [CropBox(16, 0, 144)]
-
     def whole_frame() -> None:
         frame = nxt(frames)
-        if tracker is not None:
-            obs = tracker.track(frame)
-            if obs is not None:
-                box[0] = obs.box
-        crop = crop_face(frame, box[0], size)
-        tensor_to_image(head.render(state, head.extract_motion(crop), reference))
+        face = cropper.crop(frame) if cropper is not None else centre_crop(frame, size)
+        tensor_to_image(head.render(state, head.extract_motion(face.crop), reference))
 
     calls: dict[str, Callable[[], Any]] = {
         "source_encoding": lambda: backend.encode_source(source_input),
@@ -505,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                 model, weights = load_weights(preset, size, args.checkpoint, args.config)
                 print(f"\n{preset} at {size}: {weights}"
                       + ("; random weights are fine for timing, not for looking at" if "random" in weights else ""))
-                frames, crops, tracker = face_crops(size, args.frames, st.tracking)
-                if tracker is not None:
+                frames, crops, cropper = face_crops(size, args.frames, st.tracking)
+                if cropper is not None:
                     records.append(make_record(bench_face_tracking(frames, size, st), backend="mediapipe",
                                                preset=preset, resolution=size, stage="face_tracking", precision="-",
                                                device="cpu", threads=args.threads, weights="-",
@@ -525,12 +506,12 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         print(f"  {backend_name} {precision}: {backend.describe()}")
                         subjects.append(prepare_subject(backend, backend_name, precision, preset, weights, frames,
-                                                        crops, tracker, st))
+                                                        crops, cropper, st))
                 measured = bench_subjects(subjects, st)
                 group_records.append((measured, network_gflops(model)))
                 records += measured
-                if tracker is not None:
-                    tracker.close()
+                if cropper is not None:
+                    cropper.close()
         matmul_after = matmul_gflops_per_s(args.threads)
         reference = (matmul_before + matmul_after) / 2
         print(f"fp32 1024² matmul reference: {matmul_before:.1f} GFLOP/s before, {matmul_after:.1f} after")

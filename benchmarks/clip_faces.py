@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.face_cropper import FaceCropper
+from adasr.faces import CropBox, FaceTrackerConfig, crop_face
 from engines.talking_head import TalkingHead
 from realtime.capture import VideoReader
 from realtime.smoothing import MotionSmoother, SmoothingOptions
@@ -50,24 +51,13 @@ def track_clip(path: Path, size: int, max_frames: int | None = None) -> ClipFace
             break
         frames.append(image)
     reader.close()
-    boxes: list[CropBox] = []
-    found: list[bool] = []
-    box: CropBox | None = None
-    with FaceTracker(FaceTrackerConfig(fps=reader.fps)) as tracker:
-        for index, frame in enumerate(frames):
-            observation = tracker.track(frame, int(index * 1000 / reader.fps))
-            found.append(observation is not None)
-            if observation is not None:
-                box = observation.box
-            elif box is None:
-                h, w = frame.shape[:2]
-                side = min(h, w)
-                box = CropBox((w - side) // 2, (h - side) // 2, side)
-            boxes.append(box)
+    with FaceCropper.for_stream(size, FaceTrackerConfig(fps=reader.fps)) as cropper:
+        faces = [cropper.crop(frame, int(index * 1000 / reader.fps)) for index, frame in enumerate(frames)]
+    found = [face.face_found for face in faces]
     if not any(found):
         raise ValueError(f"{path}: no face found in any frame")
-    crops = [crop_face(f, b, size) for f, b in zip(frames, boxes)]
-    return ClipFaces(Path(path), reader.fps, frames, boxes, crops, found)
+    return ClipFaces(Path(path), reader.fps, frames, [face.box for face in faces], [face.crop for face in faces],
+                     found)
 
 
 def scale_clip(clip: ClipFaces, factor: int, size: int) -> ClipFaces:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import itertools
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from adasr.faces import FaceTracker, FaceTrackerConfig, crop_face
+from adasr.face_cropper import FaceCropper
 from adasr.pretrained.sface import OPENCV_SAME_PERSON_COSINE, FaceBox, FaceIdentity
 from adasr.video_io import FrameSource, read_image
 
@@ -45,11 +44,11 @@ def corpus_images(corpus: Path) -> list[tuple[str, str, np.ndarray]]:
 def crops(images: list[tuple[str, str, np.ndarray]]) -> list[tuple[str, str, np.ndarray]]:
     """The tracker's still-mode 256 px crop of each image that has a face."""
     out = []
-    with FaceTracker(dataclasses.replace(FaceTrackerConfig(), mode="image")) as tracker:
+    with FaceCropper.for_portraits(SIZE) as cropper:
         for identity, label, image in images:
-            found = tracker.track(image)
-            if found is not None:
-                out.append((identity, label, crop_face(image, found.box, SIZE)))
+            face = cropper.crop(image)
+            if face.face_found:
+                out.append((identity, label, face.crop))
     return out
 
 

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adasr.keypoints import Motion
 from realtime.errors import ProtocolError, TruncatedMessage
 from realtime.messages import Header, MessageType, encode_header, expect_length
 
 logger = logging.getLogger(__name__)
 
-#: yaw, pitch, roll, then t[3]: the numbers in front of δ (matches ``adasr.keypoints.POSE_SCALARS``).
-POSE_SCALARS = 6
 #: Largest number of keypoints a MOTION packet can carry (the count is a u8).
 MAX_KEYPOINTS = 255
 #: flags (u8) + keypoint count (u8) precede the packed codes.
@@ -90,7 +89,7 @@ class MotionQuantizer:
 
     def payload_bits(self, num_kp: int) -> int:
         """Bits of packed codes for K keypoints (without the 2-byte prefix)."""
-        return 3 * self.angle_bits + 3 * self.t_bits + 3 * num_kp * self.delta_bits
+        return int(self._layout(num_kp)[2].sum())
 
     def payload_size(self, num_kp: int) -> int:
         """Bytes of MOTION payload (after the header) for K keypoints."""
@@ -98,11 +97,12 @@ class MotionQuantizer:
 
     def _layout(self, num_kp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-number (low, high, bits) arrays in the wire order of ``Motion.to_vector``."""
-        groups = [(self.angle_range, self.angle_bits, 3), (self.t_range, self.t_bits, 3)]
-        groups.append((self.delta_range, self.delta_bits, 3 * num_kp))
-        lo = np.concatenate([np.full(n, r[0], np.float64) for r, _, n in groups])
-        hi = np.concatenate([np.full(n, r[1], np.float64) for r, _, n in groups])
-        bits = np.concatenate([np.full(n, b, np.int64) for _, b, n in groups])
+        size = Motion.vector_size(num_kp)
+        lo, hi, bits = np.empty(size, np.float64), np.empty(size, np.float64), np.empty(size, np.int64)
+        for group, (low, high), width in ((Motion.ANGLES, self.angle_range, self.angle_bits),
+                                          (Motion.TRANSLATION, self.t_range, self.t_bits),
+                                          (Motion.EXPRESSION, self.delta_range, self.delta_bits)):
+            lo[group], hi[group], bits[group] = low, high, width
         return lo, hi, bits
 
     def quantize(self, vector: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -160,10 +160,8 @@ DEFAULT_QUANTIZER = MotionQuantizer()
 
 
 def num_keypoints(size: int) -> int:
-    """K from the length of a motion vector (6 + 3K), refusing lengths that are not of that form."""
-    if size < POSE_SCALARS + 3 or (size - POSE_SCALARS) % 3:
-        raise ValueError(f"a motion vector has 6 + 3K numbers, got {size}")
-    num_kp = (size - POSE_SCALARS) // 3
+    """K from the length of a motion vector (6 + 3K), refusing lengths that are not of that form or too long."""
+    num_kp = Motion.keypoint_count(size)
     if num_kp > MAX_KEYPOINTS:
         raise ValueError(f"a motion packet carries at most {MAX_KEYPOINTS} keypoints, got {num_kp}")
     return num_kp
@@ -190,7 +188,7 @@ class MotionPacket:
     @property
     def num_kp(self) -> int:
         """Number of keypoints K."""
-        return (self.vector.size - POSE_SCALARS) // 3
+        return Motion.keypoint_count(self.vector.size)
 
 
 def encode_motion(

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.face_cropper import FaceCropper
+from adasr.faces import FaceTrackerConfig
 from adasr.image_ops import resize_square
+from adasr.keypoints import Motion
 from engines.talking_head import TalkingHead
 from realtime.capture import CapturedFrame
 from realtime.motion_codec import MotionFlags
@@ -45,31 +47,19 @@ class MotionPipeline:
                  tracker_config: FaceTrackerConfig | None = None, crop: bool = True) -> None:
         self.head = head
         self.smoother = MotionSmoother(smoothing)
-        self.tracker = FaceTracker(tracker_config or FaceTrackerConfig()) if crop else None
-        self._box: CropBox | None = None
+        self.cropper = FaceCropper.for_stream(head.size, tracker_config) if crop else None
         self._last: np.ndarray | None = None
         self._lost = False
-        self._last_ms = -1
 
     def process(self, frame: CapturedFrame) -> MotionSample:
         """Track, crop, extract and smooth one frame."""
         t0 = time.perf_counter()
-        image = frame.image
         found = True
-        if self.tracker is not None:
-            ts_ms = max(frame.timestamp_us // 1000, self._last_ms + 1)  # mediapipe wants strictly increasing ms
-            self._last_ms = ts_ms
-            observation = self.tracker.track(image, ts_ms)
-            if observation is not None:
-                self._box = observation.box
-            found = observation is not None
-            if self._box is None:  # no face seen yet: centre square, only to have something to show
-                h, w = image.shape[:2]
-                side = min(h, w)
-                self._box = CropBox((w - side) // 2, (h - side) // 2, side)
-            crop = crop_face(image, self._box, self.head.size)
+        if self.cropper is not None:  # before any face: the centre square, only to have something to show
+            face = self.cropper.crop(frame.image, frame.timestamp_us // 1000)
+            crop, found = face.crop, face.face_found
         else:
-            crop = resize_square(image, self.head.size)
+            crop = resize_square(frame.image, self.head.size)
         t1 = time.perf_counter()
         if not found:
             if not self._lost:
@@ -89,9 +79,9 @@ class MotionPipeline:
 
     def _neutral(self) -> np.ndarray:
         """All-zero motion, sent (flagged FACE_LOST) before any face was seen."""
-        return np.zeros(6 + 3 * self.head.backend.config.num_kp, dtype=np.float32)
+        return np.zeros(Motion.vector_size(self.head.backend.config.num_kp), dtype=np.float32)
 
     def close(self) -> None:
         """Release the face tracker."""
-        if self.tracker is not None:
-            self.tracker.close()
+        if self.cropper is not None:
+            self.cropper.close()

@@ -46,7 +46,7 @@ from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, enc
 from realtime.sinks import FrameInfo, NullSink, Sink, draw_overlay
 from realtime.source_codec import DEFAULT_MAX_SOURCE_BYTES, SourceAssembler, SourceBegin, SourceChunk, SourceKind
 from realtime.source_transfer import decode_state, wire_model_id
-from realtime.stats import append_bounded, percentile
+from realtime.stats import SAMPLES_KEPT, append_bounded, percentile
 from realtime.transport import Channel
 
 logger = logging.getLogger(__name__)
@@ -182,8 +182,6 @@ _ARRIVALS_KEPT = 4096
 _LOUD_REFUSALS = 3
 #: Name prefix of the call's source-decode thread.
 DECODE_THREAD = "adasr-source-decode"
-#: Per-frame timing samples kept in ``ReceiverStats`` lists: ten minutes at 30 fps.
-SAMPLES_KEPT = 18_000
 
 
 class Receiver:

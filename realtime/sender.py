@@ -9,7 +9,6 @@ goodbye on the reliable one.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from adasr.errors import NoFaceError
-from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.face_cropper import FaceCrop, FaceCropper, centre_crop
+from adasr.faces import FaceTrackerConfig
 from adasr.video_io import read_image
 from engines.talking_head import TalkingHead
 from realtime.capture import CaptureOptions, CapturedFrame, PacedCapture, open_reader
@@ -32,15 +32,12 @@ from realtime.motion_pipeline import MotionPipeline, MotionSample
 from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_reset_reference, encode_stats, parse_or_count
 from realtime.smoothing import SmoothingOptions
-from realtime.stats import append_bounded
+from realtime.stats import SAMPLES_KEPT, append_bounded
 from realtime.source_codec import Compression, Quantization, SourceKind, split_source
 from realtime.source_transfer import encode_image, encode_state, wire_model_id
 from realtime.transport import Channel
 
 logger = logging.getLogger(__name__)
-
-#: Per-frame timing samples kept in ``SenderStats`` lists: ten minutes at 30 fps.
-SAMPLES_KEPT = 18_000
 
 
 @dataclass(frozen=True)
@@ -134,30 +131,27 @@ class SenderStats:
                          face_lost_frames=self.face_lost_frames)
 
 
-def locate_portrait(path: Path, crop: bool, tracker_config: FaceTrackerConfig | None = None) -> tuple[np.ndarray, CropBox]:
-    """The portrait image and the square box the source encoder sees.
+def locate_portrait(path: Path, size: int, crop: bool,
+                    tracker_config: FaceTrackerConfig | None = None) -> tuple[np.ndarray, FaceCrop]:
+    """The portrait image and the size×size face crop the source encoder sees, with its box.
 
     The box is the tracker's face crop, or (``crop=False``: the image already is a square face crop)
-    its centre square. The local webcam needs it too, to paste the rendered face back into the
-    portrait's own framing.
+    its centre square. The local webcam needs the image and the box too, to paste the rendered face
+    back into the portrait's own framing.
     """
     image = read_image(path)
     if not crop:
-        h, w = image.shape[:2]
-        side = min(h, w)
-        return image, CropBox((w - side) // 2, (h - side) // 2, side)
-    config = dataclasses.replace(tracker_config or FaceTrackerConfig(), mode="image")
-    with FaceTracker(config) as tracker:
-        found = tracker.track(image)
-    if found is None:
+        return image, centre_crop(image, size)
+    with FaceCropper.for_portraits(size, tracker_config) as cropper:
+        face = cropper.crop(image)
+    if not face.face_found:
         raise NoFaceError(f"no face found in the portrait {path}; pass a square face crop with --no-source-crop")
-    return image, found.box
+    return image, face
 
 
 def portrait_crop(path: Path, size: int, crop: bool, tracker_config: FaceTrackerConfig | None = None) -> np.ndarray:
     """The portrait as the source encoder wants it: the tracker's square face crop at the model's size."""
-    image, box = locate_portrait(path, crop, tracker_config)
-    return crop_face(image, box, size)
+    return locate_portrait(path, size, crop, tracker_config)[1].crop
 
 
 SampleHook = Callable[[int, CapturedFrame, MotionSample], None]

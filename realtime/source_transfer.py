@@ -26,7 +26,7 @@ import torch
 
 from adasr.config import ModelConfig
 from adasr.inference import SourceState
-from adasr.keypoints import POSE_SCALARS, Motion
+from adasr.keypoints import Motion
 from engines.talking_head import TalkingHead
 from realtime.errors import ProtocolError
 from realtime.source_codec import (
@@ -56,7 +56,7 @@ MAX_IMAGE_SCALE = 4
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The one shape of each FEATURE_VOLUME array this model's renderer accepts."""
     k = config.num_kp
-    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (POSE_SCALARS + 3 * k,)}
+    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (Motion.vector_size(k),)}
 
 
 def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:

@@ -69,6 +69,10 @@ def kbps(bytes_per_frame: float, fps: float) -> float:
     return bytes_per_frame * 8.0 * fps / 1000.0
 
 
+#: Per-frame timing samples a call's statistics keep (``append_bounded``): ten minutes at 30 fps.
+SAMPLES_KEPT = 18_000
+
+
 def append_bounded(values: list[float], value: float, keep: int) -> None:
     """Append ``value``, keeping about the last ``keep`` values (trimmed in batches, so appends stay O(1)).
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adasr.faces import CropBox, FaceTrackerConfig, crop_face, paste_back
+from adasr.faces import CropBox, FaceTrackerConfig, paste_back
 from engines.talking_head import TalkingHead
 from realtime.call import unwatch_console, watch_console
 from realtime.capture import CaptureOptions, CapturedFrame
@@ -259,12 +259,13 @@ class LocalWebcam:
         loop = self._loop = asyncio.get_running_loop()
         output = sink if isinstance(sink, ThreadedSink) else ThreadedSink(sink, opts.fps)
         try:
-            image, box = await loop.run_in_executor(None, locate_portrait, opts.portrait, opts.source_crop, opts.tracker)
-            state = await loop.run_in_executor(None, lambda: head.prepare_source(crop_face(image, box, head.size)))
+            image, face = await loop.run_in_executor(None, locate_portrait, opts.portrait, head.size, opts.source_crop,
+                                                     opts.tracker)
+            state = await loop.run_in_executor(None, head.prepare_source, face.crop)
         except BaseException:
             await loop.run_in_executor(None, output.close)
             raise
-        background, out_box = frame_portrait(image, box, opts.width, opts.height)
+        background, out_box = frame_portrait(image, face.box, opts.width, opts.height)
         compositor = self.compositor = WebcamCompositor(background, out_box, output, opts.feather)
         self._update_pause()
         # In-process links cannot vanish, and pauses in motion are on purpose here: no timeouts, no gap reports.

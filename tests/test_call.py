@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from adasr.one_euro import OneEuroParams
 from realtime.capture import CaptureOptions, ImageFolderReader, PacedCapture
 from realtime.latest import LatestSlot
 from realtime.motion_codec import MotionFlags, encode_motion
 from realtime.receiver import Receiver, ReceiverOptions
-from realtime.smoothing import MotionSmoother, OneEuroFilter, OneEuroParams, SmoothingOptions
+from realtime.smoothing import MotionSmoother, SmoothingOptions
 from realtime.source_codec import SourceKind, model_id_for, split_source
 from realtime.stats import WireOverhead
 
@@ -25,17 +26,6 @@ VECTOR = 6 + 3 * K
 
 
 # ---- smoothing --------------------------------------------------------------------------------
-
-def test_one_euro_first_sample_passes_and_noise_is_reduced() -> None:
-    rng = np.random.default_rng(0)
-    f = OneEuroFilter(OneEuroParams(min_cutoff_hz=1.0, beta=0.0))
-    x0 = np.array([3.0, -2.0])
-    assert np.array_equal(f(x0, 0.0), x0)
-    noisy = x0 + rng.normal(0, 0.5, size=(300, 2))
-    out = np.array([f(x, (i + 1) / 30) for i, x in enumerate(noisy)])
-    assert out[100:].std(axis=0).max() < 0.4 * noisy[100:].std(axis=0).min()  # theory: √(α/(2−α)) ≈ 0.31
-    assert np.abs(out[100:].mean(axis=0) - x0).max() < 0.1
-
 
 def test_one_euro_follows_fast_motion_with_little_lag() -> None:
     """A head turn (10° step) is followed within a few frames thanks to the speed term."""

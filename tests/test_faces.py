@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from adasr.face_cropper import BoxOrigin, FaceCropper, centre_crop, centre_square
 from adasr.faces import (
     NUM_LANDMARKS,
     CropBox,
@@ -260,6 +261,63 @@ def test_video_timestamps_must_increase(model_path: Path, astronaut: np.ndarray)
         assert tracker.track(astronaut, timestamp_ms=133) is not None
     with pytest.raises(RuntimeError, match="closed"):
         tracker.track(astronaut)
+
+
+# --- the face cropper: portraits and streams ------------------------------------------------------
+
+
+def test_portrait_crop_is_the_image_trackers_box_at_the_model_size(model_path: Path, astronaut: np.ndarray,
+                                                                   image_tracker: FaceTracker) -> None:
+    expected = image_tracker.track(astronaut)
+    assert expected is not None
+    with FaceCropper.for_portraits(256, FaceTrackerConfig(model_path=model_path)) as cropper:
+        face = cropper.crop(astronaut)
+        assert face.face_found and face.origin is BoxOrigin.FACE
+        assert face.box == expected.box and face.box.contains(expected.landmarks)
+        assert face.crop.shape == (256, 256, 3) and face.crop.dtype == np.uint8
+        np.testing.assert_array_equal(face.crop, crop_face(astronaut, expected.box, 256))
+        blank = cropper.crop(np.zeros_like(astronaut))
+        assert blank.origin is BoxOrigin.CENTRE, "portraits are independent: no box is kept from the last one"
+        assert blank.box == CropBox(0, 0, 512) and not blank.face_found
+        assert cropper.crop(astronaut).box == expected.box
+
+
+def test_stream_keeps_the_last_box_while_the_face_is_lost(model_path: Path, astronaut: np.ndarray) -> None:
+    blank = np.zeros((240, 320, 3), np.uint8)
+    with FaceCropper.for_stream(128, FaceTrackerConfig(model_path=model_path)) as cropper:
+        first = cropper.crop(blank)
+        assert first.origin is BoxOrigin.CENTRE and first.box == CropBox(40, 0, 240), "no face yet: centre square"
+        faces = [cropper.crop(astronaut) for _ in range(3)]
+        assert all(f.origin is BoxOrigin.FACE for f in faces)
+        lost = cropper.crop(np.zeros_like(astronaut))
+        assert lost.origin is BoxOrigin.LAST_FACE and not lost.face_found
+        assert lost.box == faces[-1].box
+        np.testing.assert_array_equal(lost.crop, crop_face(np.zeros_like(astronaut), faces[-1].box, 128))
+        assert cropper.crop(astronaut).origin is BoxOrigin.FACE
+
+
+def test_stream_boxes_are_the_video_trackers(model_path: Path, carphone: list[np.ndarray],
+                                             carphone_obs: list[FaceObservation | None]) -> None:
+    with FaceCropper.for_stream(64, FaceTrackerConfig(model_path=model_path)) as cropper:
+        faces = [cropper.crop(frame) for frame in carphone]
+    assert [f.box for f in faces] == [o.box for o in carphone_obs if o is not None]
+    assert all(f.crop.shape == (64, 64, 3) for f in faces)
+
+
+def test_stream_moves_repeated_timestamps_forward(model_path: Path, astronaut: np.ndarray) -> None:
+    """Capture times truncated to milliseconds can repeat; the tracker needs them strictly increasing."""
+    with FaceCropper.for_stream(64, FaceTrackerConfig(model_path=model_path)) as cropper:
+        assert cropper.crop(astronaut, 100).face_found
+        assert cropper.crop(astronaut, 100).face_found
+        assert cropper.crop(astronaut, 99).face_found
+
+
+def test_centre_crop_is_the_largest_centred_square() -> None:
+    frame = _gradient(60, 80)
+    assert centre_square(frame) == CropBox(10, 0, 60)
+    face = centre_crop(frame, 60)
+    assert face.origin is BoxOrigin.CENTRE
+    np.testing.assert_array_equal(face.crop, frame[:, 10:70])
 
 
 # --- crop and paste ------------------------------------------------------------------------------

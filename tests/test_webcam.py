@@ -104,7 +104,8 @@ def test_cam_sends_frames_of_the_configured_size_to_a_registered_backend(
     assert camera.fourcc == encode_fourcc(pyvirtualcam.PixelFormat.RGB.value)
     assert len(camera.frames) >= 8
     assert all(f.dtype == np.uint8 and f.shape == (320 * 240 * 3,) for f in camera.frames)
-    background, box = frame_portrait(*locate_portrait(portrait, crop=True), 320, 240)
+    image, face = locate_portrait(portrait, 64, crop=True)
+    background, box = frame_portrait(image, face.box, 320, 240)
     last = camera.frames[-1].reshape(240, 320, 3)
     outside = np.ones((240, 320), bool)
     outside[max(box.y0, 0):box.y1, max(box.x0, 0):box.x1] = False

@@ -59,7 +59,8 @@ from adasr.evaluation.metrics import (
     psnr,
     ssim,
 )
-from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.face_cropper import BoxOrigin, FaceCropper
+from adasr.faces import FaceTrackerConfig
 from adasr.inference import Head, SourceState
 from adasr.keypoints import Motion
 from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWriter, read_image
@@ -186,23 +187,19 @@ def load_clip(path: Path, size: int, frames: int, tracker_config: FaceTrackerCon
     an unreadable clip, NoFaceError when no frame has a face or none follows the source.
     """
     source_video = FrameSource(path)
-    config = dataclasses.replace(tracker_config, mode="video", fps=source_video.info.fps or tracker_config.fps)
+    config = dataclasses.replace(tracker_config, fps=source_video.info.fps or tracker_config.fps)
     source: np.ndarray | None = None
     source_index = -1
-    box: CropBox | None = None
     crops: list[np.ndarray] = []
-    with FaceTracker(config) as tracker:
+    with FaceCropper.for_stream(size, config) as cropper:
         for index, frame in enumerate(source_video):
-            found = tracker.track(frame)
-            if found is not None:
-                box = found.box
-            if box is None:
+            face = cropper.crop(frame)
+            if face.origin is BoxOrigin.CENTRE:
                 continue
-            crop = crop_face(frame, box, size)
             if source is None:
-                source, source_index = crop, index
+                source, source_index = face.crop, index
                 continue
-            crops.append(crop)
+            crops.append(face.crop)
             if len(crops) >= frames:
                 break
     if source is None:
@@ -212,14 +209,12 @@ def load_clip(path: Path, size: int, frames: int, tracker_config: FaceTrackerCon
     return ClipCrops(path.stem, source_video.info.fps, source_index, source, crops)
 
 
-def _portrait_crop(path: Path, size: int, tracker_config: FaceTrackerConfig) -> np.ndarray:
+def _portrait_crop(path: Path, cropper: FaceCropper) -> np.ndarray:
     """The portrait's tracker crop (still mode), as ``animate`` makes its source."""
-    image = read_image(path)
-    with FaceTracker(dataclasses.replace(tracker_config, mode="image")) as tracker:
-        found = tracker.track(image)
-    if found is None:
+    face = cropper.crop(read_image(path))
+    if not face.face_found:
         raise NoFaceError(f"{path.name}: no face found")
-    return crop_face(image, found.box, size)
+    return face.crop
 
 
 @dataclass
@@ -261,6 +256,26 @@ class _Measures:
         self.landmarks.close()
 
 
+def _load_portraits(head: Head, paths: list[Path], tracker_config: FaceTrackerConfig, measures: _Measures,
+                    pose_source: str, skipped: list[dict[str, str]]) -> list[_Portrait]:
+    """Each portrait's crop, measures and source state; one without a usable face is logged into ``skipped``."""
+    if not paths:
+        return []
+    portraits = []
+    with FaceCropper.for_portraits(head.size, tracker_config) as cropper:
+        for path in paths:
+            try:
+                crop = _portrait_crop(path, cropper)
+            except InputError as exc:
+                logger.warning("portrait skipped: %s", exc)
+                skipped.append({"file": str(path), "reason": str(exc)})
+                continue
+            landmarks, pose = measures.landmarks.measure(crop)
+            portraits.append(_Portrait(path.stem, crop, landmarks, measures.embed(crop), measures.identity(crop),
+                                       _posed_state(head.prepare_source(crop), pose, pose_source)))
+    return portraits
+
+
 def evaluate(head: Head, options: EvalOptions, tracker_config: FaceTrackerConfig | None = None) -> EvalReport:
     """Run the evaluation; raises InputError when no clip (or, with portraits, no portrait) is usable."""
     if options.frames < 1:
@@ -275,17 +290,7 @@ def evaluate(head: Head, options: EvalOptions, tracker_config: FaceTrackerConfig
     measures = _Measures(tracker_config, options.identity)
     skipped: list[dict[str, str]] = []
     try:
-        portraits = []
-        for path in portrait_paths:
-            try:
-                crop = _portrait_crop(path, head.size, tracker_config)
-            except InputError as exc:
-                logger.warning("portrait skipped: %s", exc)
-                skipped.append({"file": str(path), "reason": str(exc)})
-                continue
-            landmarks, pose = measures.landmarks.measure(crop)
-            portraits.append(_Portrait(path.stem, crop, landmarks, measures.embed(crop), measures.identity(crop),
-                                       _posed_state(head.prepare_source(crop), pose, options.pose_source)))
+        portraits = _load_portraits(head, portrait_paths, tracker_config, measures, options.pose_source, skipped)
         if portrait_paths and not portraits:
             raise InputError(f"{options.portraits}: no portrait with a detectable face")
 

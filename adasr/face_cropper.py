@@ -1,0 +1,121 @@
+"""The face crop the networks see, cut the same way for every caller: from portraits or from a stream.
+
+The source encoder and the motion extractor expect a square, face-centred crop at the model's
+size, like the training data. A :class:`FaceCropper` runs the face tracker (``adasr.faces``) and
+cuts that crop, for one of two jobs:
+
+* portraits (``FaceCropper.for_portraits``): each image is tracked on its own (image mode, no
+  smoothing); an image without a face gives its centre square, marked ``BoxOrigin.CENTRE``;
+* a stream (``FaceCropper.for_stream``: camera, video, clip): frames are tracked in order (video
+  mode, the smoothed stable box); a frame where the face is lost keeps the last face's box, so the
+  crop holds still instead of jumping; before any face, the frame's centre square.
+
+What a missing face means is the caller's choice: animate and the sender refuse a portrait
+without one, eval skips a clip's frames before the first face, the sender flags FACE_LOST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+
+
+class BoxOrigin(enum.Enum):
+    """Where a crop's box came from."""
+
+    FACE = "face"
+    """The tracker found the face in this image."""
+    LAST_FACE = "last face"
+    """The stream lost the face in this frame: the last face's box is kept."""
+    CENTRE = "centre"
+    """No face (in a portrait, or in a stream so far): the image's centre square."""
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A square crop at the model's size and the box of the image it was cut from."""
+
+    crop: np.ndarray
+    """S×S crop, the image's dtype and channels."""
+    box: CropBox
+    """The square it was cut from, in image pixels (it may extend outside the image)."""
+    origin: BoxOrigin
+    """Whether the box is this image's face, a kept one, or the centre square."""
+
+    @property
+    def face_found(self) -> bool:
+        """True when the tracker found the face in this very image."""
+        return self.origin is BoxOrigin.FACE
+
+
+def centre_square(image: np.ndarray) -> CropBox:
+    """The largest square centred in the image."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    return CropBox((w - side) // 2, (h - side) // 2, side)
+
+
+def centre_crop(image: np.ndarray, size: int) -> FaceCrop:
+    """The image's centre square at size×size: an image that already is a face crop, or no face seen yet."""
+    box = centre_square(image)
+    return FaceCrop(crop_face(image, box, size), box, BoxOrigin.CENTRE)
+
+
+class FaceCropper:
+    """Face tracker → square face crop at ``size``, for portraits or for a stream (``config.mode``).
+
+    Prefer the named constructors, which set the mode. Use as a context manager or call
+    :meth:`close`: the tracker holds native resources.
+    """
+
+    def __init__(self, size: int, config: FaceTrackerConfig | None = None) -> None:
+        self.size = size
+        self.tracker = FaceTracker(config)
+        self._stream = self.tracker.config.mode == "video"
+        self._box: CropBox | None = None  # the last face's box (streams only)
+        self._last_ms: int | None = None
+
+    @classmethod
+    def for_portraits(cls, size: int, config: FaceTrackerConfig | None = None) -> FaceCropper:
+        """A cropper for independent stills: each image tracked on its own, nothing kept between them."""
+        return cls(size, dataclasses.replace(config or FaceTrackerConfig(), mode="image"))
+
+    @classmethod
+    def for_stream(cls, size: int, config: FaceTrackerConfig | None = None) -> FaceCropper:
+        """A cropper for the frames of one stream, in order (``config.fps`` paces frames given no timestamp)."""
+        return cls(size, dataclasses.replace(config or FaceTrackerConfig(), mode="video"))
+
+    def __enter__(self) -> FaceCropper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the tracker (idempotent)."""
+        self.tracker.close()
+
+    def crop(self, image: np.ndarray, timestamp_ms: int | None = None) -> FaceCrop:
+        """The face crop of an RGB uint8 image; see ``BoxOrigin`` for where its box came from.
+
+        In a stream, ``timestamp_ms`` is the frame's capture time (None: one frame period after the
+        last); a time that does not increase, as capture clocks truncated to milliseconds can give,
+        is moved 1 ms past the previous one.
+        """
+        if self._stream and timestamp_ms is not None:
+            if self._last_ms is not None:
+                timestamp_ms = max(timestamp_ms, self._last_ms + 1)
+            self._last_ms = timestamp_ms
+        observation = self.tracker.track(image, timestamp_ms)
+        if observation is not None:
+            if self._stream:
+                self._box = observation.box
+            return FaceCrop(crop_face(image, observation.box, self.size), observation.box, BoxOrigin.FACE)
+        if self._box is not None:
+            return FaceCrop(crop_face(image, self._box, self.size), self._box, BoxOrigin.LAST_FACE)
+        return centre_crop(image, self.size)
