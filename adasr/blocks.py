@@ -124,6 +124,8 @@ class AntiAliasDownsample(nn.Module):
         self.pad = size // 2
         self.step = int(round(1 / scale))
 
+    weight: torch.Tensor  # a registered buffer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.conv2d(F.pad(x, (self.pad,) * 4), self.weight, groups=self.groups)
         return out[:, :, :: self.step, :: self.step]

@@ -7,7 +7,7 @@ output gives a softmax mask over the K+1 motions and a sigmoid occlusion map.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ class Hourglass3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [x]
-        for block in self.encoder.down_blocks:
+        for block in cast(nn.ModuleList, self.encoder.down_blocks):
             skips.append(block(skips[-1]))
         return self.decoder(skips)
 

@@ -7,9 +7,13 @@ a per-forward σ computation and one memory pass per norm, and gives exporters p
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 from torch.nn.utils.spectral_norm import SpectralNorm
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def fold_spectral_norms(model: nn.Module) -> int:
@@ -55,7 +59,7 @@ def fold_batch_norms(model: nn.Module) -> int:
     return count
 
 
-def fold_for_inference(model: nn.Module) -> nn.Module:
+def fold_for_inference(model: ModuleT) -> ModuleT:
     """Eval mode, then fold spectral norms and batch norms in place; returns the model."""
     model.eval()
     fold_spectral_norms(model)

@@ -54,7 +54,7 @@ class EngineBuildError(AdaSRError):
 def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or TensorRTMissingError naming the install command."""
     try:
-        import tensorrt  # type: ignore[import-not-found]
+        import tensorrt
     except ImportError as exc:
         raise TensorRTMissingError(f"TensorRT is not installed: {INSTALL_HINT}") from exc
     return tensorrt
@@ -233,7 +233,8 @@ class TensorRTBackend(GraphBackend):
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise EngineBuildError(f"TensorRT could not load {path}; delete it to rebuild")
-        inputs, outputs = [], []
+        inputs: list[_IOTensor] = []
+        outputs: list[_IOTensor] = []
         for i in range(engine.num_io_tensors):
             tensor = engine.get_tensor_name(i)
             io = _IOTensor(tensor, tuple(engine.get_tensor_shape(tensor)),

@@ -45,6 +45,7 @@ from adasr.errors import AdaSRError
 from adasr.folding import fold_for_inference
 from adasr.image_ops import image_to_tensor
 from adasr.keypoints import Motion, transform_keypoints
+from adasr.networks import AdaSRNetworks
 from adasr.warp import WarpFn, grid_sample_3d
 from engines.manifest import (
     GRAPH_NAMES,
@@ -150,7 +151,7 @@ def _resolve_warp(warp: WarpName, trt: bool, fp16: bool) -> tuple[str, WarpFn]:
     return warp, table[warp]
 
 
-def _verification_cases(model: LoadedModel, nets: nn.Module, verify_image: np.ndarray | None,
+def _verification_cases(model: LoadedModel, nets: AdaSRNetworks, verify_image: np.ndarray | None,
                         ) -> dict[str, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]]:
     """(inputs, PyTorch outputs) per graph, on a face and the keypoints the pipeline would derive from it.
 

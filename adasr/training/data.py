@@ -228,12 +228,11 @@ def prepare_clip(path: Path, out_dir: Path, cfg: PrepareConfig) -> tuple[int, in
     tcfg = FaceTrackerConfig(**{**cfg.tracker.__dict__, "mode": "video", "fps": fps})
     with FaceTracker(tcfg) as tracker:
         observations = [tracker.track(f) for f in frames]
-    keep = [i for i, ob in enumerate(observations) if ob is not None]
-    if not keep:
+    found = [(i, ob) for i, ob in enumerate(observations) if ob is not None]
+    if not found:
         raise ValueError(f"{path.name}: no face in any frame")
-    idx = np.array(keep)
-    boxes = np.array([[observations[i].box.x0, observations[i].box.y0, observations[i].box.size] for i in keep],
-                     np.float64)
+    idx = np.array([i for i, _ in found])
+    boxes = np.array([[ob.box.x0, ob.box.y0, ob.box.size] for _, ob in found], np.float64)
     centres = boxes[:, :2] + boxes[:, 2:3] / 2
     shots = _split_shots(centres, boxes[:, 2], idx, cfg.cut_distance)
     # Subsample after the shot split so that frame_step does not look like a gap.

@@ -627,7 +627,10 @@ def jpeg_compress(images: torch.Tensor, quality: torch.Tensor | Sequence[int]) -
         ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), q])
         if not ok:
             raise RuntimeError(f"OpenCV failed to encode a JPEG at quality {q}")
-        out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise RuntimeError(f"OpenCV failed to decode its own JPEG at quality {q}")
+        out[i] = decoded[:, :, ::-1]
     back = torch.from_numpy(out).to(images.device).permute(0, 3, 1, 2)
     return back.to(images.dtype) / 255
 

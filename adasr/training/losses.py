@@ -110,6 +110,9 @@ class VGG19Features(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    mean: torch.Tensor  # registered buffers
+    std: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return tapped_features(self.features, (x - self.mean) / self.std, _VGG19_TAPS)
 

@@ -136,7 +136,7 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
             raise ConfigError(f"{where}: lr_schedule[{i}] needs start < end, cycles in step order without overlap "
                               f"and positive factors, got {cycle}")
         previous_end = cycle.end
-    return typing.cast(TrainConfig, cfg)
+    return cfg
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

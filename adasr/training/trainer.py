@@ -80,7 +80,7 @@ class TrainResult:
 
 
 #: What ``np.random.get_state()`` pickles to beyond plain values: an array, its dtype, numpy's array rebuilder.
-_RNG_STATE_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np._core.multiarray._reconstruct]
+_RNG_STATE_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np._core.multiarray._reconstruct]  # type: ignore[attr-defined]  # numpy 2 private, absent from stubs
 
 
 def _step_generator(seed: int, step: int, salt: int) -> torch.Generator:
