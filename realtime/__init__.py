@@ -5,10 +5,11 @@ format lives in ``realtime.protocol`` (documented byte for byte in ``realtime/PR
 
 One job per module:
 
-* wire: ``messages``, ``motion_codec``, ``source_codec``, ``protocol``, ``errors``;
+* wire: ``messages``, ``motion_codec``, ``source_messages`` (source transfer: chunks and their assembly),
+  ``source_payload`` (the SourceState as bytes, checked against the model), ``protocol``, ``errors``;
 * sender side: ``capture`` (camera, video, image folder, paced), ``motion_pipeline`` (tracker →
   crop → motion extractor → ``smoothing``), ``sender`` (source upload, motion stream, resets);
-* receiver side: ``source_transfer`` (SourceState ↔ payload, checked), ``latest`` (latest-wins
+* receiver side: ``latest`` (latest-wins
   slot), ``receiver`` (validation, render thread, gaps, face loss, liveness), ``sinks`` (virtual
   camera, window, file; the dedicated output thread);
 * connection: ``transport`` (peer connection, channels, ICE host addresses, the in-process channel

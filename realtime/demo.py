@@ -39,7 +39,7 @@ from realtime.sender import SenderOptions, SenderStats, SourceOptions, portrait_
 from realtime.signaling import InProcessSignaling
 from realtime.sinks import FrameInfo
 from realtime.smoothing import SmoothingOptions
-from realtime.source_codec import Compression, Quantization
+from realtime.source_payload import Compression, Quantization
 from realtime.stats import WireOverhead, kbps, summarize
 from realtime.transport import LOOPBACK, TransportOptions, dtls_cipher, dtls_tx_counters
 

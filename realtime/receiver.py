@@ -43,8 +43,8 @@ from realtime.motion_codec import MotionPacket
 from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_stats, parse_or_count
 from realtime.sinks import FrameInfo, NullSink, Sink, draw_overlay
-from realtime.source_codec import DEFAULT_MAX_SOURCE_BYTES, SourceAssembler, SourceBegin, SourceChunk, SourceKind
-from realtime.source_transfer import decode_state, wire_model_id
+from realtime.source_messages import DEFAULT_MAX_SOURCE_BYTES, SourceAssembler, SourceBegin, SourceChunk, SourceKind
+from realtime.source_payload import decode_state, wire_model_id
 from realtime.stats import append_bounded, percentile
 from realtime.transport import Channel
 

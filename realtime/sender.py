@@ -27,14 +27,14 @@ from adasr.video_io import read_image
 from realtime.capture import CaptureOptions, CapturedFrame, PacedCapture, open_reader
 from realtime.clock import monotonic_us
 from realtime.messages import DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, Goodbye, GoodbyeReason, StatsMessage
-from realtime.motion_codec import MotionFlags, encode_motion
+from realtime.motion_codec import MotionFlags, encode_motion_message
 from realtime.motion_pipeline import MotionPipeline, MotionSample
 from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_reset_reference, encode_stats, parse_or_count
 from realtime.smoothing import SmoothingOptions
 from realtime.stats import append_bounded
-from realtime.source_codec import Compression, Quantization, SourceKind, split_source
-from realtime.source_transfer import encode_image, encode_state, wire_model_id
+from realtime.source_messages import CHUNK_OVERHEAD, SourceKind, split_source
+from realtime.source_payload import Compression, Quantization, encode_image, encode_state, wire_model_id
 from realtime.transport import Channel
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class Sender:
                 self._send_control(message)
                 self.stats.source_wire_bytes += len(message)
                 if index:
-                    bar.update(len(message) - 32)  # a chunk: header and chunk fields are 32 bytes
+                    bar.update(len(message) - CHUNK_OVERHEAD)  # a chunk's data
             while self.control.bufferedAmount > 0 and self.control.readyState == "open":
                 await asyncio.sleep(0.005)  # handed to SCTP: the upload time includes the transmission
         self.stats.source_upload_s = time.perf_counter() - start
@@ -269,14 +269,14 @@ class Sender:
             self._send_control(encode_reset_reference(self._next_control_seq(), monotonic_us(), seq))
             self.stats.resets_sent += 1
             logger.info("reference pose reset from motion %d", seq)
-        data = encode_motion(seq, frame.timestamp_us, sample.vector, sample.flags)
+        data, flags = encode_motion_message(seq, frame.timestamp_us, sample.vector, sample.flags)
         self.motion.send(data)
         self._motion_seq = (seq + 1) % SEQ_MODULUS
         s = self.stats
         s.frames_sent += 1
         s.motion_bytes += len(data)
         s.face_lost_frames += bool(sample.flags & MotionFlags.FACE_LOST)
-        s.clamped_frames += bool(data[16] & MotionFlags.CLAMPED)
+        s.clamped_frames += bool(flags & MotionFlags.CLAMPED)
         append_bounded(s.track_ms, sample.track_ms, SAMPLES_KEPT)
         if not sample.flags & MotionFlags.FACE_LOST:
             append_bounded(s.extract_ms, sample.extract_ms, SAMPLES_KEPT)
