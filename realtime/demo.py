@@ -197,7 +197,7 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
             logger.warning("the GOODBYE did not arrive within 5 s")
     finally:
         receiver_stats = await receiver.stop()
-        sender.close()
+        await sender.close()
         await conn_s.pc.close()
         await conn_r.pc.close()
     cipher = dtls_cipher(conn_s.pc) or "unknown"
