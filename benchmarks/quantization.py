@@ -37,7 +37,7 @@ from engines.talking_head import TalkingHead
 from clip_faces import mean_psnr, psnr, sender_motion, track_clip
 from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, MotionQuantizer, encode_motion, num_keypoints
 from realtime.protocol import decode
-from realtime.source_codec import measure_source_error, pack_source_state, unpack_source_state
+from realtime.source_payload import measure_source_error, pack_source_state, unpack_source_state
 
 GROUPS = {"angle": slice(0, 3), "t": slice(3, 6), "delta": slice(6, None)}
 

@@ -169,7 +169,7 @@ async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signa
     finally:
         if commands:
             unwatch_console()
-        sender.close()
+        await sender.close()
         await connection.pc.close()
         await signaling.close()
 

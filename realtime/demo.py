@@ -39,7 +39,7 @@ from realtime.sender import SenderOptions, SenderStats, SourceOptions, portrait_
 from realtime.signaling import InProcessSignaling
 from realtime.sinks import FrameInfo
 from realtime.smoothing import SmoothingOptions
-from realtime.source_codec import Compression, Quantization
+from realtime.source_payload import Compression, Quantization
 from realtime.stats import WireOverhead, kbps, summarize
 from realtime.transport import LOOPBACK, TransportOptions, dtls_cipher, dtls_tx_counters
 
@@ -197,7 +197,7 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
             logger.warning("the GOODBYE did not arrive within 5 s")
     finally:
         receiver_stats = await receiver.stop()
-        sender.close()
+        await sender.close()
         await conn_s.pc.close()
         await conn_r.pc.close()
     cipher = dtls_cipher(conn_s.pc) or "unknown"

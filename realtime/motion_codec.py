@@ -191,14 +191,15 @@ class MotionPacket:
         return Motion.keypoint_count(self.vector.size)
 
 
-def encode_motion(
+def encode_motion_message(
     seq: int,
     timestamp_us: int,
     vector: np.ndarray,
     flags: MotionFlags | int = MotionFlags.NONE,
     quantizer: MotionQuantizer = DEFAULT_QUANTIZER,
-) -> bytes:
-    """MOTION: header + flags u8 + K u8 + packed codes. CLAMPED is added when a value was clamped."""
+) -> tuple[bytes, MotionFlags]:
+    """MOTION (header + flags u8 + K u8 + packed codes) and the flags it carries: CLAMPED is added when a
+    value was clamped, which a sender counts without reading its own bytes back."""
     flags = int(flags)
     if flags & ~_ALLOWED_FLAGS:
         raise ValueError(f"unknown motion flag bits 0x{flags & ~_ALLOWED_FLAGS:02x}")
@@ -207,7 +208,18 @@ def encode_motion(
         flags |= int(MotionFlags.CLAMPED)
     num_kp = num_keypoints(codes.size)
     body = bytes([flags, num_kp]) + quantizer.pack(codes, num_kp)
-    return encode_header(MessageType.MOTION, seq, timestamp_us) + body
+    return encode_header(MessageType.MOTION, seq, timestamp_us) + body, MotionFlags(flags)
+
+
+def encode_motion(
+    seq: int,
+    timestamp_us: int,
+    vector: np.ndarray,
+    flags: MotionFlags | int = MotionFlags.NONE,
+    quantizer: MotionQuantizer = DEFAULT_QUANTIZER,
+) -> bytes:
+    """MOTION as bytes (``encode_motion_message`` without the flags it returns)."""
+    return encode_motion_message(seq, timestamp_us, vector, flags, quantizer)[0]
 
 
 def decode_motion(header: Header, payload: bytes, quantizer: MotionQuantizer = DEFAULT_QUANTIZER) -> MotionPacket:

@@ -1,9 +1,10 @@
 """The wire protocol in one import: encoders, the ``decode`` dispatcher, and the receiver's guard.
 
 Each message family lives in its own module (``messages``: header and control, ``motion_codec``:
-MOTION, ``source_codec``: source transfer); this module dispatches on the header's type and adds
-what a receiver needs to survive a hostile or broken peer: ``ReplayGuard`` drops stale, duplicated
-and replayed packets, and ``parse_or_count`` turns every failure into a counter, never an exception.
+MOTION, ``source_messages``: source transfer, ``source_payload``: the SourceState it carries); this
+module dispatches on the header's type and adds what a receiver needs to survive a hostile or
+broken peer: ``ReplayGuard`` drops stale, duplicated and replayed packets, and ``parse_or_count``
+turns every failure into a counter, never an exception.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ from realtime.motion_codec import (
     decode_motion,
     encode_motion,
 )
-from realtime.source_codec import (
-    ArrayError,
+from realtime.source_messages import (
     SourceAssembler,
     SourceBegin,
     SourceChunk,
@@ -62,12 +62,10 @@ from realtime.source_codec import (
     decode_source_chunk,
     encode_source_begin,
     encode_source_chunk,
-    measure_source_error,
     model_id_for,
-    pack_source_state,
     split_source,
-    unpack_source_state,
 )
+from realtime.source_payload import ArrayError, measure_source_error, pack_source_state, unpack_source_state
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ goodbye on the reliable one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -24,17 +25,19 @@ from adasr.face_cropper import FaceCrop, FaceCropper, centre_crop
 from adasr.faces import FaceTrackerConfig
 from adasr.video_io import read_image
 from engines.talking_head import TalkingHead
-from realtime.capture import CaptureOptions, CapturedFrame, PacedCapture, open_reader
+from realtime.capture import CaptureOptions, CapturedFrame
 from realtime.clock import monotonic_us
-from realtime.messages import DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, Goodbye, GoodbyeReason, StatsMessage
-from realtime.motion_codec import MotionFlags, encode_motion
-from realtime.motion_pipeline import MotionPipeline, MotionSample
+from realtime.control_link import ControlLink, LinkOptions
+from realtime.messages import (DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, Goodbye, GoodbyeReason, StatsMessage,
+                               encode_reset_reference)
+from realtime.motion_codec import MotionFlags, encode_motion_message
+from realtime.motion_pipeline import MotionSample
+from realtime.motion_stream import MotionStream
 from realtime.peer_text import escaped
-from realtime.protocol import ReceiverCounters, ReplayGuard, encode_goodbye, encode_reset_reference, encode_stats, parse_or_count
 from realtime.smoothing import SmoothingOptions
 from realtime.stats import SAMPLES_KEPT, append_bounded
-from realtime.source_codec import Compression, Quantization, SourceKind, split_source
-from realtime.source_transfer import encode_image, encode_state, wire_model_id
+from realtime.source_messages import CHUNK_OVERHEAD, SourceKind, split_source
+from realtime.source_payload import Compression, Quantization, encode_image, encode_state, wire_model_id
 from realtime.transport import Channel
 
 logger = logging.getLogger(__name__)
@@ -165,23 +168,22 @@ class Sender:
         self.head = head
         self.options = options
         self.motion = motion
-        self.control = control
         self.on_sample = on_sample
         """Called on the loop after each MOTION is sent: (seq, frame, sample); the demo keeps the crops."""
         self.stats = SenderStats()
         self.finished = asyncio.Event()
         """Set when streaming ended (source exhausted, stop(), or the receiver hung up)."""
+        self.link = ControlLink(control, LinkOptions(keepalive_s=options.stats_interval_s,
+                                                     peer_timeout_s=options.peer_timeout_s),
+                                local_stats=self.stats.call_stats, on_vanished=self._receiver_vanished)
+        """The reliable channel: source, resets, STATS as keepalive, GOODBYE, and the watch on the receiver
+        (from the first message it sends)."""
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="adasr-sender")
         self._motion_seq = 0
-        self._control_seq = 0
-        self._control_counters = ReceiverCounters()
-        self._control_guard = ReplayGuard()
         self._stopping = False
         self._reset_requested = False
-        self._capture: PacedCapture | None = None
-        self._stats_task: asyncio.Task[None] | None = None
+        self._stream: MotionStream | None = None
         self._peer_stats = asyncio.Event()
-        self._last_peer_us: int | None = None  # None until the receiver is first heard: only then is it watched
 
     # ---- source ------------------------------------------------------------------------------
 
@@ -196,59 +198,46 @@ class Sender:
     async def send_source(self) -> None:
         """Encode the portrait (worker thread) and upload it in chunks on the reliable channel."""
         loop = asyncio.get_running_loop()
-        self._start_keepalive()  # encoding takes seconds on a CPU: the receiver must hear from us meanwhile
+        self.link.start()  # encoding takes seconds on a CPU: the receiver must hear from us meanwhile
         payload, kind = await loop.run_in_executor(self._pool, self._build_source_payload)
         messages = split_source(payload, wire_model_id(self.head), kind, self.options.max_message,
-                                first_seq=self._control_seq, timestamp_us=monotonic_us())
-        self._control_seq = (self._control_seq + len(messages)) % SEQ_MODULUS
+                                first_seq=self.link.next_seq, timestamp_us=monotonic_us())
+        self.link.reserve(len(messages))
         self.stats.source_state_bytes, self.stats.source_kind = len(payload), kind.name
         logger.info("source state: %s, %d bytes in %d messages", kind.name, len(payload), len(messages))
         start = time.perf_counter()
         with tqdm(total=len(payload), unit="B", unit_scale=True, desc="source state",
                   disable=not self.options.show_progress, leave=False) as bar:
             for index, message in enumerate(messages):
-                while self.control.bufferedAmount > self.options.max_buffered_bytes:
-                    await asyncio.sleep(0.005)
-                self._send_control(message)
+                await self.link.wait_sent(below=self.options.max_buffered_bytes)
+                self.link.send(message)
                 self.stats.source_wire_bytes += len(message)
                 if index:
-                    bar.update(len(message) - 32)  # a chunk: header and chunk fields are 32 bytes
-            while self.control.bufferedAmount > 0 and self.control.readyState == "open":
-                await asyncio.sleep(0.005)  # handed to SCTP: the upload time includes the transmission
+                    bar.update(len(message) - CHUNK_OVERHEAD)  # a chunk's data
+            await self.link.wait_sent()  # handed to SCTP: the upload time includes the transmission
         self.stats.source_upload_s = time.perf_counter() - start
 
     # ---- motion ------------------------------------------------------------------------------
 
-    def _open_pipeline(self) -> tuple[PacedCapture, MotionPipeline]:
-        capture = PacedCapture(open_reader(self.options.capture), self.options.capture)
-        pipeline = MotionPipeline(self.head, self.options.smoothing, self.options.tracker, self.options.crop)
-        return capture, pipeline
-
     async def stream(self) -> SenderStats:
         """Capture, extract and send motion until the source ends, ``stop()``, or the receiver leaves."""
-        loop = asyncio.get_running_loop()
-        capture, pipeline = await loop.run_in_executor(self._pool, self._open_pipeline)
-        self._capture = capture
-        frames = iter(capture)
-        logger.info("streaming motion at %.1f fps", capture.fps)
-        self._start_keepalive()
-
-        def step() -> tuple[CapturedFrame, MotionSample] | None:
-            frame = next(frames, None)
-            return None if frame is None else (frame, pipeline.process(frame))
-
+        opts = self.options
+        stream = self._stream = MotionStream(self.head, opts.capture, self._pool, smoothing=opts.smoothing,
+                                             tracker=opts.tracker, crop=opts.crop)
+        fps = await stream.open()
+        logger.info("streaming motion at %.1f fps", fps)
+        self.link.start()
         try:
             while not self._stopping:
-                item = await loop.run_in_executor(self._pool, step)
-                self.stats.frames_captured, self.stats.frames_skipped = capture.frames_read, capture.frames_skipped
+                item = await stream.next()
+                self.stats.frames_captured, self.stats.frames_skipped = stream.frames_read, stream.frames_skipped
                 if item is None:
                     break
                 if not self._send_frame(*item):
                     break
         finally:
-            await loop.run_in_executor(self._pool, lambda: (capture.close(), pipeline.close()))
-            if self._stats_task is not None:
-                self._stats_task.cancel()
+            await stream.close()
+            await self.link.stop()
             self.finished.set()
         return self.stats
 
@@ -260,17 +249,17 @@ class Sender:
         seq = self._motion_seq
         if self._reset_requested or frame.index in self.options.reset_at_frames:
             self._reset_requested = False
-            self._send_control(encode_reset_reference(self._next_control_seq(), monotonic_us(), seq))
+            self.link.send(encode_reset_reference(self.link.reserve(), monotonic_us(), seq))
             self.stats.resets_sent += 1
             logger.info("reference pose reset from motion %d", seq)
-        data = encode_motion(seq, frame.timestamp_us, sample.vector, sample.flags)
+        data, flags = encode_motion_message(seq, frame.timestamp_us, sample.vector, sample.flags)
         self.motion.send(data)
         self._motion_seq = (seq + 1) % SEQ_MODULUS
         s = self.stats
         s.frames_sent += 1
         s.motion_bytes += len(data)
         s.face_lost_frames += bool(sample.flags & MotionFlags.FACE_LOST)
-        s.clamped_frames += bool(data[16] & MotionFlags.CLAMPED)
+        s.clamped_frames += bool(flags & MotionFlags.CLAMPED)
         append_bounded(s.track_ms, sample.track_ms, SAMPLES_KEPT)
         if not sample.flags & MotionFlags.FACE_LOST:
             append_bounded(s.extract_ms, sample.extract_ms, SAMPLES_KEPT)
@@ -288,19 +277,16 @@ class Sender:
     def stop(self) -> None:
         """End streaming after the frame in progress (call on the loop)."""
         self._stopping = True
-        if self._capture is not None:
-            self._capture.stop()
+        if self._stream is not None:
+            self._stream.stop()
 
     async def goodbye(self, reason: GoodbyeReason = GoodbyeReason.NORMAL, text: str = "") -> None:
-        """Hang up: GOODBYE on the reliable channel, then wait (briefly) until it has left."""
-        if self.control.readyState != "open":
+        """Hang up: the final STATS and GOODBYE on the reliable channel, then wait (up to 1 s) until they have left."""
+        if not self.link.is_open:
             return
-        self._send_control(encode_stats(self._next_control_seq(), monotonic_us(), self.stats.call_stats()))  # final counters
-        self._send_control(encode_goodbye(self._next_control_seq(), monotonic_us(), reason, text))
-        for _ in range(200):
-            if self.control.bufferedAmount == 0:
-                break
-            await asyncio.sleep(0.005)
+        self.link.send_stats()
+        self.link.send_goodbye(reason, text)
+        await self.link.wait_sent(timeout_s=1.0)
 
     async def wait_peer_stats(self, timeout_s: float) -> bool:
         """Wait for the next STATS from the receiver (e.g. its final one after GOODBYE); False on timeout."""
@@ -313,8 +299,7 @@ class Sender:
 
     def on_control(self, data: object) -> None:
         """A message from the receiver on the reliable channel (STATS, GOODBYE)."""
-        self._last_peer_us = monotonic_us()
-        message = parse_or_count(data, self._control_counters, self._control_guard)
+        message = self.link.receive(data)
         if isinstance(message, StatsMessage):
             self.stats.peer = message.stats
             self._peer_stats.set()
@@ -326,34 +311,14 @@ class Sender:
         elif message is not None:
             logger.debug("ignoring %s from the receiver", type(message).__name__)
 
-    def _start_keepalive(self) -> None:
-        if self._stats_task is None:
-            self._stats_task = asyncio.ensure_future(self._keepalive_loop())
+    def _receiver_vanished(self, silent_s: float) -> None:
+        if self._stopping:
+            return
+        logger.warning("the receiver vanished: no message for %.1f s; stopping", silent_s)
+        self.stats.peer_timed_out = True
+        self.stop()
 
-    async def _keepalive_loop(self) -> None:
-        """STATS every ``stats_interval_s`` (the receiver's proof that we are alive), and the watch on the receiver."""
-        opts = self.options
-        while True:
-            await asyncio.sleep(opts.stats_interval_s or 1.0)
-            if opts.stats_interval_s > 0 and self.control.readyState == "open":
-                self._send_control(encode_stats(self._next_control_seq(), monotonic_us(), self.stats.call_stats()))
-            if opts.peer_timeout_s and self._last_peer_us is not None and not self._stopping:
-                silent_s = (monotonic_us() - self._last_peer_us) / 1e6
-                if silent_s > opts.peer_timeout_s:
-                    logger.warning("the receiver vanished: no message for %.1f s; stopping", silent_s)
-                    self.stats.peer_timed_out = True
-                    self.stop()
-
-    def _next_control_seq(self) -> int:
-        seq = self._control_seq
-        self._control_seq = (seq + 1) % SEQ_MODULUS
-        return seq
-
-    def _send_control(self, data: bytes) -> None:
-        self.control.send(data)
-
-    def close(self) -> None:
-        """Release the worker thread and the keepalive (after ``stream`` returned)."""
-        if self._stats_task is not None:
-            self._stats_task.cancel()
-        self._pool.shutdown(wait=False)
+    async def close(self) -> None:
+        """Stop the keepalive and the watch, and release the worker thread (after ``stream`` returned)."""
+        await self.link.stop()
+        await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._pool.shutdown, wait=True))

@@ -1,10 +1,10 @@
 """``adasr cam``: the local virtual webcam. Camera → tracker → motion → render → virtual camera, one process.
 
-It is the call's pipeline without the network (DESIGN.md): the call's own ``Sender`` and
-``Receiver`` joined by in-memory channels (``realtime.transport.InProcessChannel``), so the webcam
-behaves as the far end of a call would (FACE_LOST, reference resets, latest-wins rendering) and a
-fix to one is a fix to both. Only the source state skips the wire: it is installed as computed,
-never quantised.
+It is the call's pipeline without the network (DESIGN.md): the sender's ``MotionStream`` (capture,
+tracker, motion extractor, smoothing) feeds the receiver's ``PoseState`` and ``RenderLoop`` directly,
+so the webcam behaves as the far end of a call would (FACE_LOST, reference resets, latest-wins
+rendering) and a fix to one is a fix to both. Nothing goes through the wire format: the motion is
+rendered as extracted and the source state installed as computed, never quantised.
 
 **Output framing.** The renderer makes an S×S face crop; a webcam frame is, say, 1280×720 with a
 person in it. The frame is built from the portrait's own framing: the portrait, scaled to cover the
@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +37,21 @@ import cv2
 import numpy as np
 
 from adasr.faces import CropBox, FaceTrackerConfig, paste_back
+from adasr.inference import SourceState
 from engines.talking_head import TalkingHead
 from realtime.call import unwatch_console, watch_console
 from realtime.capture import CaptureOptions, CapturedFrame
+from realtime.clock import monotonic_us
+from realtime.motion_codec import MotionFlags
 from realtime.motion_pipeline import MotionSample
-from realtime.receiver import FaceLostPolicy, Receiver, ReceiverOptions
-from realtime.sender import Sender, SenderOptions, SourceOptions, locate_portrait
+from realtime.motion_stream import MotionStream
+from realtime.receiver.pose import FaceLostPolicy, PoseOptions, PoseState
+from realtime.receiver.render_loop import RenderCounters, RenderJob, RenderLoop
+from realtime.sender import locate_portrait
 from realtime.sinks import FrameInfo, Sink, ThreadedSink
 from realtime.smoothing import SmoothingOptions
 from realtime.stats import percentile
-from realtime.transport import InProcessChannel
+from realtime.tasks import PeerTasks
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +203,15 @@ class LocalWebcam:
         self.frozen = False
         """Showing the same frame until unfrozen."""
         self.stats = WebcamStats()
-        self.sender: Sender | None = None
-        self.receiver: Receiver | None = None
+        self.pose: PoseState | None = None
+        """Which pose each motion renders (reference pose, resets, a lost face), once ``run`` has started."""
         self.compositor: WebcamCompositor | None = None
         self.started = asyncio.Event()
         """Set once frames flow (source installed, camera streaming)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stream: MotionStream | None = None
+        self._stopping = False
+        self._next_seq = 0  # the number the next camera frame takes
 
     # ---- commands (any thread) ---------------------------------------------------------------
 
@@ -224,7 +233,7 @@ class LocalWebcam:
 
     def stop(self) -> None:
         """End the session after the frame in progress."""
-        self._on_loop(lambda: self.sender.stop() if self.sender is not None else None)
+        self._on_loop(self._stop)
 
     def press(self, key: str) -> None:
         """A key or a typed command: p passthrough, f freeze, r reset, q or Esc quit; others are ignored."""
@@ -247,9 +256,15 @@ class LocalWebcam:
             self._loop.call_soon_threadsafe(action)
 
     def _reset(self) -> None:
-        if self.sender is not None:
-            self.sender.request_reset()
+        if self.pose is not None:
+            self.pose.reset_from(self._next_seq)
             self.stats.resets += 1
+            logger.info("reference pose reset from frame %d", self._next_seq)
+
+    def _stop(self) -> None:
+        self._stopping = True
+        if self._stream is not None:
+            self._stream.stop()
 
     # ---- the pipeline (event loop) -----------------------------------------------------------
 
@@ -268,68 +283,59 @@ class LocalWebcam:
         background, out_box = frame_portrait(image, face.box, opts.width, opts.height)
         compositor = self.compositor = WebcamCompositor(background, out_box, output, opts.feather)
         self._update_pause()
-        # In-process links cannot vanish, and pauses in motion are on purpose here: no timeouts, no gap reports.
-        to_sender = InProcessChannel(self._to_sender, "control (receiver → sender)")
-        receiver = self.receiver = Receiver(
-            head, ReceiverOptions(relative=opts.relative, face_lost=opts.face_lost, motion_gap_s=math.inf,
-                                  peer_timeout_s=0), compositor, control=to_sender)
-        motion_link = InProcessChannel(self._to_receiver, "motion")
-        control_link = InProcessChannel(receiver.on_control, "control")
-        sender = self.sender = Sender(
-            head, SenderOptions(capture=opts.capture, source=SourceOptions(opts.portrait, crop=opts.source_crop),
-                                smoothing=opts.smoothing, crop=opts.crop, tracker=opts.tracker, show_progress=False,
-                                peer_timeout_s=0),
-            motion_link, control_link, on_sample=self._on_sample)
-        receiver.install_state(state)
-        receiver.start()
+        self.pose = PoseState(PoseOptions(relative=opts.relative, face_lost=opts.face_lost))
+        self.pose.new_source(state)
+        renderer = RenderLoop(head, compositor)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="adasr-cam")
+        stream = self._stream = MotionStream(head, opts.capture, pool, smoothing=opts.smoothing, tracker=opts.tracker,
+                                             crop=opts.crop)
+        tasks = PeerTasks()
+        renderer.start()
         commands = opts.console and watch_console({
             "p": ("passthrough on/off", lambda: self.press("p")), "f": ("freeze on/off", lambda: self.press("f")),
             "r": ("reset the reference pose", self.reset_reference), "q": ("quit", self.stop)})
-        watcher = asyncio.ensure_future(self._stop_when_window_closes(receiver))
+        tasks.spawn(self._stop_when_window_closes(compositor), "adasr-cam-window")
         try:
+            await stream.open()
             self.started.set()
-            await sender.stream()
-            await receiver.drain(timeout_s=5.0)
+            while not self._stopping and (item := await stream.next()) is not None:
+                self._on_frame(*item, state, renderer)
+            await renderer.drain(timeout_s=5.0)
         finally:
-            watcher.cancel()
+            await tasks.stop()
             if commands:
                 unwatch_console()
-            sender.close()
-            for link in (motion_link, control_link, to_sender):
-                link.close()  # nothing more crosses between the two halves
-            await receiver.stop()  # closes the compositor, its output thread and the device
-        return self._collect(output)
+            await stream.close()
+            await loop.run_in_executor(None, pool.shutdown)
+            await renderer.stop()  # closes the compositor, its output thread and the device
+        return self._collect(stream, renderer.stats, output)
 
-    async def _stop_when_window_closes(self, receiver: Receiver) -> None:
-        while not (receiver.finished.is_set() or (self.compositor is not None and self.compositor.closed_by_user)):
-            await asyncio.sleep(0.2)
-        if self.sender is not None:
-            self.sender.stop()
-
-    def _to_receiver(self, data: bytes) -> None:
-        """The motion link: while frozen or in passthrough nothing is rendered (and no CPU spent on it)."""
-        if self.passthrough or self.frozen:
+    def _on_frame(self, frame: CapturedFrame, sample: MotionSample, state: SourceState, renderer: RenderLoop) -> None:
+        """One camera frame: shown as it is (passthrough), or its motion rendered directly (latest wins)."""
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        face_lost = bool(sample.flags & MotionFlags.FACE_LOST)
+        self.stats.frames_face_lost += face_lost
+        if self.passthrough or self.frozen:  # nothing rendered (and no CPU spent on it)
             self.stats.motions_paused += 1
+            if self.passthrough and not self.frozen and self.compositor is not None:
+                self.compositor.show_camera(frame.image, FrameInfo(seq, frame.timestamp_us, 0.0))
             return
-        assert self.receiver is not None
-        self.receiver.on_motion(data)
+        assert self.pose is not None
+        now = monotonic_us()
+        pose = self.pose.step(seq, sample.vector, face_lost, now)
+        if pose is not None:
+            renderer.offer(RenderJob(seq, frame.timestamp_us, pose.vector, pose.reference, state, now))
 
-    def _to_sender(self, data: bytes) -> None:
-        if self.sender is not None:
-            self.sender.on_control(data)
+    async def _stop_when_window_closes(self, compositor: WebcamCompositor) -> None:
+        while not compositor.closed_by_user:
+            await asyncio.sleep(0.2)
+        self._stop()
 
-    def _on_sample(self, seq: int, frame: CapturedFrame, sample: MotionSample) -> None:
-        if self.passthrough and not self.frozen and self.compositor is not None:
-            self.compositor.show_camera(frame.image, FrameInfo(seq, frame.timestamp_us, 0.0))
-
-    def _collect(self, output: ThreadedSink) -> WebcamStats:
+    def _collect(self, stream: MotionStream, render: RenderCounters, output: ThreadedSink) -> WebcamStats:
         s = self.stats
-        if self.sender is not None:
-            s.frames_captured, s.frames_face_lost = self.sender.stats.frames_captured, self.sender.stats.face_lost_frames
-        if self.receiver is not None:
-            r = self.receiver.stats
-            s.frames_rendered, s.frames_dropped = r.frames_rendered, r.frames_dropped
-            s.render_ms_p50, s.latency_ms_p50 = percentile(r.render_ms, 50), percentile(r.e2e_ms, 50)
+        s.frames_captured = stream.frames_read
+        s.frames_rendered, s.frames_dropped = render.frames_rendered, render.frames_dropped
+        s.render_ms_p50, s.latency_ms_p50 = percentile(render.render_ms, 50), percentile(render.e2e_ms, 50)
         if self.compositor is not None:
             s.frames_composed, s.camera_frames = self.compositor.frames_composed, self.compositor.camera_frames
         s.frames_output, s.frames_repeated, s.frames_output_replaced = output.frames_shown, output.repeats, output.replaced

@@ -18,7 +18,7 @@ from realtime.latest import LatestSlot
 from realtime.motion_codec import MotionFlags, encode_motion
 from realtime.receiver import Receiver, ReceiverOptions
 from realtime.smoothing import MotionSmoother, SmoothingOptions
-from realtime.source_codec import SourceKind, model_id_for, split_source
+from realtime.source_messages import SourceKind, model_id_for, split_source
 from realtime.stats import WireOverhead
 
 K = 15
@@ -134,7 +134,7 @@ def test_wire_overhead_model() -> None:
 # ---- with a real (small, random-weight) model -----------------------------------------------------
 
 def test_receiver_refuses_other_model_and_corrupt_state_and_stays_up(fast_head, astronaut_face) -> None:  # type: ignore[no-untyped-def]
-    from realtime.source_transfer import encode_state, wire_model_id
+    from realtime.source_payload import encode_state, wire_model_id
 
     state = fast_head.prepare_source(astronaut_face)
     payload = encode_state(state)

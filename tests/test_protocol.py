@@ -58,7 +58,7 @@ from realtime.protocol import (
     split_source,
     unpack_source_state,
 )
-from realtime.source_codec import encode_source_begin, encode_source_chunk
+from realtime.source_messages import encode_source_begin, encode_source_chunk
 
 K = 15
 MODEL = model_id_for("lite-256@test")

@@ -146,8 +146,8 @@ def test_webcam_passthrough_freeze_reset_and_quit(fast_head, cam_clip: Path) -> 
         seen: dict[str, Any] = {}
         run = asyncio.ensure_future(webcam.run(fast_head, sink))
         await asyncio.wait_for(webcam.started.wait(), 30)
-        compositor, receiver = webcam.compositor, webcam.receiver
-        assert compositor is not None and receiver is not None
+        compositor, pose = webcam.compositor, webcam.pose
+        assert compositor is not None and pose is not None
         await _wait(lambda: compositor.frames_composed >= 3)
         webcam.press("p")  # passthrough: the real camera, nothing rendered
         composed = compositor.frames_composed
@@ -161,10 +161,10 @@ def test_webcam_passthrough_freeze_reset_and_quit(fast_head, cam_clip: Path) -> 
         await asyncio.sleep(0.5)
         seen["frozen"] = sink.frames[count:]
         webcam.press("f")
-        references = receiver.stats.references_set
+        references = pose.stats.references_set
         webcam.press("r")
-        await _wait(lambda: receiver.stats.references_set > references)
-        seen["face_lost_events"] = receiver.stats.face_lost_events
+        await _wait(lambda: pose.stats.references_set > references)
+        seen["face_lost_events"] = pose.stats.face_lost_events
         webcam.press("q")
         seen["stats"] = await asyncio.wait_for(run, 20)
         return seen

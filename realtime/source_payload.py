@@ -1,14 +1,25 @@
-"""SOURCE_BEGIN / SOURCE_CHUNK messages and the SourceState payload they carry.
+"""The SourceState payload: what a source transfer carries, and every check on the way in.
 
-The source state (feature volume f_s, canonical keypoints, the source's own motion) crosses the
-network once per call, on the reliable channel, in chunks that fit the data channel's message
-size. Three layers:
+A source state (feature volume f_s, canonical keypoints, the source's own motion) becomes one
+payload of named arrays, and back:
 
-* ``pack_source_state`` / ``unpack_source_state``: named float32 arrays ↔ one payload (fp16 or
+* ``pack_source_state`` / ``unpack_source_state``: named float32 arrays ↔ bytes (fp16 or
   per-channel 8-bit quantisation, byte-shuffled, then zlib or lzma from the standard library);
-* ``split_source``: payload → SOURCE_BEGIN (length, SHA-256, model id, kind) + SOURCE_CHUNKs;
-* ``SourceAssembler``: chunks in any order → payload, after every check, holding only the chunks
-  that arrived (an announcement costs nothing until its data comes).
+* ``encode_state`` / ``encode_image`` / ``decode_state``: a SourceState or a portrait crop ↔ a
+  payload of one of two kinds (``SourceKind``), checked against the receiving model's shapes.
+
+Two kinds of payload: FEATURE_VOLUME (the default): f_s quantised (fp16 by default) and
+compressed, x_c and the source's motion as float32; the receiver renders at once, no encoder run.
+SOURCE_IMAGE: the portrait crop as raw uint8 (then compressed): about 10× fewer bytes, but the
+receiver runs the source encoder (hundreds of ms on a CPU) before the first frame.
+
+Every shape is hostile until checked: the receiver knows the one shape each array must have
+(``expected_shapes``, from ``ModelConfig.source_volume_shape``), refuses a payload whose declared
+decompressed size exceeds what those shapes can take (``max_raw_bytes``), and refuses an array
+of any other shape as its header is read, before its data is decoded or a value allocated. Only
+then does one test render run, so a payload that passes every check but does not fit this
+renderer is still refused with a message instead of failing every frame. The payload's integrity
+(SHA-256) and the model identity travel in the transfer's SOURCE_BEGIN (``realtime.source_messages``).
 
 Compression is stdlib only: a codec that depends on an optional package (zstd) would make two
 peers unable to talk depending on what happens to be installed, for a one-off transfer where the
@@ -19,7 +30,6 @@ lzma is selectable for a few percent more at several times the CPU.
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 import lzma
 import math
@@ -30,305 +40,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
-from realtime.errors import (
-    ChecksumMismatch,
-    ModelMismatch,
-    OversizedMessage,
-    ProtocolError,
-    TruncatedMessage,
-    VersionMismatch,
-)
-from realtime.messages import (
-    DEFAULT_MAX_MESSAGE,
-    HEADER_SIZE,
-    MIN_MAX_MESSAGE,
-    SEQ_MODULUS,
-    Header,
-    MessageType,
-    check_max_message,
-    encode_header,
-    expect_length,
-)
+from adasr.config import ModelConfig
+from adasr.keypoints import Motion
+from adasr.inference import SourceState
+from engines.talking_head import TalkingHead
+from realtime.errors import OversizedMessage, ProtocolError, TruncatedMessage, VersionMismatch
+from realtime.messages import SEQ_MODULUS
+from realtime.source_messages import MODEL_ID_SIZE, SourceKind, model_id_for
 
 logger = logging.getLogger(__name__)
 
-#: Bytes of a model identity (a SHA-256 digest; see ``model_id_for``).
-MODEL_ID_SIZE = 32
-#: Default ceiling on a source payload a receiver accepts (the official 512² state is ~4 MiB in fp16).
-DEFAULT_MAX_SOURCE_BYTES = 64 * 1024 * 1024
 #: Default ceiling on the decompressed size of a payload (guards against decompression bombs).
 DEFAULT_MAX_RAW_BYTES = 128 * 1024 * 1024
 
-
-class SourceKind(enum.IntEnum):
-    """What a source payload holds."""
-
-    FEATURE_VOLUME = 1
-    """The encoded SourceState (f_s, canonical keypoints, source motion): the receiver skips the encoder."""
-    SOURCE_IMAGE = 2
-    """The source portrait crop: the receiver runs the source encoder itself."""
-
-
-_KNOWN_KINDS = frozenset(int(k) for k in SourceKind)
-
-# transfer id, total length, chunk size, chunk count, kind, 3 reserved bytes, SHA-256, model id
-_BEGIN_STRUCT = struct.Struct(f"<IIIIB3s32s{MODEL_ID_SIZE}s")
-# transfer id, chunk index, chunk count, data length
-_CHUNK_STRUCT = struct.Struct("<IIII")
-#: Bytes of a SOURCE_CHUNK before its data: header + chunk fields.
-CHUNK_OVERHEAD = HEADER_SIZE + _CHUNK_STRUCT.size
-#: Smallest chunk a transfer may announce (but for a payload that is smaller): what the smallest allowed
-#: message carries. A sender never needs less; a peer asking for 1-byte chunks wants a million messages.
-MIN_CHUNK_DATA = MIN_MAX_MESSAGE - CHUNK_OVERHEAD
-
-
-def model_id_for(identity: str | bytes) -> bytes:
-    """A 32-byte model id: SHA-256 of whatever names the model (checkpoint bytes, preset + weights hash)."""
-    raw = identity.encode("utf-8") if isinstance(identity, str) else bytes(identity)
-    return hashlib.sha256(raw).digest()
-
-
-def max_chunk_data(max_message: int) -> int:
-    """Data bytes per chunk so that a whole SOURCE_CHUNK fits in ``max_message``."""
-    return check_max_message(max_message) - CHUNK_OVERHEAD
-
-
-@dataclass(frozen=True)
-class SourceBegin:
-    """Announces a source transfer; nothing is allocated for it before this is validated."""
-
-    seq: int
-    """Sequence number on the reliable channel."""
-    timestamp_us: int
-    """Sender time the transfer started."""
-    transfer_id: int
-    """Identifies the transfer; every chunk repeats it (a new BEGIN replaces an unfinished transfer)."""
-    total_length: int
-    """Payload bytes, ≥ 1."""
-    chunk_size: int
-    """Data bytes in every chunk but the last, which holds the remainder."""
-    chunk_count: int
-    """Number of chunks, exactly ceil(total_length / chunk_size)."""
-    kind: SourceKind
-    """What the payload holds."""
-    sha256: bytes
-    """SHA-256 of the whole payload."""
-    model_id: bytes
-    """32-byte identity of the model that produced the payload."""
-
-
-@dataclass(frozen=True)
-class SourceChunk:
-    """One piece of a source payload."""
-
-    seq: int
-    """Sequence number on the reliable channel."""
-    timestamp_us: int
-    """Sender time the chunk was sent."""
-    transfer_id: int
-    """Transfer this chunk belongs to."""
-    index: int
-    """Position of the chunk, 0 ≤ index < count."""
-    count: int
-    """Number of chunks of the transfer (must match the BEGIN)."""
-    data: bytes
-    """The chunk's bytes."""
-
-
-def encode_source_begin(begin: SourceBegin) -> bytes:
-    """SOURCE_BEGIN: header + 84 bytes of fixed fields."""
-    if len(begin.sha256) != 32 or len(begin.model_id) != MODEL_ID_SIZE:
-        raise ValueError("sha256 and model_id must be 32 bytes each")
-    body = _BEGIN_STRUCT.pack(
-        begin.transfer_id, begin.total_length, begin.chunk_size, begin.chunk_count, int(SourceKind(begin.kind)),
-        b"\0\0\0", begin.sha256, begin.model_id,
-    )
-    return encode_header(MessageType.SOURCE_BEGIN, begin.seq, begin.timestamp_us) + body
-
-
-def encode_source_chunk(chunk: SourceChunk) -> bytes:
-    """SOURCE_CHUNK: header + transfer id, index, count, data length (u32 each) + data."""
-    if not 0 <= chunk.index < chunk.count:
-        raise ValueError(f"chunk index {chunk.index} outside [0, {chunk.count})")
-    if not chunk.data:
-        raise ValueError("a chunk carries at least one byte")
-    fields = _CHUNK_STRUCT.pack(chunk.transfer_id, chunk.index, chunk.count, len(chunk.data))
-    return encode_header(MessageType.SOURCE_CHUNK, chunk.seq, chunk.timestamp_us) + fields + bytes(chunk.data)
-
-
-def decode_source_begin(header: Header, payload: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> SourceBegin:
-    """Parse SOURCE_BEGIN and check its fields agree with each other (not yet with the receiver's limits)."""
-    expect_length(payload, _BEGIN_STRUCT.size, "SOURCE_BEGIN")
-    transfer_id, total, chunk_size, count, kind, reserved, digest, model_id = _BEGIN_STRUCT.unpack(payload)
-    if kind not in _KNOWN_KINDS:
-        raise ProtocolError(f"SOURCE_BEGIN with unknown encoding kind {kind}")
-    if reserved != b"\0\0\0":
-        raise ProtocolError("SOURCE_BEGIN with non-zero reserved bytes")
-    if total == 0:
-        raise ProtocolError("SOURCE_BEGIN announces an empty payload")
-    if not min(MIN_CHUNK_DATA, total) <= chunk_size <= total:
-        raise ProtocolError(f"SOURCE_BEGIN chunk size {chunk_size} outside [{min(MIN_CHUNK_DATA, total)}, "
-                            f"total length {total}]")
-    if chunk_size > max_message - CHUNK_OVERHEAD:
-        raise OversizedMessage(f"SOURCE_BEGIN chunk size {chunk_size} does not fit a {max_message}-byte message")
-    if count != -(-total // chunk_size):
-        raise ProtocolError(f"SOURCE_BEGIN chunk count {count} != ceil({total} / {chunk_size})")
-    return SourceBegin(header.seq, header.timestamp_us, transfer_id, total, chunk_size, count, SourceKind(kind), digest, model_id)
-
-
-def decode_source_chunk(header: Header, payload: bytes) -> SourceChunk:
-    """Parse SOURCE_CHUNK; the data length field must match the bytes present exactly."""
-    if len(payload) < _CHUNK_STRUCT.size:
-        raise TruncatedMessage(f"SOURCE_CHUNK payload of {len(payload)} bytes, expected at least {_CHUNK_STRUCT.size}")
-    transfer_id, index, count, length = _CHUNK_STRUCT.unpack_from(payload)
-    if count == 0:
-        raise ProtocolError("SOURCE_CHUNK with a chunk count of zero")
-    if index >= count:
-        raise ProtocolError(f"SOURCE_CHUNK index {index} outside [0, {count})")
-    if length == 0:
-        raise ProtocolError("SOURCE_CHUNK without data")
-    expect_length(payload, _CHUNK_STRUCT.size + length, "SOURCE_CHUNK")
-    return SourceChunk(header.seq, header.timestamp_us, transfer_id, index, count, payload[_CHUNK_STRUCT.size :])
-
-
-def split_source(
-    payload: bytes,
-    model_id: bytes,
-    kind: SourceKind,
-    max_message: int = DEFAULT_MAX_MESSAGE,
-    *,
-    transfer_id: int | None = None,
-    first_seq: int = 0,
-    timestamp_us: int = 0,
-) -> list[bytes]:
-    """Payload → [SOURCE_BEGIN, SOURCE_CHUNK...], every message at most ``max_message`` bytes.
-
-    Sequence numbers run from ``first_seq`` (mod 2³²). The transfer id defaults to the first four
-    bytes of the payload's SHA-256, so resending the same state reuses the same id.
-    """
-    if not payload:
-        raise ValueError("cannot send an empty source payload")
-    if len(payload) >= SEQ_MODULUS:
-        raise ValueError(f"source payload of {len(payload)} bytes does not fit a u32 length")
-    if len(model_id) != MODEL_ID_SIZE:
-        raise ValueError(f"model id must be {MODEL_ID_SIZE} bytes, got {len(model_id)}")
-    digest = hashlib.sha256(payload).digest()
-    if transfer_id is None:
-        transfer_id = int.from_bytes(digest[:4], "little")
-    chunk_size = min(max_chunk_data(max_message), len(payload))
-    count = -(-len(payload) // chunk_size)
-    seq = first_seq % SEQ_MODULUS
-    begin = SourceBegin(seq, timestamp_us, transfer_id, len(payload), chunk_size, count, SourceKind(kind), digest, model_id)
-    messages = [encode_source_begin(begin)]
-    for index in range(count):
-        data = payload[index * chunk_size : (index + 1) * chunk_size]
-        chunk = SourceChunk((seq + 1 + index) % SEQ_MODULUS, timestamp_us, transfer_id, index, count, data)
-        messages.append(encode_source_chunk(chunk))
-    return messages
-
-
-class SourceAssembler:
-    """Rebuilds a source payload from SOURCE_BEGIN and its chunks, refusing anything inconsistent.
-
-    The BEGIN must come first (the reliable channel is ordered; a chunk of an unannounced
-    transfer is refused rather than buffered, so nothing is held for data nobody vouched for).
-    Chunks then may come in any order. Nothing is allocated for an announcement: the chunks that
-    arrive are kept as they are and joined once all are there, so memory follows the bytes the
-    peer actually sent (bounded by the BEGIN's length, checked against ``max_total``). A refused
-    chunk leaves the transfer intact; a checksum failure ends it.
-    """
-
-    def __init__(
-        self,
-        expected_model_id: bytes,
-        *,
-        max_total: int = DEFAULT_MAX_SOURCE_BYTES,
-        expected_kind: SourceKind | None = None,
-    ) -> None:
-        if len(expected_model_id) != MODEL_ID_SIZE:
-            raise ValueError(f"model id must be {MODEL_ID_SIZE} bytes, got {len(expected_model_id)}")
-        self.expected_model_id = bytes(expected_model_id)
-        self.max_total = max_total
-        self.expected_kind = expected_kind
-        self.completed: SourceBegin | None = None
-        """The BEGIN of the last transfer that completed and passed its checksum."""
-        self._begin: SourceBegin | None = None
-        self._chunks: dict[int, bytes] = {}
-
-    @property
-    def in_progress(self) -> bool:
-        """Whether a transfer has been announced and not finished."""
-        return self._begin is not None
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        """(chunks received, chunk count) of the current transfer; (0, 0) when idle."""
-        if self._begin is None:
-            return 0, 0
-        return len(self._chunks), self._begin.chunk_count
-
-    def reset(self) -> None:
-        """Abandon the current transfer and free its chunks."""
-        self._begin = None
-        self._chunks = {}
-
-    def feed(self, message: SourceBegin | SourceChunk) -> bytes | None:
-        """Take one decoded message; return the payload once complete and verified, else None."""
-        if isinstance(message, SourceBegin):
-            self._start(message)
-            return None
-        if isinstance(message, SourceChunk):
-            return self._add(message)
-        raise ProtocolError(f"{type(message).__name__} is not part of a source transfer")
-
-    def _start(self, begin: SourceBegin) -> None:
-        if begin.model_id != self.expected_model_id:
-            raise ModelMismatch(
-                f"source state was made by model {begin.model_id.hex()[:16]}…, this receiver runs "
-                f"{self.expected_model_id.hex()[:16]}…: both peers must load the same checkpoint and preset"
-            )
-        if self.expected_kind is not None and begin.kind != self.expected_kind:
-            raise ProtocolError(f"source transfer of kind {begin.kind.name}, expected {self.expected_kind.name}")
-        if begin.total_length > self.max_total:
-            raise OversizedMessage(f"source transfer claims {begin.total_length} bytes, the limit is {self.max_total}")
-        if (not min(MIN_CHUNK_DATA, begin.total_length) <= begin.chunk_size <= begin.total_length
-                or begin.chunk_count != -(-begin.total_length // begin.chunk_size)):
-            raise ProtocolError("SOURCE_BEGIN fields are inconsistent")
-        if self._begin is not None:
-            logger.info("source transfer %08x replaced by %08x before completing", self._begin.transfer_id, begin.transfer_id)
-        self._begin = begin
-        self._chunks = {}
-
-    def _add(self, chunk: SourceChunk) -> bytes | None:
-        begin = self._begin
-        if begin is None:
-            raise ProtocolError(f"chunk of transfer {chunk.transfer_id:08x} before any SOURCE_BEGIN")
-        if chunk.transfer_id != begin.transfer_id:
-            raise ProtocolError(f"chunk of transfer {chunk.transfer_id:08x}, current transfer is {begin.transfer_id:08x}")
-        if chunk.count != begin.chunk_count:
-            raise ProtocolError(f"chunk says {chunk.count} chunks, SOURCE_BEGIN said {begin.chunk_count}")
-        if not 0 <= chunk.index < begin.chunk_count:
-            raise ProtocolError(f"chunk index {chunk.index} outside [0, {begin.chunk_count})")
-        start = chunk.index * begin.chunk_size
-        expected = min(begin.chunk_size, begin.total_length - start)
-        if len(chunk.data) != expected:
-            raise ProtocolError(f"chunk {chunk.index} holds {len(chunk.data)} bytes, expected {expected}")
-        if chunk.index in self._chunks:
-            raise ProtocolError(f"duplicate chunk {chunk.index} of transfer {begin.transfer_id:08x}")
-        self._chunks[chunk.index] = bytes(chunk.data)
-        if len(self._chunks) < begin.chunk_count:
-            return None
-        payload = b"".join(self._chunks[index] for index in range(begin.chunk_count))
-        self.reset()
-        if hashlib.sha256(payload).digest() != begin.sha256:
-            raise ChecksumMismatch(f"source transfer {begin.transfer_id:08x} failed its SHA-256 check; discarded")
-        self.completed = begin
-        return payload
-
-
 # --------------------------------------------------------------------------------------------
-# SourceState payload: named arrays ↔ bytes
+# The payload format: named arrays ↔ bytes
 # --------------------------------------------------------------------------------------------
 
 #: First bytes of a source payload.
@@ -605,3 +333,109 @@ def measure_source_error(
         rms = float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0
         report[name] = ArrayError(max_abs, rms, max_abs / peak if peak > 0 else 0.0)
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# SourceState ↔ payload, for one model
+# --------------------------------------------------------------------------------------------
+
+
+#: Array names of a FEATURE_VOLUME payload.
+FEATURE_ARRAYS = ("f_s", "x_c", "motion")
+#: Array name of a SOURCE_IMAGE payload.
+IMAGE_ARRAY = "image"
+#: Smallest side of a SOURCE_IMAGE, and its largest as a multiple of the model's input size.
+MIN_IMAGE_SIDE = 16
+MAX_IMAGE_SCALE = 4
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The one shape of each FEATURE_VOLUME array this model's renderer accepts."""
+    k = config.num_kp
+    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (Motion.vector_size(k),)}
+
+
+def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:
+    """Most decompressed bytes a valid payload of ``kind`` can hold for this model (every array at its
+    widest encoding, 4 bytes a value plus per-channel scales): anything claiming more is refused unread."""
+    if kind == SourceKind.SOURCE_IMAGE:
+        side = MAX_IMAGE_SCALE * config.image_size
+        shapes: dict[str, tuple[int, ...]] = {IMAGE_ARRAY: (side, side, 3)}
+    else:
+        shapes = expected_shapes(config)
+    per_array = 3 + MAX_NAME_BYTES + 4 * MAX_NDIM + 1  # name length, name, encoding, rank, dims, channel axis
+    return 2 + sum(per_array + 4 * math.prod(shape) + 8 * max(shape) for shape in shapes.values())
+
+
+def _shape_check(kind: SourceKind, config: ModelConfig) -> ShapeCheck:
+    """What ``unpack_source_state`` asks before decoding each array: is this name and shape what the model takes?"""
+    expected = expected_shapes(config)
+    biggest = MAX_IMAGE_SCALE * config.image_size
+
+    def check(name: str, shape: tuple[int, ...]) -> None:
+        if kind == SourceKind.SOURCE_IMAGE:
+            if name != IMAGE_ARRAY:
+                raise ProtocolError(f"SOURCE_IMAGE payload holds an array {name!r}, expected only '{IMAGE_ARRAY}'")
+            if len(shape) != 3 or shape[2] != 3 or not MIN_IMAGE_SIDE <= min(shape[:2]) <= max(shape[:2]) <= biggest:
+                raise ProtocolError(f"SOURCE_IMAGE of shape {shape}: expected (H, W, 3) with sides in "
+                                    f"[{MIN_IMAGE_SIDE}, {biggest}] ({MAX_IMAGE_SCALE}× the model's {config.image_size}²)")
+        elif name not in expected:
+            raise ProtocolError(f"FEATURE_VOLUME payload holds an array {name!r}, expected {sorted(expected)}")
+        elif shape != expected[name]:
+            raise ProtocolError(f"source array {name!r} of shape {shape}, this model takes {expected[name]}")
+
+    return check
+
+
+def wire_model_id(head: TalkingHead) -> bytes:
+    """The 32-byte model identity both peers compare: SHA-256 of the backend's weight hash and preset."""
+    config = head.backend.config
+    identity = f"{head.backend.model_id}:{config.name}:{config.image_size}:{config.num_kp}"
+    digest = model_id_for(identity)
+    assert len(digest) == MODEL_ID_SIZE
+    return digest
+
+
+def encode_state(state: SourceState, *, quantization: Quantization = "fp16", compression: Compression = "zlib") -> bytes:
+    """SourceState → FEATURE_VOLUME payload."""
+    arrays = {
+        "f_s": state.f_s.detach().float().cpu().numpy(),
+        "x_c": state.x_c.detach().float().cpu().numpy(),
+        "motion": state.motion.to_vector(),
+    }
+    return pack_source_state(arrays, quantization=quantization, compression=compression)
+
+
+def encode_image(crop: np.ndarray, *, compression: Compression = "zlib") -> bytes:
+    """Portrait crop (HWC RGB uint8) → SOURCE_IMAGE payload."""
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"the source image must be HWC RGB uint8, got {crop.dtype} {crop.shape}")
+    return pack_source_state({IMAGE_ARRAY: np.ascontiguousarray(crop)}, compression=compression)
+
+
+def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceState:
+    """Payload → SourceState for this receiver's model; ProtocolError (with a reason) when it cannot be used.
+
+    Blocking (decompression, maybe the source encoder, one test render): run it off the event loop.
+    """
+    config = head.backend.config
+    arrays = unpack_source_state(payload, max_raw_bytes=max_raw_bytes(kind, config), check=_shape_check(kind, config))
+    if kind == SourceKind.SOURCE_IMAGE:
+        image = arrays.get(IMAGE_ARRAY)
+        if image is None or image.dtype != np.uint8:
+            raise ProtocolError(f"SOURCE_IMAGE payload without a uint8 '{IMAGE_ARRAY}' array")
+        state = head.prepare_source(image)
+    else:
+        if set(arrays) != set(FEATURE_ARRAYS):
+            raise ProtocolError(f"FEATURE_VOLUME payload holds {sorted(arrays)}, expected {sorted(FEATURE_ARRAYS)}")
+        f_s, x_c, motion = arrays["f_s"], arrays["x_c"], arrays["motion"]
+        device = head.backend.device
+        state = SourceState(torch.from_numpy(f_s).to(device), torch.from_numpy(x_c).to(device),
+                            Motion.from_vector(motion, device), head.backend.model_id)
+    try:
+        frame = head.render(state, state.motion)
+    except (RuntimeError, ValueError) as exc:
+        raise ProtocolError(f"this renderer cannot use the source state ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if frame.shape[-2:] != (config.image_size, config.image_size) or not bool(torch.isfinite(frame).all()):
+        raise ProtocolError("a test render from the source state is not a finite frame of the model's size")
+    return state
