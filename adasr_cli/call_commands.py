@@ -229,9 +229,11 @@ def run_receive(args: argparse.Namespace) -> int:
     from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token
     from realtime.receiver import ReceiverOptions
     from realtime.signaling import tcp_signaling
-    from realtime.sinks import ThreadedSink, open_sink
+    from realtime.sinks import ThreadedSink, open_sink, require_display
 
     kind: SinkKind = args.sink or ("file" if args.output is not None else "window")
+    if kind == "window":
+        require_display()  # a headless machine: refused now, not by a Qt abort at the first call's first frame
     options = ReceiverOptions(relative=args.relative, overlay=args.overlay, face_lost=args.face_lost,
                               peer_timeout_s=args.peer_timeout)
     if args.signaling == "tcp":

@@ -166,7 +166,10 @@ class WebcamStats:
     """What the local webcam did."""
 
     frames_captured: int = 0
-    """Camera frames read."""
+    """Camera frames delivered (what ``--max-frames`` counts)."""
+    frames_skipped: int = 0
+    """Frames of a video standing in for the camera skipped because the webcam was late for them (a camera
+    would have overwritten them): read from the file, never delivered."""
     frames_face_lost: int = 0
     """Camera frames without a face (FACE_LOST)."""
     frames_rendered: int = 0
@@ -333,7 +336,7 @@ class LocalWebcam:
 
     def _collect(self, stream: MotionStream, render: RenderCounters, output: ThreadedSink) -> WebcamStats:
         s = self.stats
-        s.frames_captured = stream.frames_read
+        s.frames_captured, s.frames_skipped = stream.frames_read - stream.frames_skipped, stream.frames_skipped
         s.frames_rendered, s.frames_dropped = render.frames_rendered, render.frames_dropped
         s.render_ms_p50, s.latency_ms_p50 = percentile(render.render_ms, 50), percentile(render.e2e_ms, 50)
         if self.compositor is not None:

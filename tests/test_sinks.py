@@ -78,3 +78,15 @@ def test_open_sink_checks_the_display_before_any_window(monkeypatch: pytest.Monk
     monkeypatch.setattr("platform.system", lambda: "Linux")
     with pytest.raises(InputError, match="no display"):
         open_sink("window", width=64, height=64, fps=30)
+
+
+def test_receive_refuses_the_window_sink_without_a_display_before_loading_the_model(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The checkpoint does not exist: had the model been loaded first, the error would name the checkpoint."""
+    from adasr_cli.main import main
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("platform.system", lambda: "Linux")
+    assert main(["receive", "--port", "0", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "adasr receive: error: no display" in capsys.readouterr().err

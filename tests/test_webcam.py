@@ -179,6 +179,16 @@ def test_webcam_passthrough_freeze_reset_and_quit(fast_head, cam_clip: Path) -> 
     assert stats.frames_output == len(sink.frames) and all(f.shape == (120, 160, 3) for f in sink.frames)
 
 
+def test_max_frames_counts_the_frames_the_camera_delivered(fast_head, cam_clip: Path) -> None:  # type: ignore[no-untyped-def]
+    """A video paced far faster than the webcam works skips frames, as a camera overwrites them: the summary's
+    frames_captured is what --max-frames bounds, the skipped ones are named apart."""
+    capture = CaptureOptions(video=cam_clip, fps=1000, max_frames=12, loop=True)
+    webcam = LocalWebcam(WebcamOptions(portrait=astronaut_portrait(), capture=capture, width=160, height=120,
+                                       fps=10, console=False))
+    stats = asyncio.run(webcam.run(fast_head, RecordingSink()))
+    assert stats.frames_captured == 12 and stats.frames_skipped > 0
+
+
 def test_cover_and_framing_keep_the_face_in_view() -> None:
     image = np.zeros((400, 300, 3), np.uint8)
     image[300:, :] = 255  # a marker at the bottom
