@@ -48,14 +48,18 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def add_build_engine_parser(subparsers: SubParsers) -> argparse.ArgumentParser:
-    """``adasr build-engine --onnx DIR --out DIR [--fp16]``."""
+    """``adasr build-engine --onnx DIR [--out DIR] [--precision fp16|fp32]``."""
     p = subparsers.add_parser(
         "build-engine", help="build TensorRT engines from an `adasr export --trt` directory",
         description="Build one TensorRT engine per graph (cached by model hash, ONNX hash, TensorRT "
-                    "version and GPU name; rebuilt when any changes). Needs TensorRT 10 and a CUDA GPU.")
+                    "version and GPU name; rebuilt when any changes), where `--backend tensorrt --onnx DIR` "
+                    "looks for them. Needs TensorRT 10 and a CUDA GPU.")
     p.add_argument("--onnx", type=Path, required=True, metavar="DIR", help="directory written by `adasr export --trt`")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="engine cache directory")
-    p.add_argument("--fp16", action="store_true", help="fp16 renderer engine (the other two stay fp32)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="engine cache directory (default: DIR/trt-engines under --onnx, what --backend tensorrt "
+                        "reads; pass the same --engine there otherwise)")
+    p.add_argument("--precision", choices=["fp16", "fp32"], default=None,
+                   help="renderer engine precision, the other two stay fp32 (default fp16, as --backend tensorrt)")
     p.add_argument("--workspace-gib", type=float, default=4.0, help="builder workspace limit")
     p.add_argument("--force", action="store_true", help="rebuild even when cached engines match")
     p.set_defaults(func=run_build_engine)
@@ -63,9 +67,10 @@ def add_build_engine_parser(subparsers: SubParsers) -> argparse.ArgumentParser:
 
 
 def run_build_engine(args: argparse.Namespace) -> int:
-    from engines.tensorrt_backend import build_engines
+    from engines.tensorrt_backend import build_engines, engine_settings
 
-    engines = build_engines(args.onnx, args.out, args.fp16, workspace_gib=args.workspace_gib, force=args.force)
+    engine_dir, fp16 = engine_settings(args.onnx, args.out, args.precision)
+    engines = build_engines(args.onnx, engine_dir, fp16, workspace_gib=args.workspace_gib, force=args.force)
     for graph, path in engines.items():
         print(f"{graph}: {path}")
     return 0

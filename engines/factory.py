@@ -97,11 +97,10 @@ def create_backend(
                                   device_id=_cuda_index(device) if device.startswith("cuda") else 0)
 
     if name == "tensorrt":
-        from engines.tensorrt_backend import TensorRTBackend
+        from engines.tensorrt_backend import TensorRTBackend, engine_settings
 
         assert onnx_dir is not None
-        if precision not in (None, "fp16", "fp32"):
-            raise ConfigError(f"TensorRT engines here are fp16 or fp32, not {precision}")
-        return TensorRTBackend(onnx_dir, engine_dir, fp16=precision != "fp32", device=device or "cuda")
+        engine_dir, fp16 = engine_settings(onnx_dir, engine_dir, precision)
+        return TensorRTBackend(onnx_dir, engine_dir, fp16=fp16, device=device or "cuda")
 
     raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(BACKEND_NAMES)}")

@@ -112,6 +112,25 @@ def stale_engines(engine_dir: str | Path, key: EngineKey) -> list[Path]:
                   if p.suffix in (".engine", ".json") and p.name not in keep)
 
 
+DEFAULT_PRECISION = "fp16"
+"""The renderer's engine precision unless asked otherwise (the other two graphs stay fp32)."""
+ENGINE_FOLDER = "trt-engines"
+"""The engine cache's folder inside an export, unless another is named."""
+
+
+def engine_settings(onnx_dir: str | Path, engine_dir: str | Path | None = None,
+                    precision: str | None = None) -> tuple[Path, bool]:
+    """Where the engines of an export are cached, and whether the renderer's is fp16.
+
+    ``adasr build-engine`` and ``--backend tensorrt`` both ask here, so engines built ahead of time
+    are the ones a call finds (same folder, same precision in the cache key).
+    """
+    precision = precision or DEFAULT_PRECISION
+    if precision not in ("fp16", "fp32"):
+        raise ConfigError(f"TensorRT engines here are fp16 or fp32, not {precision}")
+    return (Path(engine_dir) if engine_dir else Path(onnx_dir) / ENGINE_FOLDER), precision == "fp16"
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -211,7 +230,8 @@ class TensorRTBackend(GraphBackend):
 
     def __init__(self, onnx_dir: str | Path, engine_dir: str | Path | None = None, fp16: bool = True,
                  device: str = "cuda") -> None:
-        """``engine_dir`` defaults to ``<onnx_dir>/trt-engines``; missing or stale engines are built."""
+        """``engine_dir`` defaults to ``<onnx_dir>/trt-engines`` (``engine_settings``); missing or stale engines
+        are built."""
         trt = import_tensorrt()
         self.device = torch.device(device)
         if self.device.type != "cuda":
@@ -219,7 +239,7 @@ class TensorRTBackend(GraphBackend):
         _require_cuda()
         torch.cuda.set_device(self.device)
         self.onnx_dir = Path(onnx_dir)
-        self.engine_dir = Path(engine_dir) if engine_dir else self.onnx_dir / "trt-engines"
+        self.engine_dir = engine_settings(onnx_dir, engine_dir)[0]
         self.manifest = _trt_manifest(self.onnx_dir)
         self.config: ModelConfig = self.manifest.model_config()
         self.model_id: str = self.manifest.model_id

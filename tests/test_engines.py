@@ -195,10 +195,31 @@ def test_cli_parsers(exported: ExportReport, tmp_path: Path, monkeypatch: pytest
     add_build_engine_parser(sub)
     args = parser.parse_args(["export", "--checkpoint", "ck.pth", "--out", str(tmp_path), "--trt", "--fp16"])
     assert args.trt and args.fp16 and args.warp == "auto" and callable(args.func)
-    args = parser.parse_args(["build-engine", "--onnx", str(exported.out_dir), "--out", str(tmp_path), "--fp16"])
+    args = parser.parse_args(["build-engine", "--onnx", str(exported.out_dir), "--out", str(tmp_path),
+                              "--precision", "fp16"])
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(TensorRTMissingError, match="pip install tensorrt-cu12"):
         args.func(args)
+
+
+def test_build_engine_writes_where_backend_tensorrt_reads_at_its_precision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engines built with the defaults are the ones `--backend tensorrt --onnx DIR` looks for (TensorRT itself is
+    not needed: what each side would build or load is recorded)."""
+    import engines.tensorrt_backend as trt_backend
+    from adasr_cli.main import main
+    from engines.factory import create_backend
+
+    built: list[tuple[Path, bool]] = []
+    loaded: list[tuple[Path, bool]] = []
+    monkeypatch.setattr(trt_backend, "build_engines",
+                        lambda onnx, out, fp16, **_: built.append((Path(out), fp16)) or {})
+    monkeypatch.setattr(trt_backend, "TensorRTBackend",
+                        lambda onnx, engine_dir, fp16, device: loaded.append((Path(engine_dir), fp16)))
+    for precision in ([], ["--precision", "fp32"]):
+        assert main(["build-engine", "--onnx", str(tmp_path), *precision]) == 0
+        create_backend("tensorrt", onnx_dir=tmp_path, precision=precision[-1] if precision else None)
+    assert built == loaded == [(tmp_path / "trt-engines", True), (tmp_path / "trt-engines", False)]
 
 
 def test_animate_with_onnxruntime_writes_the_frames_torch_writes(exported: ExportReport, tmp_path: Path) -> None:
