@@ -174,6 +174,7 @@ def test_benchmark_quick_writes_records(tmp_path: Path) -> None:
     records = json.loads(out.read_text())
     keys = {"backend", "preset", "resolution", "stage", "ms_p50", "ms_p90", "ms_p99", "fps"}
     assert records and all(keys <= set(r) for r in records)
+    assert {(r["preset"], r["resolution"]) for r in records} == {("lite", 256)}  # the preset at its own size
     seen = {(r["backend"], r["stage"]) for r in records}
     for backend in ("torch", "onnxruntime"):
         for stage in ("motion_extraction", "keypoint_transform", "render", "per_frame"):
