@@ -162,11 +162,16 @@ def run_send(args: argparse.Namespace) -> int:
         "motion_payload_bytes_per_frame": stats.motion_bytes / max(stats.frames_sent, 1),
         "source_state_bytes": stats.source_state_bytes, "source_state_kind": stats.source_kind,
         "resets_sent": stats.resets_sent, "receiver_vanished": stats.peer_timed_out,
+        "send_fps_followed": stats.send_fps,
         "peer_frames_rendered": stats.peer.frames_rendered if stats.peer else None,
         "peer_frames_dropped": stats.peer.frames_dropped if stats.peer else None,
     }
     _write_json(args.stats_json, summary)
     print("adasr send: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    if stats.peer_timed_out:  # the call did not end as agreed: say so, and in the exit status
+        print("adasr send: the receiver vanished (it stopped answering): its numbers above may be stale",
+              file=sys.stderr)
+        return 1
     return 0
 
 

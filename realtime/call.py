@@ -161,7 +161,7 @@ async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signa
         await sender.send_source()
         stats = await sender.stream()
         await sender.goodbye()
-        await sender.wait_peer_stats(timeout_s=3.0)  # the receiver's final counters
+        await sender.wait_answer()  # the receiver's final counters, or the sign that it vanished
         return stats
     except asyncio.CancelledError:
         await sender.goodbye(GoodbyeReason.NORMAL, "sender interrupted")
@@ -189,8 +189,9 @@ async def serve_connection(head: TalkingHead, options: ReceiverOptions, sink: Si
         logger.info("call ended: %s", receiver.stats.end_reason)
         await receiver.drain()
         receiver.send_stats()  # the final counters, for the sender's summary
-        if receiver.stats.goodbye is None:  # we hang up (window closed, channel gone): tell the sender
-            receiver.goodbye(text="the receiver hung up")
+        # GOODBYE after them always: the answer to the sender's (its summary takes the STATS before it as final),
+        # or we hang up (window closed, channel gone)
+        receiver.goodbye(text="" if receiver.stats.goodbye is not None else "the receiver hung up")
         await asyncio.sleep(0.1)
     except asyncio.CancelledError:
         receiver.goodbye(text="receiver interrupted")

@@ -181,8 +181,15 @@ class PacedCapture:
         self.frames_read = 0
         """Frames taken from the reader."""
         self.frames_skipped = 0
-        """Frames dropped because their time had passed (files and folders with ``drop_late``)."""
+        """Frames dropped because their time had passed (files and folders with ``drop_late``), or above the
+        rate limit."""
         self._stopped = False
+        self._min_interval_us = 0.0
+
+    def limit_rate(self, fps: float | None) -> None:
+        """Deliver at most ``fps`` frames a second from now on, skipping the others (None: every frame;
+        thread-safe). Which frames go is decided on their capture schedule, not on when they are read."""
+        self._min_interval_us = 1e6 / fps if fps else 0.0
 
     def stop(self) -> None:
         """Make the iteration end after the current frame (thread-safe)."""
@@ -193,6 +200,7 @@ class PacedCapture:
         start_us: float | None = None
         emitted = 0
         index = -1
+        last_due_us: float | None = None
         while not self._stopped:
             if self.options.max_frames is not None and emitted >= self.options.max_frames:
                 return
@@ -205,12 +213,18 @@ class PacedCapture:
             self.frames_read += 1
             index += 1
             if self.reader.live:
-                yield CapturedFrame(index, image, monotonic_us())
+                now = monotonic_us()
+                if self._above_rate(last_due_us, now, period_us):
+                    continue
+                last_due_us = now
+                yield CapturedFrame(index, image, now)
                 emitted += 1
                 continue
             if start_us is None:
                 start_us = float(monotonic_us())
             due_us = start_us + index * period_us
+            if self._above_rate(last_due_us, due_us, period_us):
+                continue
             now = monotonic_us()
             if now > due_us + period_us:
                 if self.options.drop_late:
@@ -220,8 +234,16 @@ class PacedCapture:
                 due_us = now
             if now < due_us:
                 time.sleep((due_us - now) / 1e6)
+            last_due_us = due_us
             yield CapturedFrame(index, image, monotonic_us())
             emitted += 1
+
+    def _above_rate(self, last_us: float | None, due_us: float, period_us: float) -> bool:
+        """Whether a frame due at ``due_us`` comes too soon after the last one delivered (then it is skipped)."""
+        if last_us is None or due_us - last_us >= self._min_interval_us - period_us / 2:
+            return False
+        self.frames_skipped += 1
+        return True
 
     def close(self) -> None:
         """Release the reader."""

@@ -70,6 +70,12 @@ class MotionStream:
         """Frames of a file or folder skipped because the stream was late for them."""
         return 0 if self._capture is None else self._capture.frames_skipped
 
+    def limit_rate(self, fps: float | None) -> None:
+        """Deliver at most ``fps`` frames a second from now on (None: the capture's own rate; any thread, after
+        ``open``)."""
+        if self._capture is not None:
+            self._capture.limit_rate(fps)
+
     def stop(self) -> None:
         """End the capture after the frame in progress (any thread)."""
         self._stopped = True

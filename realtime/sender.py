@@ -34,6 +34,7 @@ from realtime.motion_codec import MotionFlags, encode_motion_message
 from realtime.motion_pipeline import MotionSample
 from realtime.motion_stream import MotionStream
 from realtime.peer_text import escaped
+from realtime.render_rate import RenderRateFollower
 from realtime.smoothing import SmoothingOptions
 from realtime.stats import SAMPLES_KEPT, append_bounded
 from realtime.source_messages import CHUNK_OVERHEAD, SourceKind, split_source
@@ -126,7 +127,10 @@ class SenderStats:
     peer_goodbye: Goodbye | None = None
     """The receiver's GOODBYE, if it hung up."""
     peer_timed_out: bool = False
-    """Streaming stopped because the receiver went silent for ``peer_timeout_s``."""
+    """The receiver vanished: silent for ``peer_timeout_s`` while we streamed, or no answer to our GOODBYE
+    within it."""
+    send_fps: float | None = None
+    """The send rate the sender lowered itself to, following what the receiver renders (None: never lowered)."""
 
     def call_stats(self) -> CallStats:
         """The sender's side of a STATS message."""
@@ -183,7 +187,9 @@ class Sender:
         self._stopping = False
         self._reset_requested = False
         self._stream: MotionStream | None = None
-        self._peer_stats = asyncio.Event()
+        self._answered = asyncio.Event()
+        self._goodbye_sent = False
+        self._rate: RenderRateFollower | None = None
 
     # ---- source ------------------------------------------------------------------------------
 
@@ -225,6 +231,7 @@ class Sender:
         stream = self._stream = MotionStream(self.head, opts.capture, self._pool, smoothing=opts.smoothing,
                                              tracker=opts.tracker, crop=opts.crop)
         fps = await stream.open()
+        self._rate = RenderRateFollower(fps)
         logger.info("streaming motion at %.1f fps", fps)
         self.link.start()
         try:
@@ -286,14 +293,20 @@ class Sender:
             return
         self.link.send_stats()
         self.link.send_goodbye(reason, text)
+        self._goodbye_sent = True
         await self.link.wait_sent(timeout_s=1.0)
 
-    async def wait_peer_stats(self, timeout_s: float) -> bool:
-        """Wait for the next STATS from the receiver (e.g. its final one after GOODBYE); False on timeout."""
-        self._peer_stats.clear()
+    async def wait_answer(self) -> bool:
+        """After ``goodbye``: wait for the receiver's GOODBYE, which follows its final STATS. A receiver that does
+        not answer within ``peer_timeout_s`` (3 s when that is 0) has vanished (``peer_timed_out``); False then."""
+        if self.stats.peer_goodbye is not None or self.stats.peer_timed_out:
+            return self.stats.peer_goodbye is not None
+        timeout_s = self.options.peer_timeout_s or 3.0
         try:
-            await asyncio.wait_for(self._peer_stats.wait(), timeout_s)
+            await asyncio.wait_for(self._answered.wait(), timeout_s)
         except asyncio.TimeoutError:
+            logger.warning("the receiver did not answer the goodbye within %.1f s: it vanished", timeout_s)
+            self.stats.peer_timed_out = True
             return False
         return True
 
@@ -302,14 +315,33 @@ class Sender:
         message = self.link.receive(data)
         if isinstance(message, StatsMessage):
             self.stats.peer = message.stats
-            self._peer_stats.set()
+            self._follow_render_rate(message.stats)
         elif isinstance(message, Goodbye):
             self.stats.peer_goodbye = message
-            logger.warning("the receiver hung up (%s)%s", message.reason.name,
-                           f": {escaped(message.text)}" if message.text else "")
+            self._answered.set()
+            if not self._goodbye_sent:
+                logger.warning("the receiver hung up (%s)%s", message.reason.name,
+                               f": {escaped(message.text)}" if message.text else "")
             self.stop()
         elif message is not None:
             logger.debug("ignoring %s from the receiver", type(message).__name__)
+
+    def _follow_render_rate(self, peer: CallStats) -> None:
+        """Send no faster than the receiver renders: frames beyond that are dropped there (latest wins), after
+        costing this side a capture and a motion extraction each."""
+        follower, stream = self._rate, self._stream
+        if follower is None or stream is None or self._stopping:
+            return
+        rate = follower.update(monotonic_us(), peer)
+        if rate is None:
+            return
+        if self.stats.send_fps is None:
+            logger.info("the receiver renders %.1f fps and drops the rest: sending at that rate instead of %.1f fps",
+                        rate, follower.ceiling_fps)
+        else:
+            logger.debug("following the receiver's render rate: sending at %.1f fps", rate)
+        self.stats.send_fps = rate
+        stream.limit_rate(None if rate >= follower.ceiling_fps else rate)
 
     def _receiver_vanished(self, silent_s: float) -> None:
         if self._stopping:

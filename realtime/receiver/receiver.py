@@ -182,6 +182,8 @@ class Receiver:
         """A message from the motion channel: validate, then offer its pose to the renderer (latest wins)."""
         now = monotonic_us()
         self.link.heard()
+        if self.finished.is_set():  # the call is over: nothing more is counted, so the final STATS hold its numbers
+            return
         message = parse_or_count(data, self.stats.motion, self._motion_guard, max_message=self.options.max_message)
         if message is None:
             return
