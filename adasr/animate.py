@@ -82,7 +82,9 @@ def animate(head: Head, options: AnimateOptions,
     driving = FrameSource(options.driving)
     state = head.prepare_source(source)
     side_by_side = options.crop and options.side_by_side and options.output.suffix.lower() == ".mp4"
-    total = driving.info.frame_count if options.max_frames is None else min(options.max_frames, driving.info.frame_count)
+    total = driving.info.frame_count
+    if options.max_frames is not None:
+        total = min(options.max_frames, total)
     cropper = FaceCropper.for_stream(size, tracker_config) if options.crop else None
     reference: Motion | None = None
     start = time.perf_counter()

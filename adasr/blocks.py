@@ -30,7 +30,8 @@ class SameBlock2d(nn.Module):
 
     FOLDABLE: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "norm"),)
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, lrelu: bool = False, norm: NormKind = "batch") -> None:
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, lrelu: bool = False,
+                 norm: NormKind = "batch") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2)
         self.norm = batch_norm_2d(out_ch, norm)

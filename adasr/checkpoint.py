@@ -172,7 +172,8 @@ def load_model(path: str | Path, config: str | Path | ModelConfig | None = None)
     problems = shape_mismatches(cfg, state)
     if problems:
         fits = _fitting_presets(state)
-        hint = f"presets that fit: {', '.join(fits)}" if fits else "no shipped preset fits; pass the YAML it was made with"
+        hint = (f"presets that fit: {', '.join(fits)}" if fits
+                else "no shipped preset fits; pass the YAML it was made with")
         shown = "; ".join(problems[:4]) + (f"; … {len(problems) - 4} more" if len(problems) > 4 else "")
         raise CheckpointError(f"{path} does not fit config '{cfg.name}': {shown} ({hint})")
     nets = AdaSRNetworks(cfg)

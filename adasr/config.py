@@ -194,7 +194,8 @@ class ModelConfig:
             (g.reshape_channel == self.feature_channel, "generator.reshape_channel must equal feature_channel"),
             (g.max_features == g.reshape_channel * g.reshape_depth,
              "generator.max_features must equal reshape_channel × reshape_depth"),
-            (dm.reshape_depth == g.reshape_depth, "dense_motion_params.reshape_depth must equal generator.reshape_depth"),
+            (dm.reshape_depth == g.reshape_depth,
+             "dense_motion_params.reshape_depth must equal generator.reshape_depth"),
             (dec.in_channels == g.block_expansion * 2**g.num_down_blocks,
              "decoder.in_channels must equal generator.block_expansion × 2^num_down_blocks"),
             (dec.label_nc == dec.in_channels, "decoder.label_nc must equal decoder.in_channels"),
@@ -236,13 +237,15 @@ def _official_to_ours(doc: dict[str, Any], name: str) -> ModelConfig:
     if common:
         raise ConfigError(f"{name}: unknown common_params {sorted(common)}")
     cfg.kp_detector = build_dataclass(KPDetectorConfig, mp.get("kp_detector_params", {}), f"{name}.kp_detector_params")
-    cfg.he_estimator = build_dataclass(HEEstimatorConfig, mp.get("he_estimator_params", {}), f"{name}.he_estimator_params")
+    cfg.he_estimator = build_dataclass(HEEstimatorConfig, mp.get("he_estimator_params", {}),
+                                       f"{name}.he_estimator_params")
     gen = dict(mp.get("generator_params", {}))
     dense = gen.pop("dense_motion_params", {})
     cfg.generator = build_dataclass(GeneratorConfig, gen, f"{name}.generator_params")
     cfg.generator.dense_motion_params = build_dataclass(DenseMotionConfig, dense, f"{name}.dense_motion_params")
     if "discriminator_params" in mp:
-        cfg.discriminator = build_dataclass(DiscriminatorConfig, mp["discriminator_params"], f"{name}.discriminator_params")
+        cfg.discriminator = build_dataclass(DiscriminatorConfig, mp["discriminator_params"],
+                                            f"{name}.discriminator_params")
     frame_shape = doc.get("dataset_params", {}).get("frame_shape")
     if frame_shape:
         cfg.image_size = int(frame_shape[0])

@@ -53,7 +53,8 @@ class FaceTrackerConfig:
     """FaceLandmarker ``.task`` file. None: :func:`adasr.resources.face_model` (``$ADASR_FACE_MODEL`` if set,
     else ``models/face_landmarker.task``)."""
     mode: Literal["video", "image"] = "video"
-    """``video``: a stream with increasing timestamps, tracked and smoothed; ``image``: independent stills, no smoothing."""
+    """``video``: a stream with increasing timestamps, tracked and smoothed; ``image``: independent stills, no
+    smoothing."""
     fps: float = 30.0
     """Frame rate used to make timestamps when :meth:`FaceTracker.track` is given none."""
     crop_scale: float = 1.8
@@ -77,7 +78,8 @@ class FaceTrackerConfig:
     snap_distance: float = 0.5
     """A raw centre this fraction of the crop size away from the smoothed one re-initialises the box (cut, new face)."""
     reset_after_missed: int = 1
-    """After this many consecutive frames without a face the smoothing state is dropped, so the next detection starts afresh."""
+    """After this many consecutive frames without a face the smoothing state is dropped, so the next detection
+    starts afresh."""
     redetect_on_loss: bool = True
     """When mediapipe loses a face it was tracking (e.g. a fast jump out of its tracked region), run its
     detector on the same frame at once instead of reporting no face for one frame (costs one extra inference)."""

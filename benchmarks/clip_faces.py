@@ -71,7 +71,8 @@ def scale_clip(clip: ClipFaces, factor: int, size: int) -> ClipFaces:
     return ClipFaces(clip.path, clip.fps, frames, boxes, crops, clip.face_found)
 
 
-def sender_motion(head: TalkingHead, clip: ClipFaces, smoothing: SmoothingOptions = SmoothingOptions()) -> list[np.ndarray]:
+def sender_motion(head: TalkingHead, clip: ClipFaces,
+                  smoothing: SmoothingOptions = SmoothingOptions()) -> list[np.ndarray]:
     """The smoothed motion vector of every crop, as the sender computes it before quantising."""
     smoother = MotionSmoother(smoothing)
     return [smoother(head.extract_motion(crop).to_vector(), i / clip.fps) for i, crop in enumerate(clip.crops)]

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         results.append(r)
         print(f"{path.name:28s} {r['frames']:4d} frames  motion PSNR mean {r['motion_psnr_db_mean']:6.2f} dB "
-              f"(min {r['motion_psnr_db_min']:6.2f}, p5 {r['motion_psnr_db_p5']:6.2f})  clamped {r['motion_clamped_frames']}  "
+              f"(min {r['motion_psnr_db_min']:6.2f}, p5 {r['motion_psnr_db_p5']:6.2f})  "
+              f"clamped {r['motion_clamped_frames']}  "
               f"state fp16 {r['state_psnr_db_mean']['fp16']:6.2f} dB, int8 {r['state_psnr_db_mean']['int8']:6.2f} dB",
               flush=True)
     payload = quantizer.payload_size(results[0]["num_kp"]) if results else None
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "torch": torch.__version__, "threads": torch.get_num_threads()},
-               "checkpoint": str(checkpoint_of(args)), "backend": head.backend.describe(), "model_id": head.backend.model_id,
+               "checkpoint": str(checkpoint_of(args)), "backend": head.backend.describe(),
+               "model_id": head.backend.model_id,
                "summary": summary, "clips": results}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -128,7 +128,8 @@ async def soak(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     sender_log = (args.out / "soak-sender.log").open("w")
 
     def on_ready(server: OfferServer) -> None:
-        command = [sys.executable, "-m", "adasr_cli", "send", "--url", server.url, "--source", str(astronaut_portrait()),
+        command = [sys.executable, "-m", "adasr_cli", "send", "--url", server.url,
+                   "--source", str(astronaut_portrait()),
                    "--video", str(carphone_clip()), "--loop", "--fps", str(args.fps), "--checkpoint", str(checkpoint),
                    "--threads", str(args.threads), "--no-progress", "--stats-json", str(args.out / "soak-sender.json")]
         live["process"] = subprocess.Popen(command, cwd=REPO, stdout=sender_log, stderr=subprocess.STDOUT,

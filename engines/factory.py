@@ -74,7 +74,8 @@ def create_backend(
 
     if name in ("onnxruntime", "tensorrt") and onnx_dir is None:
         raise ConfigError(f"--backend {name} runs exported files: pass --onnx DIR "
-                          f"(make one with `adasr export --checkpoint CK --out DIR{' --trt' if name == 'tensorrt' else ''}`)")
+                          f"(make one with `adasr export --checkpoint CK --out DIR"
+                          f"{' --trt' if name == 'tensorrt' else ''}`)")
     if name in ("onnxruntime", "tensorrt") and (channels_last or compile or cuda_graphs):
         raise ConfigError("--channels-last, --compile and --cuda-graphs are options of --backend torch")
 

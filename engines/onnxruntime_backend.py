@@ -159,7 +159,8 @@ class OnnxRuntimeBackend(GraphBackend):
         for spec, x in zip(graph.inputs, inputs):
             if tuple(x.shape) != spec.shape:
                 raise InputError(f"{name} input '{spec.name}' must be {list(spec.shape)}, got {list(x.shape)} "
-                                 f"(the files in {self.onnx_dir} were exported for image size {self.config.image_size})")
+                                 f"(the files in {self.onnx_dir} were exported for image size "
+                                 f"{self.config.image_size})")
             x = x.to(device=self.device, dtype=_TORCH_DTYPES[spec.dtype]).contiguous()
             held.append(x)
             binding.bind_input(spec.name, device_type, device_id, np.dtype(spec.dtype), list(spec.shape), x.data_ptr())

@@ -13,6 +13,8 @@ DATA = Path(__file__).parent / "data"
 TINY_CHECKPOINT = DATA / "tiny-official.pth.tar"
 TINY_CONFIG = DATA / "tiny-official.yaml"
 
+pytest_plugins = ["tests.training_fixtures", "tests.janus_fixture"]  # fixtures shared by several modules
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:

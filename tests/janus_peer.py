@@ -154,7 +154,8 @@ class Peer:
         try:
             await asyncio.wait_for(wait(), WAIT_S)
         except asyncio.TimeoutError:
-            raise SystemExit(f"{self.name}: no {what} within {WAIT_S:.0f} s (status {self.status}, left {self.left})")
+            raise SystemExit(
+                f"{self.name}: no {what} within {WAIT_S:.0f} s (status {self.status}, left {self.left})") from None
 
     def acknowledged(self, other: str, phase: int) -> bool:
         """``other`` said it got our phase's messages and some of our voice (or it is gone)."""

@@ -17,7 +17,7 @@ import yaml
 
 from adasr.training.trainer import Trainer
 
-from .test_training import _tiny_cfg, carphone_clip, face_model, inputs, prepared  # noqa: F401  (fixtures)
+from .training_fixtures import _tiny_cfg
 
 STEPS = 3
 RANK_SCRIPT = """
@@ -72,4 +72,5 @@ def test_two_cpu_ranks_hold_identical_weights_equal_to_one_process(prepared: Pat
     assert checkpoint["step"] == STEPS  # rank 0 wrote it
     expected = _one_process(cfg)
     for name, value in expected.items():
-        torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")

@@ -161,8 +161,8 @@ def test_f2_a_source_state_of_any_wrong_shape_is_refused_before_its_data_is_read
                                             first_seq=seq, transfer_id=index):
                     hostile.channels.control.send(message)
                     seq += 1
-                await wait_until(lambda: receiver.stats.source_errors + receiver.stats.sources_accepted == index + 1,
-                                 60, f"the verdict on transfer {index}")
+                await wait_until(lambda index=index: receiver.stats.source_errors + receiver.stats.sources_accepted
+                                 == index + 1, 60, f"the verdict on transfer {index}")
             decoder_alive = any(t.name.startswith(DECODE_THREAD) for t in threading.enumerate())
             await hostile.pc.close()
             await served.finish(30)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.janus_fixture import JanusServer, janus_server  # noqa: F401 (the fixture)
+from tests.janus_fixture import JanusServer
 from tests.janus_peer import AUDIO_FRAMES
 
 #: Counted messages each participant sends per phase.

@@ -119,7 +119,7 @@ def test_motion_round_trip_within_stated_bounds() -> None:
     assert bounds["angle"] < 0.05 and bounds["t"] < 0.002 and bounds["delta"] < 0.022
     rng = np.random.default_rng(7)
     worst = np.zeros(3)
-    for i in range(400):
+    for _ in range(400):
         vec = random_motion(rng)
         seq, ts = int(rng.integers(0, 2**32)), int(rng.integers(0, 2**63))
         msg = decode(encode_motion(seq, ts, vec))

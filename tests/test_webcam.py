@@ -71,13 +71,11 @@ def test_the_fix_is_named_for_each_os() -> None:
 
 @pytest.mark.skipif(any(Path("/dev").glob("video*")), reason="this machine has video devices (maybe a loopback one)")
 def test_cam_without_a_virtual_camera_exits_at_once_with_the_fix(cam_clip: Path) -> None:
-    start = time.perf_counter()
+    # the checkpoint does not exist: had a model been loaded before the device was checked, the error would name it
     result = subprocess.run([sys.executable, "-m", "adasr_cli", "cam", "--source", str(astronaut_portrait()),
-                             "--camera", str(cam_clip), "--sink", "virtualcam"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - start
+                             "--camera", str(cam_clip), "--sink", "virtualcam", "--checkpoint", "missing.pth"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
-    assert elapsed < 20  # ~3 s: the device is checked before any model loads
     assert "adasr cam: error: no virtual camera device" in result.stderr
     assert virtual_camera_fix() in result.stderr
 
@@ -156,9 +154,9 @@ def test_webcam_passthrough_freeze_reset_and_quit(fast_head, cam_clip: Path) -> 
         seen["camera_frame"] = sink.frames[-1]
         webcam.press("p")
         webcam.press("f")  # frozen: the same frame, repeated at the output rate
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.15)  # a frame composed before the freeze may still be on its way out
         count = len(sink.frames)
-        await asyncio.sleep(0.5)
+        await _wait(lambda: len(sink.frames) >= count + 5)  # repeats at the output rate, however busy the machine
         seen["frozen"] = sink.frames[count:]
         webcam.press("f")
         references = pose.stats.references_set

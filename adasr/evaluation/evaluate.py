@@ -24,8 +24,8 @@ Every measure is also computed for the baseline "output = the source frame" (``c
 so a reader sees what the model adds. Landmark measures are *paired*: a frame counts only when the
 tracker finds a face in the reference and in every method's output, so model and baseline are
 averaged over the same frames; ``no_face_rate`` says how often an output lost the face (a blurry
-output that the tracker cannot read shows there, not as a better AKD). Means are over clips (each clip, or portrait×clip pair,
-weighs the same), each clip's value being its mean over frames.
+output that the tracker cannot read shows there, not as a better AKD). Means are over clips (each
+clip, or portrait×clip pair, weighs the same), each clip's value being its mean over frames.
 """
 
 from __future__ import annotations

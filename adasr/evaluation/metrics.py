@@ -110,7 +110,8 @@ def akd(output_landmarks: np.ndarray, reference_landmarks: np.ndarray) -> float:
 
 
 def motion_akd(output: np.ndarray, output_anchor: np.ndarray, driver: np.ndarray, driver_anchor: np.ndarray) -> float:
-    """AKD of landmark *displacements*: (output − its anchor) vs (driver − its anchor), each in its own inter-ocular units.
+    """AKD of landmark *displacements*: (output − its anchor) vs (driver − its anchor), each in its own
+    inter-ocular units.
 
     For cross-identity driving in relative mode, where the output keeps the portrait's face shape:
     this asks whether the output moved the way the driver moved since the reference frame,

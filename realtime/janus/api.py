@@ -311,7 +311,7 @@ class JanusSession:
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
-        for transaction, waiter in self._pending.items():
+        for waiter in self._pending.values():
             if not waiter.done():
                 waiter.set_exception(JanusError("pending request", f"the session is gone: {reason}"))
         if notify:
