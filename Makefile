@@ -38,7 +38,11 @@ system-packages:
 		|| echo "could not install $(SYSTEM_PACKAGES): the TURN and Janus tests will skip"; \
 	else echo "$(SYSTEM_PACKAGES) not installed (needs apt-get as root): the TURN and Janus tests will skip"; fi
 
+# Lint and type-check first: a finding fails `make test` before the suite runs.
+LINTED := adasr adasr_cli engines export realtime benchmarks tests
 test: install system-packages
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
