@@ -142,8 +142,9 @@ class RemoteFace:
         complete = self.inbox.feed(message)
         if self.stats.source_errors > errors:  # refused (another model, checksum, size): shown, not asked again
             self._refuse(message.transfer_id, self.stats.last_source_error)
-        if complete:
+        if complete:  # from now on a repeat of it is skipped, even while it still waits for its decode
             self._waiting = self._arriving
+            self._known_transfers.add(message.transfer_id)
         return complete
 
     def take(self) -> tuple[int | None, CompleteTransfer] | None:
