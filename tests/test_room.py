@@ -10,7 +10,6 @@ two others rendered of each other after it.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import wave
 from collections.abc import Callable
