@@ -16,11 +16,13 @@ from adasr_cli.command import Registrar
 from adasr_cli.eval_command import add_eval_parser
 from adasr_cli.export_commands import add_build_engine_parser, add_export_parser
 from adasr_cli.model_commands import add_animate, add_degrade
+from adasr_cli.room_command import add_room
 from adasr_cli.training_commands import add_prepare_parser, add_train_parser
 
 #: Registration functions of every subcommand, in the order ``--help`` lists them.
 REGISTRARS: list[Registrar] = [add_animate, add_prepare_parser, add_train_parser, add_eval_parser, add_degrade,
-                               add_export_parser, add_build_engine_parser, add_send, add_receive, add_cam, add_demo]
+                               add_export_parser, add_build_engine_parser, add_send, add_receive, add_cam, add_demo,
+                               add_room]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,7 @@ class MessageType(enum.IntEnum):
     RESET_REFERENCE = 0x20
     GOODBYE = 0x21
     STATS = 0x22
+    SOURCE_REQUEST = 0x23
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in MessageType)
@@ -271,3 +272,43 @@ def decode_stats(header: Header, payload: bytes) -> StatsMessage:
     expect_length(payload, _STATS_STRUCT.size, "STATS")
     values = _STATS_STRUCT.unpack(payload)
     return StatsMessage(header.seq, header.timestamp_us, CallStats(*values))
+
+
+_SOURCE_REQUEST_STRUCT = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """A group call's "source please": the publisher of ``feed`` is asked to send its source state again.
+
+    In a room every subscriber receives every message a publisher sends, and the SFU keeps nothing:
+    a participant who subscribes late never saw the state, and the publisher cannot know who
+    subscribed. So the newcomer asks, on its own published channel, naming the feed it wants.
+    """
+
+    seq: int
+    """Sequence number on the control channel."""
+    timestamp_us: int
+    """Sender time of the request."""
+    feed: int
+    """The room's id of the feed whose source state is wanted (1 ≤ feed < 2⁵³, Janus's JSON-safe ids)."""
+
+
+#: Largest feed id a SOURCE_REQUEST may name (Janus's ids are JSON-safe integers).
+MAX_FEED_ID = (1 << 53) - 1
+
+
+def encode_source_request(seq: int, timestamp_us: int, feed: int) -> bytes:
+    """SOURCE_REQUEST: header + u64 feed id."""
+    if not 1 <= feed <= MAX_FEED_ID:
+        raise ValueError(f"a feed id is in [1, 2^53), got {feed}")
+    return encode_header(MessageType.SOURCE_REQUEST, seq, timestamp_us) + _SOURCE_REQUEST_STRUCT.pack(feed)
+
+
+def decode_source_request(header: Header, payload: bytes) -> SourceRequest:
+    """Parse SOURCE_REQUEST (exactly 8 bytes, a feed id in [1, 2⁵³))."""
+    expect_length(payload, _SOURCE_REQUEST_STRUCT.size, "SOURCE_REQUEST")
+    (feed,) = _SOURCE_REQUEST_STRUCT.unpack(payload)
+    if not 1 <= feed <= MAX_FEED_ID:
+        raise ProtocolError(f"SOURCE_REQUEST names feed {feed}, outside [1, 2^53)")
+    return SourceRequest(header.seq, header.timestamp_us, feed)

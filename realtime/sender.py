@@ -190,6 +190,7 @@ class Sender:
         self._answered = asyncio.Event()
         self._goodbye_sent = False
         self._rate: RenderRateFollower | None = None
+        self._source: tuple[bytes, SourceKind] | None = None
 
     # ---- source ------------------------------------------------------------------------------
 
@@ -202,10 +203,12 @@ class Sender:
         return encode_state(state, quantization=opts.quantization, compression=opts.compression), SourceKind.FEATURE_VOLUME
 
     async def send_source(self) -> None:
-        """Encode the portrait (worker thread) and upload it in chunks on the reliable channel."""
+        """Encode the portrait (worker thread, the first time) and upload it in chunks on the reliable channel."""
         loop = asyncio.get_running_loop()
         self.link.start()  # encoding takes seconds on a CPU: the receiver must hear from us meanwhile
-        payload, kind = await loop.run_in_executor(self._pool, self._build_source_payload)
+        if self._source is None:  # encoded once: a group call sends it again to each late subscriber
+            self._source = await loop.run_in_executor(self._pool, self._build_source_payload)
+        payload, kind = self._source
         messages = split_source(payload, wire_model_id(self.head), kind, self.options.max_message,
                                 first_seq=self.link.next_seq, timestamp_us=monotonic_us())
         self.link.reserve(len(messages))

@@ -1,0 +1,104 @@
+"""N participants of `adasr room` through a real Janus, in a private network namespace; prints one JSON report.
+
+    sudo python benchmarks/room_bench.py --participants 4 --seconds 40 -- --backend onnxruntime --onnx DIR
+
+Needs root (network namespaces), ``janus`` and ``ip`` (``tests/janus_fixture.py`` starts Janus there
+with a minimal configuration). Every participant is an `adasr room` driven by the carphone clip (looped,
+``--fps``) with a tone as its voice, rendering into no sink, for ``--seconds`` in the room; the
+arguments after ``--`` pick the backend. Reported per participant: bytes on the wire up and down (DTLS
+records: data channels, voice, SCTP acks; add 28 B of IPv4/UDP per packet), join time, and per remote
+face the render rate, its first frame after joining, and the frames dropped (latest wins). All
+participants share this machine's CPU: a face's rate here is that CPU divided among N·(N−1) faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adasr.demo_media import astronaut_portrait, carphone_clip  # noqa: E402
+from tests.janus_fixture import ADDRESS, NetworkNamespace, start_janus  # noqa: E402
+
+
+def _tone(path: Path, hz: float, seconds: float, rate: int = 8000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((8000 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes())
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--participants", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=40.0, help="time each participant stays in the room")
+    parser.add_argument("--fps", type=float, default=15.0, help="capture rate of each participant's video")
+    parser.add_argument("backend", nargs=argparse.REMAINDER, help="-- then `adasr room`'s backend options")
+    args = parser.parse_args()
+    backend = [a for a in args.backend if a != "--"]
+    workdir = Path(tempfile.mkdtemp(prefix="adasr-room-bench-"))
+    namespace = NetworkNamespace.create()
+    server = None
+    try:
+        server = start_janus(namespace, workdir)
+        names = [chr(ord("A") + i) for i in range(args.participants)]
+        processes = {}
+        for index, name in enumerate(names):
+            voice = _tone(workdir / f"{name}.wav", 300.0 + 150 * index, args.seconds + 120)
+            processes[name] = server.spawn_python("adasr_cli", [
+                "room", "--janus", server.url, "--api-secret", server.api_secret, "--room", "777",
+                "--display", name, "--ice-host", ADDRESS, "--source", str(astronaut_portrait()),
+                "--video", str(carphone_clip()), "--loop", "--fps", str(args.fps), "--audio", str(voice),
+                "--sink", "none", "--max-seconds", str(args.seconds), "--stats-json", str(workdir / f"{name}.json"),
+                *backend], name)
+        for process in processes.values():
+            process.popen.wait(args.seconds + 600)
+            if process.popen.returncode != 0:
+                raise SystemExit(f"{process.name} failed:\n{process.tail()}")
+        reports = {name: json.loads((workdir / f"{name}.json").read_text()) for name in names}
+    finally:
+        if server is not None:
+            server.stop()
+        namespace.delete()
+    participants = {}
+    for name, report in reports.items():
+        seconds = report["in_room_s"]
+        faces = list(report["faces"].values())
+        participants[name] = {
+            "join_s": report["join_s"], "in_room_s": seconds,
+            "wire_bytes_up": report["wire_bytes_sent"], "wire_bytes_down": report["wire_bytes_received"],
+            "kbps_up": report["wire_bytes_sent"] * 8 / seconds / 1000,
+            "kbps_down": report["wire_bytes_received"] * 8 / seconds / 1000,
+            "source_state_bytes": report["published"]["source_state_bytes"],
+            "source_uploads": report["published"]["source_uploads"],
+            "motion_frames_sent": report["published"]["frames_sent"],
+            "faces": {face["display"]: {k: face[k] for k in ("frames_rendered", "render_fps", "render_ms_p50",
+                                                             "first_face_s", "frames_dropped", "audio_frames")}
+                      for face in faces},
+        }
+    fps = [f["render_fps"] for p in participants.values() for f in p["faces"].values()]
+    first = [f["first_face_s"] for p in participants.values() for f in p["faces"].values() if f["first_face_s"]]
+    print(json.dumps({
+        "participants": args.participants, "seconds": args.seconds, "capture_fps": args.fps, "backend": backend,
+        "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+        "render_fps_per_face_median": statistics.median(fps) if fps else None,
+        "first_face_s_median": statistics.median(first) if first else None,
+        "kbps_up_median": statistics.median(p["kbps_up"] for p in participants.values()),
+        "kbps_down_median": statistics.median(p["kbps_down"] for p in participants.values()),
+        "per_participant": participants}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""One remote participant as this one receives it: every message checked, its source state, its pose, its silence.
+
+Janus relays all of a feed's messages on one reliable, ordered channel, so MOTION and control
+messages arrive mixed: the header's type tells them apart, and each kind has its own
+``ReplayGuard``, as each had its own channel (and sequence counter) at the publisher. Source
+transfers go through the 1:1 call's ``SourceInbox`` (model id, checksum, sizes, every shape); a
+repeat of a state already installed or refused (sent again for a late subscriber, see SOURCE_REQUEST
+in PROTOCOL.md) is recognised by its transfer id and skipped unread. Poses come from the call's
+``PoseState``. No asyncio, no threads and no clock of its own: the room passes the time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from adasr.inference import SourceState
+from engines.talking_head import TalkingHead
+from realtime.control_link import PeerWatch
+from realtime.messages import DEFAULT_MAX_MESSAGE, HEADER_SIZE, CallStats, MessageType
+from realtime.motion_codec import MotionPacket
+from realtime.protocol import Message, ReceiverCounters, ReplayGuard, parse_or_count
+from realtime.receiver.pose import PoseCounters, PoseOptions, PoseState
+from realtime.receiver.render_loop import RenderJob
+from realtime.receiver.source_inbox import CompleteTransfer, SourceCounters, SourceInbox
+from realtime.source_messages import DEFAULT_MAX_SOURCE_BYTES, SourceBegin, SourceChunk
+
+logger = logging.getLogger(__name__)
+
+_TYPE_OFFSET = 3
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """How each remote face is received."""
+
+    pose: PoseOptions = PoseOptions()
+    """Relative motion, and what a lost face shows."""
+    silence_timeout_s: float = 5.0
+    """A feed that sends nothing for this long leaves the grid (it sends STATS every second; Janus itself
+    notices a vanished participant only after its 60 s session timeout)."""
+    source_request_s: float = 2.0
+    """Ask a feed for its source state again after this long without any of a transfer from it."""
+    max_message: int = DEFAULT_MAX_MESSAGE
+    """Largest message accepted."""
+    max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
+    """Largest source payload accepted."""
+
+    def __post_init__(self) -> None:
+        if not self.silence_timeout_s > 0 or not self.source_request_s > 0:
+            raise ValueError("silence_timeout_s and source_request_s must be > 0")
+
+
+@dataclass
+class FaceStats(PoseCounters, SourceCounters):
+    """What came from one remote participant."""
+
+    motion: ReceiverCounters = field(default_factory=ReceiverCounters)
+    """Validation counters of its MOTION messages."""
+    control: ReceiverCounters = field(default_factory=ReceiverCounters)
+    """Validation counters of its other messages."""
+    frames_accepted: int = 0
+    """MOTION messages that passed validation and the replay guard."""
+    frames_before_source: int = 0
+    """Of those, frames that came before a usable source state."""
+    sources_repeated: int = 0
+    """Transfers of a state already installed or refused, skipped unread."""
+    source_requests_sent: int = 0
+    """SOURCE_REQUESTs we sent naming this feed."""
+    peer: CallStats | None = None
+    """Its latest STATS."""
+    goodbye: str = ""
+    """Its GOODBYE's reason and text, if it said goodbye."""
+
+
+class RemoteFace:
+    """One feed's messages in (``receive``), render jobs and source transfers out; see the module docstring."""
+
+    def __init__(self, feed: int, display: str, head: TalkingHead, options: FaceOptions, now_us: int) -> None:
+        self.feed = feed
+        self.display = display
+        self.options = options
+        self.stats = FaceStats()
+        self.state: SourceState | None = None
+        """Its face, once a source state is installed."""
+        self.refused: str = ""
+        """Why its latest source state was refused ("" when none was)."""
+        self.watch = PeerWatch(options.silence_timeout_s, since_us=now_us)
+        """Its silence, from when its subscription came up."""
+        self.silent = False
+        """Out of the grid for its silence (until it speaks again)."""
+        self.pose = PoseState(options.pose, self.stats)
+        self.inbox = SourceInbox(head, max_total=options.max_source_bytes, deadline_s=0, opened_us=now_us,
+                                 stats=self.stats)
+        self._num_kp = int(head.backend.config.num_kp)
+        self._guards = {True: ReplayGuard(), False: ReplayGuard()}  # by "is MOTION"
+        self._known_transfers: set[int] = set()  # installed or refused: a repeat is skipped
+        self._skipping: int | None = None
+        self._arriving: int | None = None  # transfer id of the BEGIN being assembled
+        self._waiting: int | None = None  # transfer id of the complete payload waiting for its decode
+        self._last_source_us: int | None = None
+        self._last_request_us: int | None = None
+
+    # ---- messages ------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, now_us: int) -> Message | None:
+        """One message from the feed, checked and counted; None when dropped. Motion goes through ``motion``."""
+        self.watch.heard(now_us)
+        is_motion = len(data) >= HEADER_SIZE and data[_TYPE_OFFSET] == MessageType.MOTION
+        counters = self.stats.motion if is_motion else self.stats.control
+        message = parse_or_count(data, counters, self._guards[is_motion], max_message=self.options.max_message)
+        if isinstance(message, MotionPacket) and message.num_kp != self._num_kp:
+            counters.malformed += 1
+            counters.accepted -= 1
+            counters.last_error = f"dropped MOTION with K={message.num_kp} keypoints, this model has {self._num_kp}"
+            return None
+        return message
+
+    def motion(self, message: MotionPacket, now_us: int) -> RenderJob | None:
+        """The render job for an accepted MOTION, or None (no face yet, refused, a held frame)."""
+        self.stats.frames_accepted += 1
+        if self.state is None:
+            self.stats.frames_before_source += 1
+            return None
+        pose = self.pose.step(message.seq, message.vector, message.face_lost, now_us)
+        if pose is None:
+            return None
+        return RenderJob(message.seq, message.timestamp_us, pose.vector, pose.reference, self.state, now_us)
+
+    def source(self, message: SourceBegin | SourceChunk, now_us: int) -> bool:
+        """One message of a source transfer; True when a payload waits for its decode (``take``)."""
+        self._last_source_us = now_us
+        if isinstance(message, SourceBegin):
+            if message.transfer_id in self._known_transfers:
+                self._skipping = message.transfer_id
+                self.stats.sources_repeated += 1
+                return False
+            self._skipping, self._arriving = None, message.transfer_id
+        elif message.transfer_id == self._skipping:
+            return False
+        errors = self.stats.source_errors
+        complete = self.inbox.feed(message)
+        if self.stats.source_errors > errors:  # refused (another model, checksum, size): shown, not asked again
+            self._refuse(message.transfer_id, self.stats.last_source_error)
+        if complete:  # from now on a repeat of it is skipped, even while it still waits for its decode
+            self._waiting = self._arriving
+            self._known_transfers.add(message.transfer_id)
+        return complete
+
+    def take(self) -> tuple[int | None, CompleteTransfer] | None:
+        """The newest complete transfer waiting for its decode, with its transfer id."""
+        transfer = self.inbox.take()
+        return None if transfer is None else (self._waiting, transfer)
+
+    def installed(self, transfer_id: int | None, state: SourceState, payload_bytes: int, kind: str,
+                  decode_s: float) -> None:
+        """Its decoded state passed every check: render from it (a new reference pose at the next motion)."""
+        self.state, self.refused = state, ""
+        self.pose.new_source(state)
+        self.inbox.installed(payload_bytes=payload_bytes, kind=kind, decode_s=decode_s)
+        if transfer_id is not None:
+            self._known_transfers.add(transfer_id)
+
+    def decode_refused(self, transfer_id: int | None, reason: str) -> None:
+        """Its decoded state failed a check (shapes, values, the encoder)."""
+        self.inbox.refuse(reason)
+        self._refuse(transfer_id, reason)
+
+    def _refuse(self, transfer_id: int | None, reason: str) -> None:
+        if self.state is None:  # a face already shown keeps showing; a face never shown is shown as refused
+            self.refused = reason
+        if transfer_id is not None:
+            self._known_transfers.add(transfer_id)
+
+    # ---- liveness and requests -------------------------------------------------------------------
+
+    def wants_source(self, now_us: int) -> bool:
+        """Whether to ask it for its source state now: none usable, none refused, nothing of a transfer arriving
+        lately, and no request of ours lately."""
+        if self.state is not None or self.refused:
+            return False
+        period_us = self.options.source_request_s * 1e6
+        recent = [t for t in (self._last_source_us, self._last_request_us) if t is not None and now_us - t < period_us]
+        return not recent
+
+    def requested(self, now_us: int) -> None:
+        """We just sent a SOURCE_REQUEST naming it."""
+        self._last_request_us = now_us
+        self.stats.source_requests_sent += 1
