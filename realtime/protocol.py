@@ -78,10 +78,10 @@ __all__ = [
     "ArrayError", "CallStats", "ChecksumMismatch", "DEFAULT_MAX_MESSAGE", "DEFAULT_QUANTIZER", "Goodbye",
     "GoodbyeReason", "HEADER_SIZE", "Header", "MAGIC", "Message", "MessageType", "ModelMismatch", "MotionFlags",
     "MotionPacket", "MotionQuantizer", "OversizedMessage", "PROTOCOL_VERSION", "ProtocolError", "ReceiverCounters",
-    "ReplayGuard", "ResetReference", "SourceAssembler", "SourceBegin", "SourceChunk", "SourceKind", "SourceRequest", "StatsMessage",
-    "TruncatedMessage", "Verdict", "VersionMismatch", "decode", "encode", "encode_goodbye", "encode_motion",
-    "encode_reset_reference", "encode_source_request", "encode_stats", "measure_source_error", "model_id_for", "pack_source_state",
-    "parse_or_count", "split_source", "unpack_source_state",
+    "ReplayGuard", "ResetReference", "SourceAssembler", "SourceBegin", "SourceChunk", "SourceKind", "SourceRequest",
+    "StatsMessage", "TruncatedMessage", "Verdict", "VersionMismatch", "decode", "encode", "encode_goodbye",
+    "encode_motion", "encode_reset_reference", "encode_source_request", "encode_stats", "measure_source_error",
+    "model_id_for", "pack_source_state", "parse_or_count", "split_source", "unpack_source_state",
 ]
 
 

@@ -253,14 +253,14 @@ class ThreadedSink:
         last: tuple[np.ndarray, FrameInfo] | None = None
         try:
             while True:
-                repeating = self.repeat_last and last is not None
-                item = self._slot.get(timeout=self.period_s if repeating else 0.25)
+                to_repeat = last if self.repeat_last else None
+                item = self._slot.get(timeout=self.period_s if to_repeat is not None else 0.25)
                 if item is None:
                     if self._slot.closed:
                         return
-                    if not repeating:
+                    if to_repeat is None:
                         continue
-                    item = last
+                    item = to_repeat
                     self.repeats += 1
                 last = item
                 try:

@@ -152,7 +152,8 @@ def decode_source_begin(header: Header, payload: bytes, max_message: int = DEFAU
         raise OversizedMessage(f"SOURCE_BEGIN chunk size {chunk_size} does not fit a {max_message}-byte message")
     if count != -(-total // chunk_size):
         raise ProtocolError(f"SOURCE_BEGIN chunk count {count} != ceil({total} / {chunk_size})")
-    return SourceBegin(header.seq, header.timestamp_us, transfer_id, total, chunk_size, count, SourceKind(kind), digest, model_id)
+    return SourceBegin(header.seq, header.timestamp_us, transfer_id, total, chunk_size, count, SourceKind(kind), digest,
+                       model_id)
 
 
 def decode_source_chunk(header: Header, payload: bytes) -> SourceChunk:
@@ -197,7 +198,8 @@ def split_source(
     chunk_size = min(max_chunk_data(max_message), len(payload))
     count = -(-len(payload) // chunk_size)
     seq = first_seq % SEQ_MODULUS
-    begin = SourceBegin(seq, timestamp_us, transfer_id, len(payload), chunk_size, count, SourceKind(kind), digest, model_id)
+    begin = SourceBegin(seq, timestamp_us, transfer_id, len(payload), chunk_size, count, SourceKind(kind), digest,
+                        model_id)
     messages = [encode_source_begin(begin)]
     for index in range(count):
         data = payload[index * chunk_size : (index + 1) * chunk_size]
@@ -274,7 +276,8 @@ class SourceAssembler:
                 or begin.chunk_count != -(-begin.total_length // begin.chunk_size)):
             raise ProtocolError("SOURCE_BEGIN fields are inconsistent")
         if self._begin is not None:
-            logger.info("source transfer %08x replaced by %08x before completing", self._begin.transfer_id, begin.transfer_id)
+            logger.info("source transfer %08x replaced by %08x before completing",
+                        self._begin.transfer_id, begin.transfer_id)
         self._begin = begin
         self._chunks = {}
 
@@ -283,7 +286,8 @@ class SourceAssembler:
         if begin is None:
             raise ProtocolError(f"chunk of transfer {chunk.transfer_id:08x} before any SOURCE_BEGIN")
         if chunk.transfer_id != begin.transfer_id:
-            raise ProtocolError(f"chunk of transfer {chunk.transfer_id:08x}, current transfer is {begin.transfer_id:08x}")
+            raise ProtocolError(f"chunk of transfer {chunk.transfer_id:08x}, "
+                                f"current transfer is {begin.transfer_id:08x}")
         if chunk.count != begin.chunk_count:
             raise ProtocolError(f"chunk says {chunk.count} chunks, SOURCE_BEGIN said {begin.chunk_count}")
         if not 0 <= chunk.index < begin.chunk_count:

@@ -224,7 +224,8 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or n > len(self.data) - self.pos:
-            raise TruncatedMessage(f"source payload ends inside {what} (needs {n} bytes, {len(self.data) - self.pos} left)")
+            raise TruncatedMessage(f"source payload ends inside {what} "
+                                   f"(needs {n} bytes, {len(self.data) - self.pos} left)")
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
@@ -376,9 +377,11 @@ def _shape_check(kind: SourceKind, config: ModelConfig) -> ShapeCheck:
         if kind == SourceKind.SOURCE_IMAGE:
             if name != IMAGE_ARRAY:
                 raise ProtocolError(f"SOURCE_IMAGE payload holds an array {name!r}, expected only '{IMAGE_ARRAY}'")
-            if len(shape) != 3 or shape[2] != 3 or not MIN_IMAGE_SIDE <= min(shape[:2]) <= max(shape[:2]) <= biggest:
+            if (len(shape) != 3 or shape[2] != 3
+                    or not MIN_IMAGE_SIDE <= min(shape[:2]) <= max(shape[:2]) <= biggest):
                 raise ProtocolError(f"SOURCE_IMAGE of shape {shape}: expected (H, W, 3) with sides in "
-                                    f"[{MIN_IMAGE_SIDE}, {biggest}] ({MAX_IMAGE_SCALE}× the model's {config.image_size}²)")
+                                    f"[{MIN_IMAGE_SIDE}, {biggest}] "
+                                    f"({MAX_IMAGE_SCALE}× the model's {config.image_size}²)")
         elif name not in expected:
             raise ProtocolError(f"FEATURE_VOLUME payload holds an array {name!r}, expected {sorted(expected)}")
         elif shape != expected[name]:
@@ -396,7 +399,9 @@ def wire_model_id(head: TalkingHead) -> bytes:
     return digest
 
 
-def encode_state(state: SourceState, *, quantization: Quantization = "fp16", compression: Compression = "zlib") -> bytes:
+def encode_state(
+    state: SourceState, *, quantization: Quantization = "fp16", compression: Compression = "zlib"
+) -> bytes:
     """SourceState → FEATURE_VOLUME payload."""
     arrays = {
         "f_s": state.f_s.detach().float().cpu().numpy(),
@@ -435,7 +440,8 @@ def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceS
     try:
         frame = head.render(state, state.motion)
     except (RuntimeError, ValueError) as exc:
-        raise ProtocolError(f"this renderer cannot use the source state ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ProtocolError(
+            f"this renderer cannot use the source state ({type(exc).__name__}: {str(exc)[:200]})") from None
     if frame.shape[-2:] != (config.image_size, config.image_size) or not bool(torch.isfinite(frame).all()):
         raise ProtocolError("a test render from the source state is not a finite frame of the model's size")
     return state

@@ -341,7 +341,8 @@ class LocalWebcam:
         s.render_ms_p50, s.latency_ms_p50 = percentile(render.render_ms, 50), percentile(render.e2e_ms, 50)
         if self.compositor is not None:
             s.frames_composed, s.camera_frames = self.compositor.frames_composed, self.compositor.camera_frames
-        s.frames_output, s.frames_repeated, s.frames_output_replaced = output.frames_shown, output.repeats, output.replaced
+        s.frames_output, s.frames_repeated = output.frames_shown, output.repeats
+        s.frames_output_replaced = output.replaced
         return s
 
     def summary(self) -> dict[str, object]:

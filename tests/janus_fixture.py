@@ -197,7 +197,8 @@ def _janus_libraries() -> Path:
     """The folder that holds Janus's ``plugins/`` and ``transports/``."""
     for pattern in JANUS_LIBRARY_ROOTS:
         for root in sorted(Path("/").glob(pattern.lstrip("/"))):
-            if (root / "plugins" / "libjanus_videoroom.so").exists() and (root / "transports" / "libjanus_http.so").exists():
+            if ((root / "plugins" / "libjanus_videoroom.so").exists()
+                    and (root / "transports" / "libjanus_http.so").exists()):
                 return root
     raise NamespaceUnavailable(f"Janus's VideoRoom plugin and HTTP transport not found under {JANUS_LIBRARY_ROOTS}")
 

@@ -232,7 +232,8 @@ def test_isotropic_gaussian_matches_formula() -> None:
 
 
 def _only(family: str) -> KernelMix:
-    weights = dict.fromkeys(("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"), 0.0)
+    families = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+    weights = dict.fromkeys(families, 0.0)
     weights[family] = 1.0
     return KernelMix(**weights)
 

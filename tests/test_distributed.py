@@ -31,7 +31,9 @@ def keep(self, *a, **k):
     made.append(self)
 T.Trainer.__init__ = keep
 code = main(["train", "--config", sys.argv[1], "--no-progress"])
-torch.save({**made[0].networks.state_dict(), **{"discriminator." + k: v for k, v in made[0].discriminator.state_dict().items()}}, os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+torch.save({**made[0].networks.state_dict(),
+            **{"discriminator." + k: v for k, v in made[0].discriminator.state_dict().items()}},
+           os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
 sys.exit(code)
 """
 

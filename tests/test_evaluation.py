@@ -86,7 +86,8 @@ def test_akd_is_zero_for_the_same_image_and_tracks_a_shift(face: np.ndarray, det
     assert reference is not None and reference.shape == (478, 2)
     assert akd(detector(face.copy()), reference) == pytest.approx(0.0, abs=1e-6)  # type: ignore[arg-type]
     shift = 12
-    shifted = np.ascontiguousarray(np.pad(face, ((0, 0), (shift, 0), (0, 0)), mode="edge")[:, :256])  # content moves right
+    # content moves right
+    shifted = np.ascontiguousarray(np.pad(face, ((0, 0), (shift, 0), (0, 0)), mode="edge")[:, :256])
     moved = detector(shifted)
     assert moved is not None
     expected = shift / inter_ocular(reference)  # landmarks move by the shift, in eye-distance units

@@ -55,7 +55,8 @@ def lite_fp32(lite: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Ex
     return export_model(lite, tmp_path_factory.mktemp("lite-fp32"))
 
 
-def test_tiny_official_trt_export_is_verified_and_parses_in_tensorrt(tiny_model: LoadedModel, tiny_trt: ExportReport) -> None:
+def test_tiny_official_trt_export_is_verified_and_parses_in_tensorrt(
+        tiny_model: LoadedModel, tiny_trt: ExportReport) -> None:
     assert tiny_trt.trt and tiny_trt.warp == "trt" and tiny_trt.precision == "fp32"
     for name in GRAPH_NAMES:
         graph = tiny_trt.graphs[name]
@@ -97,7 +98,8 @@ def test_manifest_describes_the_files(tiny_model: LoadedModel, tiny_trt: ExportR
     assert ren.outputs[0].shape == (1, 3, size, size)
     for entry in manifest.graphs.values():
         assert entry.sha256 == file_sha256(tiny_trt.out_dir / entry.file)
-        meta = {p.key: p.value for p in onnx.load(str(tiny_trt.out_dir / entry.file), load_external_data=False).metadata_props}
+        graph = onnx.load(str(tiny_trt.out_dir / entry.file), load_external_data=False)
+        meta = {p.key: p.value for p in graph.metadata_props}
         assert meta["adasr.model_id"] == tiny_model.model_id
 
 

@@ -315,7 +315,8 @@ def test_f7_a_config_with_an_absurd_image_size_is_refused_with_a_clear_message(t
     doc["model"]["image_size"] = image_size
     path = tmp_path / "crafted.yaml"
     path.write_text(yaml.safe_dump(doc))
-    with pytest.raises(ConfigError, match=r"image_size must be a multiple of 4 in \[32, 2048\], got " + str(image_size)):
+    with pytest.raises(ConfigError,
+                       match=r"image_size must be a multiple of 4 in \[32, 2048\], got " + str(image_size)):
         load_model_config(path)
 
 

@@ -263,7 +263,8 @@ def test_single_chunk_transfer() -> None:
 
 def make_transfer(payload: bytes = b"", max_message: int = 256) -> tuple[SourceBegin, list[SourceChunk]]:
     payload = payload or bytes(range(256)) * 8
-    decoded = [decode(m, max_message=max_message) for m in split_source(payload, MODEL, SourceKind.FEATURE_VOLUME, max_message)]
+    messages = split_source(payload, MODEL, SourceKind.FEATURE_VOLUME, max_message)
+    decoded = [decode(m, max_message=max_message) for m in messages]
     return decoded[0], decoded[1:]
 
 
@@ -290,7 +291,8 @@ def test_assembler_refuses_bad_checksum() -> None:
     for chunk in chunks[:-1]:
         assembler.feed(chunk)
     last = chunks[-1]
-    flipped = SourceChunk(last.seq, last.timestamp_us, last.transfer_id, last.index, last.count, bytes([last.data[0] ^ 1]) + last.data[1:])
+    flipped = SourceChunk(last.seq, last.timestamp_us, last.transfer_id, last.index, last.count,
+                          bytes([last.data[0] ^ 1]) + last.data[1:])
     with pytest.raises(ChecksumMismatch):
         assembler.feed(flipped)
 
@@ -298,7 +300,8 @@ def test_assembler_refuses_bad_checksum() -> None:
 def test_assembler_refuses_oversize_total_before_allocating() -> None:
     claim = 2**32 - 1
     chunk_size = DEFAULT_MAX_MESSAGE - 32
-    begin = SourceBegin(0, 0, 1, claim, chunk_size, -(-claim // chunk_size), SourceKind.FEATURE_VOLUME, bytes(32), MODEL)
+    begin = SourceBegin(0, 0, 1, claim, chunk_size, -(-claim // chunk_size), SourceKind.FEATURE_VOLUME, bytes(32),
+                        MODEL)
     assembler = SourceAssembler(MODEL, max_total=1 << 20)
     with pytest.raises(OversizedMessage, match="claims 4294967295 bytes"):
         assembler.feed(decode(encode_source_begin(begin)))
@@ -363,7 +366,8 @@ def test_source_messages_validate_their_fields() -> None:
         decode(begin_with(chunk_size=fields[2] + 1, count=-(-fields[1] // (fields[2] + 1))), max_message=256)
     chunk = encode_source_chunk(chunks[0])
     head, body = chunk[:HEADER_SIZE], bytearray(chunk[HEADER_SIZE:])
-    for offset, value, match in [(4, 99, "index"), (8, 0, "count of zero"), (12, 0, "without data"), (12, 5000, "SOURCE_CHUNK")]:
+    for offset, value, match in [(4, 99, "index"), (8, 0, "count of zero"), (12, 0, "without data"),
+                                 (12, 5000, "SOURCE_CHUNK")]:
         bad = bytearray(body)
         bad[offset : offset + 4] = struct.pack("<I", value)
         with pytest.raises(ProtocolError, match=match):
@@ -656,7 +660,8 @@ STATE_SAMPLES = [
 
 
 @FUZZ
-@given(st.sampled_from(STATE_SAMPLES), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4))
+@given(st.sampled_from(STATE_SAMPLES),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4))
 def test_fuzz_mutated_state_payloads(payload: bytes, edits: list[tuple[int, int]]) -> None:
     data = bytearray(payload)
     for pos, value in edits:

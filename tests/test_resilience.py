@@ -140,7 +140,8 @@ def test_loss_and_reordering_keep_rendering_and_a_gap_holds_the_pose(caplog: pyt
         receiver = Receiver(head, ReceiverOptions(stats_interval_s=0, motion_gap_s=0.3, peer_timeout_s=0))  # type: ignore[arg-type]
         receiver.install_state(object())  # type: ignore[arg-type]
         receiver.start()
-        link = InProcessChannel(receiver.on_motion, impairment=Impairment(loss=0.2, reorder=0.2, reorder_depth=4, seed=1))
+        link = InProcessChannel(receiver.on_motion,
+                                impairment=Impairment(loss=0.2, reorder=0.2, reorder_depth=4, seed=1))
         stalled_in_gap = False
         for seq in range(300):
             if seq == 150:
@@ -301,7 +302,8 @@ def test_token_size_cap_busy_flood_and_bad_source_states_then_the_next_call(
                 async with http.post(url, json=offer, headers=auth) as reply:  # no data channel in it
                     live["no_channel"] = reply.status
             with pytest.raises(CallError, match="refused the token"):
-                await HttpSignaling(served.url, "not-the-token").send(RTCSessionDescription(sdp="v=0\r\n", type="offer"))
+                await HttpSignaling(served.url, "not-the-token").send(
+                    RTCSessionDescription(sdp="v=0\r\n", type="offer"))
 
             hostile = await connect_as_sender(HttpSignaling(served.url, token), TRANSPORT)
             with pytest.raises(CallError, match="409"):
@@ -326,7 +328,8 @@ def test_token_size_cap_busy_flood_and_bad_source_states_then_the_next_call(
                     if garbage(data):
                         channel.send(data)
                 if index % 100 == 99:
-                    await wait_until(lambda: control.bufferedAmount < 256 * 1024, 120, "the flood to drain")  # a bound, not a budget
+                    # a bound, not a budget
+                    await wait_until(lambda: control.bufferedAmount < 256 * 1024, 120, "the flood to drain")
             await wait_until(lambda: receiver.stats.control.received > 1400, 60, "the flood to arrive")
             await asyncio.sleep(0.3)
             live["alive_after_flood"] = not receiver.finished.is_set()

@@ -144,7 +144,8 @@ def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
 def test_learning_rate_schedule_follows_the_step(prepared: Path, tmp_path: Path) -> None:
     from adasr.errors import ConfigError
 
-    schedule = [{"start": 1, "end": 3, "final_factor": 0.1}, {"start": 4, "end": 6, "peak_factor": 0.5, "final_factor": 0.1}]
+    schedule = [{"start": 1, "end": 3, "final_factor": 0.1},
+                {"start": 4, "end": 6, "peak_factor": 0.5, "final_factor": 0.1}]
     cfg = _tiny_cfg(prepared, tmp_path, lr_schedule=schedule, steps=6)
     factors = [lr_factor(cfg.lr_schedule, s) for s in range(8)]
     # constant, cosine 1 → 0.1 (half way 0.55), flat, warm restart at 0.5, cosine to 0.1, flat

@@ -66,7 +66,8 @@ def test_the_fix_is_named_for_each_os() -> None:
     linux = virtual_camera_fix("Linux")
     assert "sudo modprobe v4l2loopback exclusive_caps=1 video_nr=" in linux and "card_label=" in linux
     for system in ("Windows", "Darwin"):
-        assert "install OBS Studio" in virtual_camera_fix(system) and "Start Virtual Camera" in virtual_camera_fix(system)
+        fix = virtual_camera_fix(system)
+        assert "install OBS Studio" in fix and "Start Virtual Camera" in fix
 
 
 @pytest.mark.skipif(any(Path("/dev").glob("video*")), reason="this machine has video devices (maybe a loopback one)")
@@ -81,7 +82,8 @@ def test_cam_without_a_virtual_camera_exits_at_once_with_the_fix(cam_clip: Path)
 
 
 def test_cam_sends_frames_of_the_configured_size_to_a_registered_backend(
-        monkeypatch: pytest.MonkeyPatch, cam_clip: Path, fast_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, cam_clip: Path, fast_checkpoint: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """`adasr cam --camera VIDEO --sink virtualcam` with a fake backend: RGB frames of 320×240 reach it from the
     output thread, the face pasted into the portrait's framing; the grey frames are signalled as FACE_LOST."""
     import pyvirtualcam
@@ -137,7 +139,8 @@ async def _wait(predicate: Any, timeout_s: float = 30.0) -> None:
 
 def test_webcam_passthrough_freeze_reset_and_quit(fast_head, cam_clip: Path) -> None:  # type: ignore[no-untyped-def]
     sink = RecordingSink()
-    webcam = LocalWebcam(WebcamOptions(portrait=astronaut_portrait(), capture=CaptureOptions(video=cam_clip, fps=10, loop=True),
+    webcam = LocalWebcam(WebcamOptions(portrait=astronaut_portrait(),
+                                       capture=CaptureOptions(video=cam_clip, fps=10, loop=True),
                                        width=160, height=120, fps=20, console=False))
 
     async def scenario() -> dict[str, Any]:

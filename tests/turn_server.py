@@ -82,7 +82,8 @@ def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path, time
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"turnserver did not listen on {port} within {timeout_s:.0f} s: {_tail(log)}") from None
+                raise RuntimeError(
+                    f"turnserver did not listen on {port} within {timeout_s:.0f} s: {_tail(log)}") from None
             time.sleep(0.05)
 
 

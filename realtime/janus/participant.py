@@ -49,7 +49,13 @@ from realtime.janus.videoroom import (
     publish,
     start,
 )
-from realtime.transport import TransportOptions, create_peer_connection, dtls_transport_stats, set_local_description, wait_open
+from realtime.transport import (
+    TransportOptions,
+    create_peer_connection,
+    dtls_transport_stats,
+    set_local_description,
+    wait_open,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -124,7 +124,8 @@ class PoseState:
             s.face_lost, self._eased = True, False
             s.face_lost_events += 1
             self._lost_since_us = now_us
-            logger.info("the sender lost the face: %s", "easing to the neutral pose" if neutral else "holding the last pose")
+            logger.info("the sender lost the face: %s",
+                        "easing to the neutral pose" if neutral else "holding the last pose")
         target = self._neutral_vector()
         if not neutral or self._eased or self._last_vector is None or target is None:
             s.frames_face_lost += 1

@@ -123,7 +123,8 @@ class SourceInbox:
             raise ProtocolError(f"this receiver could not use the source state ({type(exc).__name__}: {exc})") from exc
 
     def refuse(self, reason: str) -> None:
-        """Count and say why; past the first few, refusals are logged at debug level (a flood must not flood the log)."""
+        """Count and say why; past the first few, refusals are logged at debug level
+        (a flood must not flood the log)."""
         self.stats.source_errors += 1
         self.stats.last_source_error = reason
         log = logger.error if self.stats.source_errors <= LOUD_REFUSALS else logger.debug
