@@ -8,10 +8,11 @@ degrees to radians with 3.14 (not π) and R = Rx(pitch)·Ry(yaw)·Rz(roll).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
+
+from adasr import motion_layout
 
 #: The released code converts degrees with 3.14, not π; the weights were trained with it.
 OFFICIAL_PI = 3.14
@@ -39,19 +40,9 @@ def rotation_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
 class Motion:
     """Head motion of one or more frames: the per-frame message of a call.
 
-    The vector layout (``to_vector``) is yaw, pitch, roll (degrees), t (3), δ (K·3, row-major):
-    3 + 3 + 3K numbers, 51 for K = 15. This class is the one owner of that layout: code that
-    handles flat motion vectors takes the groups' positions and the sizes from here.
+    The vector layout (``to_vector``) is ``adasr.motion_layout``'s: yaw, pitch, roll (degrees),
+    t (3), δ (K·3, row-major): 3 + 3 + 3K numbers, 51 for K = 15.
     """
-
-    POSE_SCALARS: ClassVar[int] = 6
-    """Numbers in front of δ: yaw, pitch, roll, then t."""
-    ANGLES: ClassVar[slice] = slice(0, 3)
-    """Where yaw, pitch and roll lie in a motion vector."""
-    TRANSLATION: ClassVar[slice] = slice(3, POSE_SCALARS)
-    """Where the translation t lies."""
-    EXPRESSION: ClassVar[slice] = slice(POSE_SCALARS, None)
-    """Where the expression offsets δ lie (K·3 numbers, row-major), up to the end."""
 
     yaw: torch.Tensor
     """Yaw in degrees, [B]."""
@@ -85,24 +76,11 @@ class Motion:
     def from_vector(vector: np.ndarray, device: torch.device | str = "cpu") -> Motion:
         """Inverse of ``to_vector``; the number of keypoints follows from the length."""
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-        Motion.keypoint_count(vec.size)  # refuses a length that is not 6 + 3K
+        motion_layout.keypoint_count(vec.size)  # refuses a length that is not 6 + 3K
         v = torch.from_numpy(vec.copy()).to(device)[None]
-        angles = v[:, Motion.ANGLES]
-        return Motion(yaw=angles[:, 0], pitch=angles[:, 1], roll=angles[:, 2], t=v[:, Motion.TRANSLATION],
-                      delta=v[:, Motion.EXPRESSION].reshape(1, -1, 3))
-
-    @staticmethod
-    def vector_size(num_kp: int) -> int:
-        """Length of the motion vector of K keypoints: 6 + 3K."""
-        return Motion.POSE_SCALARS + 3 * num_kp
-
-    @staticmethod
-    def keypoint_count(vector_size: int) -> int:
-        """K from the length of a motion vector; ValueError for a length not of the form 6 + 3K (K ≥ 1)."""
-        expression = vector_size - Motion.POSE_SCALARS
-        if expression < 3 or expression % 3:
-            raise ValueError(f"a motion vector has 6 + 3K numbers, got {vector_size}")
-        return expression // 3
+        angles = v[:, motion_layout.ANGLES]
+        return Motion(yaw=angles[:, 0], pitch=angles[:, 1], roll=angles[:, 2], t=v[:, motion_layout.TRANSLATION],
+                      delta=v[:, motion_layout.EXPRESSION].reshape(1, -1, 3))
 
     def with_pose(self, pose_degrees: torch.Tensor) -> Motion:
         """The same motion with (yaw, pitch, roll) replaced, [B, 3] or [3] degrees (e.g. the face tracker's)."""

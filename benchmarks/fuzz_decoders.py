@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adasr.keypoints import Motion  # noqa: E402
+from adasr import motion_layout  # noqa: E402
 from realtime.errors import ProtocolError  # noqa: E402
 from realtime.messages import (MAGIC, PROTOCOL_VERSION, CallStats, GoodbyeReason, MessageType,  # noqa: E402
                                encode_goodbye, encode_reset_reference, encode_stats)
@@ -76,7 +76,7 @@ def sample_state_payloads(rng: np.random.Generator) -> list[bytes]:
     """Small but complete SourceState payloads, in every quantisation and compression."""
     arrays = {"f_s": rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32),
               "x_c": rng.uniform(-1, 1, (1, K, 3)).astype(np.float32),
-              "motion": rng.uniform(-0.3, 0.3, Motion.vector_size(K)).astype(np.float32)}
+              "motion": rng.uniform(-0.3, 0.3, motion_layout.vector_size(K)).astype(np.float32)}
     out = [pack_source_state(arrays, quantization=q, compression=c, min_elements=64)  # type: ignore[arg-type]
            for q, c in [("fp32", "none"), ("fp16", "zlib"), ("int8", "lzma")]]
     out.append(pack_source_state({"image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)}, compression="zlib"))
@@ -95,7 +95,8 @@ class Corpus:
     @classmethod
     def build(cls, model_id: bytes, seed: int) -> Corpus:
         rng = np.random.default_rng(seed)
-        motion = [encode_motion(seq, seq * 33_333, rng.uniform(-0.4, 0.4, Motion.vector_size(K)).astype(np.float32),
+        size = motion_layout.vector_size(K)
+        motion = [encode_motion(seq, seq * 33_333, rng.uniform(-0.4, 0.4, size).astype(np.float32),
                                 MotionFlags.FACE_LOST if seq % 7 == 0 else MotionFlags.NONE) for seq in range(64)]
         payloads = sample_state_payloads(rng)
         transfers = [split_source(p, model_id, SourceKind.SOURCE_IMAGE if i == 3 else SourceKind.FEATURE_VOLUME,

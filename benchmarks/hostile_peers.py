@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from aiortc import RTCSessionDescription
 
+from adasr import motion_layout
 from adasr.checkpoint import load_model, save_checkpoint
 from adasr.config import load_model_config
 from adasr.errors import CheckpointError
-from adasr.keypoints import Motion
 from adasr.networks import AdaSRNetworks
 from engines.talking_head import TalkingHead
 from engines.torch_backend import TorchBackend
@@ -155,7 +155,8 @@ def main() -> None:
     c, d, h, w = config.source_volume_shape()
     k = config.num_kp
     rng = np.random.default_rng(0)
-    x_c, motion = rng.standard_normal((1, k, 3)).astype(np.float32), np.zeros(Motion.vector_size(k), np.float32)
+    x_c = rng.standard_normal((1, k, 3)).astype(np.float32)
+    motion = np.zeros(motion_layout.vector_size(k), np.float32)
     huge = pack_source_state({"f_s": np.zeros((1, c, d, 720, 720), np.float32), "x_c": x_c, "motion": motion})
     wrong = pack_source_state({"f_s": np.zeros((1, c, d, h + 4, w), np.float32), "x_c": x_c, "motion": motion})
     rows = [(f"F2 f_s (1, {c}, {d}, 720, 720), {len(huge)} B payload",

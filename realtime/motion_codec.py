@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adasr.keypoints import Motion
+from adasr import motion_layout
 from realtime.errors import ProtocolError, TruncatedMessage
 from realtime.messages import Header, MessageType, encode_header, expect_length
 
@@ -96,12 +96,12 @@ class MotionQuantizer:
         return MOTION_PREFIX_SIZE + (self.payload_bits(num_kp) + 7) // 8
 
     def _layout(self, num_kp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-number (low, high, bits) arrays in the wire order of ``Motion.to_vector``."""
-        size = Motion.vector_size(num_kp)
+        """Per-number (low, high, bits) arrays in the order of ``adasr.motion_layout``."""
+        size = motion_layout.vector_size(num_kp)
         lo, hi, bits = np.empty(size, np.float64), np.empty(size, np.float64), np.empty(size, np.int64)
-        for group, (low, high), width in ((Motion.ANGLES, self.angle_range, self.angle_bits),
-                                          (Motion.TRANSLATION, self.t_range, self.t_bits),
-                                          (Motion.EXPRESSION, self.delta_range, self.delta_bits)):
+        for group, (low, high), width in ((motion_layout.ANGLES, self.angle_range, self.angle_bits),
+                                          (motion_layout.TRANSLATION, self.t_range, self.t_bits),
+                                          (motion_layout.EXPRESSION, self.delta_range, self.delta_bits)):
             lo[group], hi[group], bits[group] = low, high, width
         return lo, hi, bits
 
@@ -161,7 +161,7 @@ DEFAULT_QUANTIZER = MotionQuantizer()
 
 def num_keypoints(size: int) -> int:
     """K from the length of a motion vector (6 + 3K), refusing lengths that are not of that form or too long."""
-    num_kp = Motion.keypoint_count(size)
+    num_kp = motion_layout.keypoint_count(size)
     if num_kp > MAX_KEYPOINTS:
         raise ValueError(f"a motion packet carries at most {MAX_KEYPOINTS} keypoints, got {num_kp}")
     return num_kp
@@ -188,7 +188,7 @@ class MotionPacket:
     @property
     def num_kp(self) -> int:
         """Number of keypoints K."""
-        return Motion.keypoint_count(self.vector.size)
+        return motion_layout.keypoint_count(self.vector.size)
 
 
 def encode_motion_message(

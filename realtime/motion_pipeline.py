@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adasr import motion_layout
 from adasr.face_cropper import FaceCropper
 from adasr.faces import FaceTrackerConfig
 from adasr.image_ops import resize_square
-from adasr.keypoints import Motion
 from engines.talking_head import TalkingHead
 from realtime.capture import CapturedFrame
 from realtime.motion_codec import MotionFlags
@@ -79,7 +79,7 @@ class MotionPipeline:
 
     def _neutral(self) -> np.ndarray:
         """All-zero motion, sent (flagged FACE_LOST) before any face was seen."""
-        return np.zeros(Motion.vector_size(self.head.backend.config.num_kp), dtype=np.float32)
+        return np.zeros(motion_layout.vector_size(self.head.backend.config.num_kp), dtype=np.float32)
 
     def close(self) -> None:
         """Release the face tracker."""

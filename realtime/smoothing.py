@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adasr.keypoints import Motion
+from adasr import motion_layout
 from adasr.one_euro import OneEuroFilter, OneEuroParams
 
 
@@ -38,9 +38,9 @@ class SmoothingOptions:
     def scales(self, size: int) -> np.ndarray:
         """Per-number scale for a vector of ``size`` = 6 + 3K numbers."""
         out = np.empty(size, dtype=np.float64)
-        out[Motion.ANGLES] = self.angle_scale_deg
-        out[Motion.TRANSLATION] = self.translation_scale
-        out[Motion.EXPRESSION] = self.expression_scale
+        out[motion_layout.ANGLES] = self.angle_scale_deg
+        out[motion_layout.TRANSLATION] = self.translation_scale
+        out[motion_layout.EXPRESSION] = self.expression_scale
         return out
 
 

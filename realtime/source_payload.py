@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from adasr.config import ModelConfig
+from adasr import motion_layout
 from adasr.keypoints import Motion
 from adasr.inference import SourceState
 from engines.talking_head import TalkingHead
@@ -353,7 +354,7 @@ MAX_IMAGE_SCALE = 4
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The one shape of each FEATURE_VOLUME array this model's renderer accepts."""
     k = config.num_kp
-    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (Motion.vector_size(k),)}
+    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (motion_layout.vector_size(k),)}
 
 
 def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from adasr import motion_layout
 from adasr.errors import ConfigError
 from adasr.keypoints import Motion
 from engines.talking_head import TalkingHead
@@ -47,22 +48,22 @@ def test_motion_vector_round_trip(head, carphone_frames) -> None:  # type: ignor
         Motion.from_vector(np.zeros(7, np.float32))
 
 
-def test_motion_owns_the_vector_layout() -> None:
-    """Sizes, group positions and the round trip of the flat 6 + 3K vector all come from Motion."""
+def test_motion_vector_layout_and_round_trip() -> None:
+    """Sizes and group positions of the flat 6 + 3K vector come from adasr.motion_layout; Motion follows them."""
     k = 4
-    vec = np.arange(Motion.vector_size(k), dtype=np.float32)
-    assert vec.size == 6 + 3 * k and Motion.keypoint_count(vec.size) == k
+    vec = np.arange(motion_layout.vector_size(k), dtype=np.float32)
+    assert vec.size == 6 + 3 * k and motion_layout.keypoint_count(vec.size) == k
     motion = Motion.from_vector(vec)
     assert motion.num_kp == k
     assert (motion.yaw.item(), motion.pitch.item(), motion.roll.item()) == (0.0, 1.0, 2.0)
     assert motion.t[0].tolist() == [3.0, 4.0, 5.0] and motion.delta[0, 0].tolist() == [6.0, 7.0, 8.0]
-    assert np.array_equal(vec[Motion.ANGLES], motion.pose_degrees()[0].numpy())
-    assert np.array_equal(vec[Motion.TRANSLATION], motion.t[0].numpy())
-    assert np.array_equal(vec[Motion.EXPRESSION], motion.delta[0].flatten().numpy())
+    assert np.array_equal(vec[motion_layout.ANGLES], motion.pose_degrees()[0].numpy())
+    assert np.array_equal(vec[motion_layout.TRANSLATION], motion.t[0].numpy())
+    assert np.array_equal(vec[motion_layout.EXPRESSION], motion.delta[0].flatten().numpy())
     assert np.array_equal(motion.to_vector(), vec)
     for bad in (0, 6, 7, 8, 50):
         with pytest.raises(ValueError, match="6 \\+ 3K"):
-            Motion.keypoint_count(bad)
+            motion_layout.keypoint_count(bad)
 
 
 def test_render_image_is_uint8_of_the_model_size(head, astronaut_face, carphone_frames) -> None:  # type: ignore[no-untyped-def]
