@@ -40,6 +40,10 @@ def add_room(sub: SubParsers) -> None:
     p.add_argument("--fps", type=float, default=None, help="capture rate (default: the source's)")
     p.add_argument("--no-source-crop", dest="source_crop", action="store_false",
                    help="the portrait already is a square face crop")
+    p.add_argument("--send-volume", dest="send_image", action="store_false",
+                   help="send the encoded feature volume (~1.5 MB for lite) instead of the portrait crop (~0.1 MB, "
+                        "the default: in a room every late joiner asks for it again, and each receiver encodes "
+                        "it once, ~0.1 s)")
     p.add_argument("--display", default=None, help="your name in the room (default: the user name)")
     access = p.add_argument_group("access")
     access.add_argument("--pin", default=os.environ.get(PIN_ENV_VAR),
@@ -106,7 +110,7 @@ def run_room(args: argparse.Namespace) -> int:
             TransportOptions(ice_hosts=tuple(args.ice_host) if args.ice_host else None)),
         sender=SenderOptions(capture=CaptureOptions(camera=args.camera, video=args.video, fps=args.fps,
                                                     loop=args.loop),
-                             source=SourceOptions(args.source, crop=args.source_crop)),
+                             source=SourceOptions(args.source, crop=args.source_crop, send_image=args.send_image)),
         voice=VoiceOptions(file=args.audio, microphone=not args.no_audio),
         faces=FaceOptions(silence_timeout_s=args.silence_timeout),
         max_seconds=args.max_seconds)
