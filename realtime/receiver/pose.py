@@ -83,11 +83,6 @@ class PoseState:
         self._lost_since_us = 0
         self._eased = False  # the ease to neutral reached its end for this loss
 
-    @property
-    def reference(self) -> np.ndarray | None:
-        """The reference pose now (None before the first motion, and after a reset took effect)."""
-        return self._reference
-
     def new_source(self, state: SourceState) -> None:
         """A new face: the next motion becomes its reference pose."""
         self._source = state

@@ -36,7 +36,7 @@ from realtime.protocol import ReceiverCounters, ReplayGuard, parse_or_count
 from realtime.receiver.motion_gaps import GapCounters, MotionGapWatch
 from realtime.receiver.pose import FaceLostPolicy, PoseCounters, PoseOptions, PoseState
 from realtime.receiver.render_loop import RenderCounters, RenderJob, RenderLoop
-from realtime.receiver.source_inbox import CompleteTransfer, SourceCounters, SourceInbox
+from realtime.receiver.source_inbox import SourceCounters, SourceInbox
 from realtime.sinks import NullSink, Sink
 from realtime.source_messages import DEFAULT_MAX_SOURCE_BYTES, SourceBegin, SourceChunk
 from realtime.stats import percentile
@@ -250,12 +250,10 @@ class Receiver:
                 except ProtocolError as exc:
                     self.inbox.refuse(str(exc))
                     continue
-                self._install(state, transfer, time.perf_counter() - start)
+                self.install_state(state, payload_bytes=len(transfer.payload), kind=transfer.kind.name,
+                                   decode_s=time.perf_counter() - start)
         finally:
             self._decoding = False
-
-    def _install(self, state: SourceState, transfer: CompleteTransfer, decode_s: float) -> None:
-        self.install_state(state, payload_bytes=len(transfer.payload), kind=transfer.kind.name, decode_s=decode_s)
 
     def install_state(self, state: SourceState, *, payload_bytes: int = 0, kind: str = "local",
                       decode_s: float = 0.0) -> None:
@@ -301,10 +299,6 @@ class Receiver:
     def goodbye(self, reason: GoodbyeReason = GoodbyeReason.NORMAL, text: str = "") -> None:
         """Hang up from the receiving side (the sender stops streaming)."""
         self.link.send_goodbye(reason, text)
-
-    def pending(self) -> bool:
-        """Whether a frame waits for the renderer."""
-        return self.renderer.pending()
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Wait until the renderer has taken and finished every frame handed to it, or the timeout."""

@@ -104,10 +104,6 @@ class RenderLoop:
         if self._slot.put(job) is not None:
             self.stats.frames_dropped += 1
 
-    def pending(self) -> bool:
-        """Whether a job waits for the renderer."""
-        return self._slot.pending()
-
     def idle(self) -> bool:
         """Every job offered has been rendered, dropped, or failed."""
         s = self.stats
