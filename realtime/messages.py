@@ -46,6 +46,7 @@ class MessageType(enum.IntEnum):
     RESET_REFERENCE = 0x20
     GOODBYE = 0x21
     STATS = 0x22
+    CLOCK = 0x23
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in MessageType)
@@ -271,3 +272,42 @@ def decode_stats(header: Header, payload: bytes) -> StatsMessage:
     expect_length(payload, _STATS_STRUCT.size, "STATS")
     values = _STATS_STRUCT.unpack(payload)
     return StatsMessage(header.seq, header.timestamp_us, CallStats(*values))
+
+
+_CLOCK_STRUCT = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class ClockMessage:
+    """CLOCK: the sender's wall clock read together with the header's monotonic timestamp.
+
+    Motion is stamped on the sender's monotonic clock; the RTCP sender reports of its voice carry its
+    wall clock. One pair of readings of both lets the receiver put a face and its voice on one clock
+    (lip sync) without synchronising anything between the peers.
+    """
+
+    seq: int
+    """Sequence number on the control channel."""
+    timestamp_us: int
+    """Sender's monotonic clock, µs (the motion timestamps' clock)."""
+    wall_us: int
+    """Sender's wall clock at the same instant, µs since the Unix epoch (its RTCP sender reports' clock)."""
+
+    @property
+    def wall_minus_monotonic_us(self) -> int:
+        """Add to a motion timestamp to get the sender's wall clock, µs."""
+        return self.wall_us - self.timestamp_us
+
+
+def encode_clock(seq: int, timestamp_us: int, wall_us: int) -> bytes:
+    """CLOCK: header (monotonic µs) + u64 wall-clock µs."""
+    if not 0 <= wall_us < TIMESTAMP_MODULUS:
+        raise ValueError(f"wall clock must fit in u64 microseconds, got {wall_us}")
+    return encode_header(MessageType.CLOCK, seq, timestamp_us) + _CLOCK_STRUCT.pack(wall_us)
+
+
+def decode_clock(header: Header, payload: bytes) -> ClockMessage:
+    """Parse CLOCK (exactly 8 bytes)."""
+    expect_length(payload, _CLOCK_STRUCT.size, "CLOCK")
+    (wall_us,) = _CLOCK_STRUCT.unpack(payload)
+    return ClockMessage(header.seq, header.timestamp_us, wall_us)
