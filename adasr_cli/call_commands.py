@@ -466,8 +466,9 @@ def add_demo(sub: SubParsers) -> None:
     p = sub.add_parser("demo", help="the shipped demo: a loopback WebRTC call, astronaut driven by carphone",
                        description=(
                            "Both peers in one process over a real WebRTC connection on loopback: the sender streams "
-                           "the carphone clip's motion, the receiver renders the astronaut. Writes a side-by-side mp4 "
-                           "(driving crop | received render) and the call's statistics."))
+                           "the carphone clip's motion and a voice, the receiver renders the astronaut and plays the "
+                           "voice in lip sync. Writes a side-by-side mp4 (driving crop | received render) with the "
+                           "received voice, and the call's statistics (wire kbps, ICE path, audio-to-face offset)."))
     p.add_argument("--output", type=Path, default=Path("outputs/demo.mp4"), help="side-by-side mp4")
     p.add_argument("--stats-json", type=Path, default=Path("outputs/demo-stats.json"), help="statistics as JSON")
     p.add_argument("--fps", type=float, default=None,
@@ -476,21 +477,38 @@ def add_demo(sub: SubParsers) -> None:
     p.add_argument("--send-image", action="store_true", help="send the portrait instead of the feature volume")
     p.add_argument("--quantization", choices=["fp16", "int8", "fp32"], default="fp16")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    voice = p.add_argument_group("voice")
+    source = voice.add_mutually_exclusive_group()
+    source.add_argument("--audio", type=Path, default=None, metavar="WAV",
+                        help="send this sound file as the voice (default: a synthetic voice)")
+    source.add_argument("--no-audio", action="store_true", help="a silent call")
+    voice.add_argument("--audio-kbps", type=float, default=DEFAULT_AUDIO_KBPS,
+                       help=f"Opus bitrate (default {DEFAULT_AUDIO_KBPS:g})")
+    voice.add_argument("--audio-frame-ms", type=int, choices=AUDIO_FRAME_MS_CHOICES, default=DEFAULT_AUDIO_FRAME_MS,
+                       help=f"audio per packet (default {DEFAULT_AUDIO_FRAME_MS})")
+    _add_ice_arguments(p)
     add_backend_arguments(p)
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from realtime.errors import CallError
     from adasr.checkpoint import DEFAULT_CHECKPOINT
+    from realtime.audio.opus import OpusOptions
     from realtime.demo import DemoOptions, format_report, run_demo_call, write_report
 
     if args.backend == "torch" and checkpoint_of(args) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.is_file():
         raise CheckpointError(
             f"the demo's weights {DEFAULT_CHECKPOINT} are missing: they ship with the repository (restore them with "
             f"`git checkout -- weights/`), or pass --checkpoint PATH [--config YAML] to run the demo with others")
+    ice = _ice(args)  # a mistyped TURN URL is reported before the model loads
+    if args.audio is not None and not args.audio.is_file():
+        raise CallError(f"--audio {args.audio}: no such file")
     head = head_from_args(args)
     options = DemoOptions(output=args.output, stats_json=args.stats_json, fps=args.fps, max_frames=args.max_frames,
-                          send_image=args.send_image, quantization=args.quantization, show_progress=args.progress)
+                          send_image=args.send_image, quantization=args.quantization, show_progress=args.progress,
+                          voice=not args.no_audio, audio=args.audio, ice=ice,
+                          opus=OpusOptions(kbps=args.audio_kbps, frame_ms=args.audio_frame_ms))
     report = asyncio.run(run_demo_call(head, options))
     report["checkpoint"] = str(checkpoint_of(args))
     write_report(report, args.stats_json)
