@@ -37,7 +37,8 @@ from realtime.signaling import Signaling, answer, offer
 from realtime.sinks import BorrowedSink, Sink
 from realtime.stats import WireOverhead
 from realtime.wire_meter import WireMeter, wire_figures
-from realtime.transport import CallChannels, dtls_cipher, TransportOptions, accept_channels, create_channels, create_peer_connection, wait_open
+from realtime.transport import (CallChannels, TransportOptions, accept_channels, create_channels,
+                                create_peer_connection, dtls_cipher, wait_open)
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +268,8 @@ async def serve_calls(head: TalkingHead, options: ReceiverOptions, sink: Sink, s
     """``adasr receive``: answer offers on ``POST /offer`` (token, one call at a time), one call after another.
 
     Every call renders to the same ``sink`` (lent to it, closed here at the end), so a virtual camera
-    stays open between calls (the caller's voice goes to a new ``audio_sink()`` per call); run it in a ``ThreadedSink`` so the calls' render threads never touch
-    a window or a device directly. A call that ends for any reason, a vanished sender included,
+    stays open between calls (the caller's voice goes to a new ``audio_sink()`` per call); run it in a
+    ``ThreadedSink`` so the calls' render threads never touch a window or a device directly. A call that ends for any reason, a vanished sender included,
     frees the endpoint for the next. Runs until ``max_calls`` calls have ended (0: until cancelled).
     """
     results: list[ReceiverStats] = []

@@ -55,7 +55,7 @@ class WireMeter:
         self.pc = pc
         self.media_bytes = 0
         self.media_datagrams = 0
-        transport = pc.sctp.transport if pc.sctp is not None else None
+        transport: Any = pc.sctp.transport if pc.sctp is not None else None
         self._available = transport is not None and dtls_tx_counters(pc) is not None
         if not self._available:
             logger.debug("no DTLS transport counters: wire figures unavailable")
@@ -68,7 +68,7 @@ class WireMeter:
             self.media_bytes += _tx_bytes(transport) - before  # the protected size, as it left
             self.media_datagrams += 1
 
-        transport._send_rtp = counted
+        transport._send_rtp = counted  # this one transport's instance attribute: no other connection is touched
         for transceiver in pc.getTransceivers():  # bundled media must share the data channels' transport
             if transceiver.sender.transport not in (None, transport):
                 logger.warning("the voice does not share the data channels' transport: its bytes are not told apart")

@@ -3,7 +3,8 @@
 ``RemoteVoice(pc, open_sink)`` must be made before the remote description is applied: aiortc
 announces remote tracks (``track`` events) while applying it. Every remote audio track is consumed
 (aiortc queues decoded frames without bound otherwise): the first one plays into the sink, with a
-``SenderClock`` on its RTP receiver; any further one is drained into nothing. Usable for any peer
+``SenderClock`` on its RTP receiver; any further one is drained into nothing. Each gets a jitter
+buffer that skips a lost packet instead of lagging for the rest of the call (``realtime.audio.jitter``). Usable for any peer
 connection: a 1:1 call's, or a group call's subscriber connection.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
+from realtime.audio.jitter import install_catch_up
 from realtime.audio.playout import AudioPlayout, AudioSink, DiscardSink, PlayoutStats
 from realtime.audio.sync import SenderClock
 
@@ -40,6 +42,8 @@ class RemoteVoice:
             logger.warning("ignoring a remote %s track: a call carries voice only", track.kind)
             return
         receiver = next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
+        if receiver is not None:
+            install_catch_up(receiver)  # a lost packet must not delay the voice for the rest of the call
         if self.playout is None and receiver is not None:
             playout = AudioPlayout(track, self.open_sink(), SenderClock(receiver))
             self.playout = playout

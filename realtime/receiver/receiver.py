@@ -32,7 +32,8 @@ from realtime.clock import monotonic_us
 from realtime.control_link import ControlLink, LinkOptions
 from realtime.errors import ProtocolError
 from realtime.lip_sync import DelayLine, LipSync
-from realtime.messages import DEFAULT_MAX_MESSAGE, CallStats, ClockMessage, Goodbye, GoodbyeReason, ResetReference, StatsMessage
+from realtime.messages import (DEFAULT_MAX_MESSAGE, CallStats, ClockMessage, Goodbye, GoodbyeReason, ResetReference,
+                               StatsMessage)
 from realtime.motion_codec import MotionPacket
 from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, parse_or_count
