@@ -167,7 +167,8 @@ def add_send(sub: SubParsers) -> None:
                        help=f"audio per packet (default {DEFAULT_AUDIO_FRAME_MS}: the whole call stays under 64 kbps; "
                             "20 costs ~14 kbps of headers more and ~80 ms less delay)")
     http = p.add_argument_group("calling a receiver (what `adasr receive` printed)")
-    http.add_argument("--url", default=None, help="https://HOST:PORT of `adasr receive` (required unless --signaling tcp)")
+    http.add_argument("--url", default=None,
+                      help="https://HOST:PORT of `adasr receive` (required unless --signaling tcp)")
     http.add_argument("--pin", default=None, metavar="SHA256",
                       help="the receiver's certificate fingerprint `adasr receive` printed: any other certificate "
                            "is refused before the token is sent")

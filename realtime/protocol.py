@@ -75,13 +75,14 @@ logger = logging.getLogger(__name__)
 Message = Union[MotionPacket, SourceBegin, SourceChunk, ResetReference, Goodbye, StatsMessage, ClockMessage]
 
 __all__ = [
-    "ArrayError", "CallStats", "ChecksumMismatch", "ClockMessage", "DEFAULT_MAX_MESSAGE", "DEFAULT_QUANTIZER", "Goodbye",
-    "GoodbyeReason", "HEADER_SIZE", "Header", "MAGIC", "Message", "MessageType", "ModelMismatch", "MotionFlags",
-    "MotionPacket", "MotionQuantizer", "OversizedMessage", "PROTOCOL_VERSION", "ProtocolError", "ReceiverCounters",
-    "ReplayGuard", "ResetReference", "SourceAssembler", "SourceBegin", "SourceChunk", "SourceKind", "StatsMessage",
-    "TruncatedMessage", "Verdict", "VersionMismatch", "decode", "encode", "encode_clock", "encode_goodbye", "encode_motion",
-    "encode_reset_reference", "encode_stats", "measure_source_error", "model_id_for", "pack_source_state",
-    "parse_or_count", "split_source", "unpack_source_state",
+    "ArrayError", "CallStats", "ChecksumMismatch", "ClockMessage", "DEFAULT_MAX_MESSAGE", "DEFAULT_QUANTIZER",
+    "Goodbye", "GoodbyeReason", "HEADER_SIZE", "Header", "MAGIC", "Message", "MessageType", "ModelMismatch",
+    "MotionFlags", "MotionPacket", "MotionQuantizer", "OversizedMessage", "PROTOCOL_VERSION", "ProtocolError",
+    "ReceiverCounters", "ReplayGuard", "ResetReference", "SourceAssembler", "SourceBegin", "SourceChunk",
+    "SourceKind", "StatsMessage", "TruncatedMessage", "Verdict", "VersionMismatch", "decode", "encode",
+    "encode_clock", "encode_goodbye", "encode_motion", "encode_reset_reference", "encode_stats",
+    "measure_source_error", "model_id_for", "pack_source_state", "parse_or_count", "split_source",
+    "unpack_source_state",
 ]
 
 

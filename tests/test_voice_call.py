@@ -131,7 +131,7 @@ def test_relay_only_demo_goes_through_coturn_and_renders_the_frames(fast_checkpo
     with running_coturn(tmp_path / "coturn") as turn:
         report = _demo(tmp_path, fast_checkpoint, "--turn", f"turn:127.0.0.1:{turn.port}", "--turn-user", turn.user,
                        "--turn-password", turn.password, "--relay-only", "--output", str(tmp_path / "relay.mp4"),
-                       "--fps", "3", frames=30)  # a rate a busy 2-core CPU renders in full (latest wins drops otherwise)
+                       "--fps", "3", frames=30)  # a rate a busy 2-core CPU renders in full (else latest wins drops)
         relayed = turn.log.read_text(errors="replace")
     assert report["ice_pair_type"] == "relay"
     assert report["frames_rendered"] >= 0.95 * report["frames_sent"]  # type: ignore[operator]
