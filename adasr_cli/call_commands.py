@@ -19,20 +19,45 @@ from urllib.parse import urlsplit
 from adasr.errors import CheckpointError
 from adasr_cli.backend_args import add_backend_arguments, checkpoint_of, head_from_args
 from adasr_cli.command import SubParsers
-from realtime.settings import DEFAULT_PORT, SINK_CHOICES, TOKEN_ENV_VAR, SinkKind
+from realtime.settings import (AUDIO_FRAME_MS_CHOICES, DEFAULT_AUDIO_FRAME_MS, DEFAULT_AUDIO_KBPS, DEFAULT_PORT,
+                               SINK_CHOICES, TOKEN_ENV_VAR, TURN_PASSWORD_ENV, TURN_USER_ENV, SinkKind)
 
 
 def _add_network_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
     g.add_argument("--signaling-host", default="127.0.0.1",
-                   help="TCP signaling address: the sender listens on it, the receiver connects to it; loopback only, "
-                        "since TCP signaling has no token (default 127.0.0.1)")
+                   help="with --signaling tcp: the address the sender listens on and the receiver connects to; "
+                        "LOOPBACK ONLY (TCP signaling has no token and no encryption; between machines use "
+                        "`adasr receive`'s HTTPS endpoint and `adasr send --url`) (default 127.0.0.1)")
     g.add_argument("--signaling-port", type=int, default=9999, help="TCP signaling port (default 9999)")
     g.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
                    help="address to offer as ICE host candidate (repeatable); default: 127.0.0.1 when the signaling "
                         "host is a loopback address (both peers on this machine), else every non-loopback interface")
     g.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to wait for the peer (default 60)")
     g.add_argument("--stats-json", type=Path, default=None, help="write the call's statistics here as JSON")
+    _add_ice_arguments(p)
+
+
+def _add_ice_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("across NATs (STUN/TURN; none by default, so no third party is contacted)")
+    g.add_argument("--stun", metavar="URL", default=None, help="one STUN server: stun:HOST[:PORT]")
+    g.add_argument("--turn", metavar="URL", default=None,
+                   help="one TURN server: turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT] (TLS)")
+    g.add_argument("--turn-user", default=None, help=f"TURN user name (default ${TURN_USER_ENV})")
+    g.add_argument("--turn-password", default=None,
+                   help=f"TURN password (default ${TURN_PASSWORD_ENV}, which keeps it out of the process list)")
+    g.add_argument("--turn-ca", type=Path, default=None, metavar="PEM",
+                   help="CA (or self-signed certificate) a turns: server is verified against")
+    g.add_argument("--relay-only", action="store_true",
+                   help="send everything through the TURN server (hides both peers' addresses; needs --turn)")
+
+
+def _ice(args: argparse.Namespace) -> Any:
+    from realtime.ice import IceOptions
+
+    return IceOptions.with_environment(stun=args.stun, turn=args.turn, turn_user=args.turn_user,
+                                       turn_password=args.turn_password, turn_ca=args.turn_ca,
+                                       relay_only=args.relay_only)
 
 
 def _is_loopback(host: str) -> bool:
@@ -51,12 +76,32 @@ def _transport(args: argparse.Namespace, peer_host: str) -> Any:
         hosts = tuple(args.ice_host)
     else:
         hosts = LOOPBACK if _is_loopback(peer_host) else None
-    return TransportOptions(ice_hosts=hosts, connect_timeout_s=args.connect_timeout)
+    return TransportOptions(ice_hosts=hosts, ice=_ice(args), connect_timeout_s=args.connect_timeout)
 
 
-def _add_token_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
-    p.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR), help=(
-        f"{what} (default: ${TOKEN_ENV_VAR}, which keeps it out of the process list)"))
+def _add_token_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    p.add_argument("--token", default=None, help=(
+        f"{what} (default: ${TOKEN_ENV_VAR} or --token-file: a token typed here shows in the process list)"))
+    p.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="read the token from this file")
+
+
+def _token(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The token and where it came from (--token, --token-file, $ADASR_TOKEN); (None, "") when none was given."""
+    if args.token:
+        return args.token, "--token"
+    if args.token_file is not None:
+        try:
+            return args.token_file.read_text().strip(), f"--token-file {args.token_file}"
+        except OSError as exc:
+            raise SystemExit(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}") from None
+    if os.environ.get(TOKEN_ENV_VAR):
+        return os.environ[TOKEN_ENV_VAR], f"${TOKEN_ENV_VAR}"
+    return None, ""
+
+
+def _device(text: str | None) -> str | int | None:
+    """A sound device as typed: an index or a name; None: the system's default."""
+    return None if text in (None, "", "default") else int(text) if text.strip().isdigit() else text
 
 
 def _add_smoothing_arguments(p: argparse.ArgumentParser) -> None:
@@ -108,10 +153,29 @@ def add_send(sub: SubParsers) -> None:
     p.add_argument("--reset-at", type=int, action="append", default=[], metavar="FRAME",
                    help="reset the receiver's reference pose at this capture frame (repeatable)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    http = p.add_argument_group("calling a receiver's HTTP endpoint (what `adasr receive` prints)")
-    http.add_argument("--url", default=None, help="http://HOST:PORT of `adasr receive` (without it: TCP signaling, "
-                                                  "this side listening on --signaling-host/--signaling-port)")
-    _add_token_argument(http, "the token `adasr receive` printed")
+    voice = p.add_argument_group("voice (Opus, our own encoder)")
+    source = voice.add_mutually_exclusive_group()
+    source.add_argument("--mic", nargs="?", const="default", default="default", metavar="DEVICE",
+                        help="capture this microphone (index or name; `python -m sounddevice` lists them); on by "
+                             "default with the system's default microphone; none here: the call goes on silent")
+    source.add_argument("--audio", type=Path, default=None, metavar="FILE",
+                        help="send this sound file instead of the microphone (any format PyAV reads)")
+    source.add_argument("--no-audio", action="store_true", help="a silent call")
+    voice.add_argument("--audio-kbps", type=float, default=DEFAULT_AUDIO_KBPS,
+                       help=f"Opus bitrate (default {DEFAULT_AUDIO_KBPS:g})")
+    voice.add_argument("--audio-frame-ms", type=int, choices=AUDIO_FRAME_MS_CHOICES, default=DEFAULT_AUDIO_FRAME_MS,
+                       help=f"audio per packet (default {DEFAULT_AUDIO_FRAME_MS}: the whole call stays under 64 kbps; "
+                            "20 costs ~14 kbps of headers more and ~80 ms less delay)")
+    http = p.add_argument_group("calling a receiver (what `adasr receive` printed)")
+    http.add_argument("--url", default=None,
+                      help="https://HOST:PORT of `adasr receive` (required unless --signaling tcp)")
+    http.add_argument("--pin", default=None, metavar="SHA256",
+                      help="the receiver's certificate fingerprint `adasr receive` printed: any other certificate "
+                           "is refused before the token is sent")
+    _add_token_arguments(http, "the token `adasr receive` printed")
+    http.add_argument("--signaling", choices=["http", "tcp"], default="http",
+                      help="http: call --url (default); tcp: aiortc's TCP signaling with a receiver on THIS machine "
+                           "(loopback only, no token), this side listening on --signaling-host/--signaling-port")
     _add_network_arguments(p)
     add_backend_arguments(p)
     p.set_defaults(func=run_send)
@@ -131,21 +195,37 @@ def _smoothing(args: argparse.Namespace) -> Any:
 
 def run_send(args: argparse.Namespace) -> int:
     from adasr.video_io import read_image
+    from realtime.audio.opus import OpusOptions
+    from realtime.audio.voice import VoiceOptions
     from realtime.call import run_sender
     from realtime.capture import CaptureOptions
+    from realtime.errors import CallError
     from realtime.http_signaling import HttpSignaling, offer_url
     from realtime.sender import SenderOptions, SourceOptions
     from realtime.signaling import tcp_signaling
 
     read_image(args.source)  # refuse a bad portrait before loading anything
-    if args.url is not None:
-        signaling: Any = HttpSignaling(args.url, args.token or "", timeout_s=args.connect_timeout)
+    if args.signaling == "tcp":
+        if args.url is not None:
+            raise CallError("--url calls a receiver's HTTPS endpoint; --signaling tcp is for a receiver on this "
+                            "machine: give one of them")
+        signaling: Any = tcp_signaling(args.signaling_host, args.signaling_port)
+        peer_host = args.signaling_host
+        waiting = f"waiting for `adasr receive --signaling tcp` on {args.signaling_host}:{args.signaling_port}"
+    elif args.url is None:
+        raise CallError("adasr send needs --url: the https://HOST:PORT `adasr receive` printed (with its token and "
+                        "--pin); for a receiver on this machine over TCP signaling, pass --signaling tcp")
+    else:
+        token, token_source = _token(args)
+        signaling = HttpSignaling(args.url, token or "", timeout_s=args.connect_timeout, pin=args.pin,
+                                  token_source=token_source)
         peer_host = urlsplit(offer_url(args.url)).hostname or ""
         waiting = f"calling {signaling.url}"
-    else:
-        signaling = tcp_signaling(args.signaling_host, args.signaling_port)
-        peer_host = args.signaling_host
-        waiting = f"waiting for `adasr receive` on {args.signaling_host}:{args.signaling_port}"
+        # a wrong address, certificate or token is reported now, not after seconds of loading the model
+        asyncio.run(signaling.probe())
+    voice = None if args.no_audio else VoiceOptions(
+        file=args.audio, microphone=args.audio is None, device=_device(args.mic),
+        opus=OpusOptions(kbps=args.audio_kbps, frame_ms=args.audio_frame_ms))
     options = SenderOptions(
         capture=CaptureOptions(camera=args.camera, video=args.video, images=args.images, fps=args.fps,
                                max_frames=args.max_frames, loop=args.loop),
@@ -155,7 +235,7 @@ def run_send(args: argparse.Namespace) -> int:
     head = head_from_args(args)
     transport = _transport(args, peer_host)
     print(f"adasr send: {waiting}", file=sys.stderr)
-    stats = asyncio.run(run_sender(head, options, signaling, transport))
+    stats = asyncio.run(run_sender(head, options, signaling, transport, voice=voice))
     summary = {
         "frames_captured": stats.frames_captured, "frames_sent": stats.frames_sent,
         "frames_skipped": stats.frames_skipped, "face_lost_frames": stats.face_lost_frames,
@@ -165,6 +245,7 @@ def run_send(args: argparse.Namespace) -> int:
         "send_fps_followed": stats.send_fps,
         "peer_frames_rendered": stats.peer.frames_rendered if stats.peer else None,
         "peer_frames_dropped": stats.peer.frames_dropped if stats.peer else None,
+        "ice_pair_type": stats.ice_pair_type, **stats.wire,
     }
     _write_json(args.stats_json, summary)
     print("adasr send: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
@@ -180,9 +261,10 @@ def run_send(args: argparse.Namespace) -> int:
 def add_receive(sub: SubParsers) -> None:
     """Register ``receive``: take calls and render the caller's face."""
     p = sub.add_parser("receive", help="take calls: render the sender's face from its motion", description=(
-        "Serve POST /offer over HTTP (a bearer token, one call at a time) and, for each call, rebuild the sender's "
-        "source state and render the newest motion to a virtual camera, a window, an mp4 or nowhere. With "
-        "--signaling tcp, connect to one `adasr send` over aiortc's TCP signaling instead."))
+        "Serve POST /offer over HTTPS (a certificate made once and kept, a bearer token, one call at a time), print "
+        "the one line to give the caller, and, for each call, rebuild the sender's source state, render the newest "
+        "motion to a virtual camera, a window, an mp4 or nowhere, and play the caller's voice with the face in lip "
+        "sync. With --signaling tcp, connect to one `adasr send` on this machine over aiortc's TCP signaling instead."))
     p.add_argument("--sink", choices=SINK_CHOICES, default=None,
                    help="where frames go (default: file when --output is given, else window)")
     p.add_argument("--output", type=Path, default=None, help="OUT.mp4 or a folder, for --sink file")
@@ -194,13 +276,24 @@ def add_receive(sub: SubParsers) -> None:
     _add_face_lost_argument(p)
     p.add_argument("--peer-timeout", type=float, default=5.0,
                    help="seconds without any message before the sender counts as vanished and the call ends (5)")
-    http = p.add_argument_group("HTTP signaling (the default)")
+    voice = p.add_argument_group("voice")
+    voice.add_argument("--speaker", nargs="?", const="default", default="default", metavar="DEVICE",
+                       help="play the caller's voice on this output (index or name); on by default with the system's "
+                            "default output; none here: the call goes on silent")
+    voice.add_argument("--audio-out", type=Path, default=None, metavar="FILE.wav",
+                       help="write the caller's voice to this WAV file instead of playing it")
+    http = p.add_argument_group("signaling (HTTPS by default)")
     http.add_argument("--signaling", choices=["http", "tcp"], default="http",
-                      help="http: serve POST /offer (default); tcp: aiortc's TCP signaling, for scripts")
+                      help="http: serve POST /offer over HTTPS (default); tcp: aiortc's TCP signaling with a sender "
+                           "on THIS machine (loopback only: no token), for scripts")
+    http.add_argument("--plain-http", action="store_true",
+                      help="serve plain HTTP instead of HTTPS: only on a loopback --bind (nothing leaves the machine)")
+    http.add_argument("--config-dir", type=Path, default=None,
+                      help="where the certificate is made once and kept (default ~/.config/adasr)")
     http.add_argument("--bind", default="127.0.0.1",
                       help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
     http.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
-    _add_token_argument(http, "the secret senders must present (default: a new random one, printed at start)")
+    _add_token_arguments(http, "the secret senders must present (default: a new random one, printed at start)")
     http.add_argument("--max-calls", type=int, default=0, help="exit after N calls (default 0: serve until Ctrl-C)")
     _add_network_arguments(p)
     add_backend_arguments(p)
@@ -208,7 +301,7 @@ def add_receive(sub: SubParsers) -> None:
 
 
 def _receive_summary(stats: Any) -> dict[str, Any]:
-    from realtime.stats import summarize
+    from realtime.stats import percentile, summarize
 
     summary: dict[str, Any] = {
         "frames_received": stats.frames_accepted, "frames_rendered": stats.frames_rendered,
@@ -217,6 +310,9 @@ def _receive_summary(stats: Any) -> dict[str, Any]:
         "packets_out_of_order": stats.motion.out_of_order, "motion_gaps": stats.motion_gaps,
         "source_state_bytes": stats.source_state_bytes, "source_errors": stats.source_errors,
         "peer_frames_sent": stats.peer.frames_sent if stats.peer else None, "end_reason": stats.end_reason,
+        "ice_pair_type": stats.ice_pair_type,
+        "av_offset_ms_p50": percentile(stats.av_offset_ms, 50), "av_offset_ms_p95": percentile(stats.av_offset_ms, 95),
+        "voice_frames_played": stats.voice.frames if stats.voice is not None else 0,
     }
     summary.update(summarize(stats.render_ms, "render_ms"))
     summary.update(summarize(stats.e2e_ms, "e2e_latency_ms"))  # one clock only when both peers share a host
@@ -230,8 +326,12 @@ def _print_summary(command: str, summary: dict[str, Any]) -> None:
 
 
 def run_receive(args: argparse.Namespace) -> int:
+    from realtime.audio.playout import open_audio_sink
     from realtime.call import run_receiver, serve_calls
-    from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token
+    from realtime.errors import CallError
+    from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token, invitation
+    from realtime.signaling import is_loopback
+    from realtime.tls_identity import load_or_create_identity
     from realtime.receiver import ReceiverOptions
     from realtime.signaling import tcp_signaling
     from realtime.sinks import ThreadedSink, open_sink, require_display
@@ -241,6 +341,11 @@ def run_receive(args: argparse.Namespace) -> int:
         require_display()  # a headless machine: refused now, not by a Qt abort at the first call's first frame
     options = ReceiverOptions(relative=args.relative, overlay=args.overlay, face_lost=args.face_lost,
                               peer_timeout_s=args.peer_timeout)
+    speaker = args.audio_out is None
+
+    def audio_sink() -> Any:  # opened when a caller's voice arrives
+        return open_audio_sink(args.audio_out, speaker=speaker, device=_device(args.speaker))
+
     if args.signaling == "tcp":
         head = head_from_args(args)
         sink = open_sink(kind, width=head.size, height=head.size, fps=args.fps, output=args.output,
@@ -248,14 +353,19 @@ def run_receive(args: argparse.Namespace) -> int:
         print(f"adasr receive: calling {args.signaling_host}:{args.signaling_port}", file=sys.stderr)
         stats = asyncio.run(run_receiver(head, options, sink, tcp_signaling(args.signaling_host, args.signaling_port,
                                                                             args.connect_timeout),
-                                         _transport(args, args.signaling_host)))
+                                         _transport(args, args.signaling_host), audio_sink=audio_sink))
         summary = _receive_summary(stats)
         _write_json(args.stats_json, summary)
         _print_summary("receive", summary)
         return 0
 
-    token = args.token or generate_token()
-    server = OfferServerOptions(token=token, host=args.bind, port=args.port)  # refuses a short token now
+    given, _ = _token(args)
+    token = given or generate_token()
+    if args.plain_http and not is_loopback(args.bind):
+        raise CallError(f"--plain-http would send the token and the session in clear text: only on a loopback "
+                        f"--bind, not {args.bind}")
+    tls = None if args.plain_http else load_or_create_identity(args.config_dir)
+    server = OfferServerOptions(token=token, host=args.bind, port=args.port, tls=tls)  # refuses a short token now
     head = head_from_args(args)
     sink = open_sink(kind, width=head.size, height=head.size, fps=args.fps, output=args.output,
                      device=args.vcam_device)
@@ -264,12 +374,10 @@ def run_receive(args: argparse.Namespace) -> int:
     summaries: list[dict[str, Any]] = []
 
     def on_ready(offers: OfferServer) -> None:
-        shown = token if not args.token else "<your token>"
-        print(f"adasr receive: waiting for calls on {offers.url}/offer", file=sys.stderr)
-        if not args.token:
-            print(f"adasr receive: token {token}", file=sys.stderr)
-        print(f"adasr receive: call with: adasr send --url {offers.url} --token {shown} --source PORTRAIT --camera 0",
-              file=sys.stderr)
+        url = _advertised_url(offers.url, args.bind)
+        print(f"adasr receive: waiting for calls on {url}/offer", file=sys.stderr)
+        line = invitation(url, token if not given else "<the token you gave>", offers.pin)
+        print(f"adasr receive: give the caller this line: {line} --source PORTRAIT --camera 0", file=sys.stderr)
 
     def on_call_end(stats: Any) -> None:
         summary = _receive_summary(stats)
@@ -278,8 +386,23 @@ def run_receive(args: argparse.Namespace) -> int:
         _print_summary("receive", summary)
 
     asyncio.run(serve_calls(head, options, sink, server, _transport(args, args.bind), max_calls=args.max_calls,
-                            on_ready=on_ready, on_call_end=on_call_end))
+                            on_ready=on_ready, on_call_end=on_call_end, audio_sink=audio_sink))
     return 0
+
+
+def _advertised_url(url: str, bind: str) -> str:
+    """The URL a caller can use: a wildcard bind (0.0.0.0, ::) names this machine's outgoing address instead."""
+    if bind not in ("0.0.0.0", "::"):
+        return url
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # a documentation address: nothing is sent, the route picks the source
+            address = probe.getsockname()[0]
+        except OSError:
+            return url
+    return url.replace(f"//{bind}:", f"//{address}:").replace("//[::]:", f"//{address}:")
 
 
 # ---- cam --------------------------------------------------------------------------------------
@@ -351,8 +474,9 @@ def add_demo(sub: SubParsers) -> None:
     p = sub.add_parser("demo", help="the shipped demo: a loopback WebRTC call, astronaut driven by carphone",
                        description=(
                            "Both peers in one process over a real WebRTC connection on loopback: the sender streams "
-                           "the carphone clip's motion, the receiver renders the astronaut. Writes a side-by-side mp4 "
-                           "(driving crop | received render) and the call's statistics."))
+                           "the carphone clip's motion and a voice, the receiver renders the astronaut and plays the "
+                           "voice in lip sync. Writes a side-by-side mp4 (driving crop | received render) with the "
+                           "received voice, and the call's statistics (wire kbps, ICE path, audio-to-face offset)."))
     p.add_argument("--output", type=Path, default=Path("outputs/demo.mp4"), help="side-by-side mp4")
     p.add_argument("--stats-json", type=Path, default=Path("outputs/demo-stats.json"), help="statistics as JSON")
     p.add_argument("--fps", type=float, default=None,
@@ -361,21 +485,38 @@ def add_demo(sub: SubParsers) -> None:
     p.add_argument("--send-image", action="store_true", help="send the portrait instead of the feature volume")
     p.add_argument("--quantization", choices=["fp16", "int8", "fp32"], default="fp16")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    voice = p.add_argument_group("voice")
+    source = voice.add_mutually_exclusive_group()
+    source.add_argument("--audio", type=Path, default=None, metavar="WAV",
+                        help="send this sound file as the voice (default: a synthetic voice)")
+    source.add_argument("--no-audio", action="store_true", help="a silent call")
+    voice.add_argument("--audio-kbps", type=float, default=DEFAULT_AUDIO_KBPS,
+                       help=f"Opus bitrate (default {DEFAULT_AUDIO_KBPS:g})")
+    voice.add_argument("--audio-frame-ms", type=int, choices=AUDIO_FRAME_MS_CHOICES, default=DEFAULT_AUDIO_FRAME_MS,
+                       help=f"audio per packet (default {DEFAULT_AUDIO_FRAME_MS})")
+    _add_ice_arguments(p)
     add_backend_arguments(p)
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from realtime.errors import CallError
     from adasr.checkpoint import DEFAULT_CHECKPOINT
+    from realtime.audio.opus import OpusOptions
     from realtime.demo import DemoOptions, format_report, run_demo_call, write_report
 
     if args.backend == "torch" and checkpoint_of(args) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.is_file():
         raise CheckpointError(
             f"the demo's weights {DEFAULT_CHECKPOINT} are missing: they ship with the repository (restore them with "
             f"`git checkout -- weights/`), or pass --checkpoint PATH [--config YAML] to run the demo with others")
+    ice = _ice(args)  # a mistyped TURN URL is reported before the model loads
+    if args.audio is not None and not args.audio.is_file():
+        raise CallError(f"--audio {args.audio}: no such file")
     head = head_from_args(args)
     options = DemoOptions(output=args.output, stats_json=args.stats_json, fps=args.fps, max_frames=args.max_frames,
-                          send_image=args.send_image, quantization=args.quantization, show_progress=args.progress)
+                          send_image=args.send_image, quantization=args.quantization, show_progress=args.progress,
+                          voice=not args.no_audio, audio=args.audio, ice=ice,
+                          opus=OpusOptions(kbps=args.audio_kbps, frame_ms=args.audio_frame_ms))
     report = asyncio.run(run_demo_call(head, options))
     report["checkpoint"] = str(checkpoint_of(args))
     write_report(report, args.stats_json)

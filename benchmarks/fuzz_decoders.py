@@ -51,7 +51,7 @@ from realtime.source_messages import SourceAssembler, SourceKind, split_source  
 from realtime.source_payload import pack_source_state, unpack_source_state, wire_model_id  # noqa: E402
 
 K = 15
-TYPE_BYTES = [int(t) for t in MessageType] + [0x00, 0x02, 0x12, 0x23, 0x7F, 0xFF]
+TYPE_BYTES = [int(t) for t in MessageType] + [0x00, 0x02, 0x12, 0x25, 0x7F, 0xFF]
 
 
 class StubHead:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,26 +23,46 @@ from typing import Any
 from aiortc import RTCPeerConnection
 
 from engines.talking_head import TalkingHead
+from realtime.audio.playout import AudioSink, DiscardSink
+from realtime.audio.reception import RemoteVoice
+from realtime.audio.voice import OpusTrack, VoiceOptions, open_voice
 from realtime.errors import CallError
 from realtime.http_signaling import OfferServer, OfferServerOptions
+from realtime.ice import selected_candidate_pair
+from realtime.lip_sync import LipSync
 from realtime.messages import GoodbyeReason
 from realtime.receiver import Receiver, ReceiverOptions, ReceiverStats
 from realtime.sender import Sender, SenderOptions, SenderStats
 from realtime.signaling import Signaling, answer, offer
 from realtime.sinks import BorrowedSink, Sink
-from realtime.transport import CallChannels, TransportOptions, accept_channels, create_channels, create_peer_connection, wait_open
+from realtime.stats import WireOverhead
+from realtime.wire_meter import WireMeter, wire_figures
+from realtime.transport import (CallChannels, TransportOptions, accept_channels, create_channels,
+                                create_peer_connection, dtls_cipher, wait_open)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Connection:
-    """An established peer connection and its two open channels."""
+    """An established peer connection, its two open channels and its voice."""
 
     pc: RTCPeerConnection
-    """The aiortc peer connection (close it when done)."""
+    """The aiortc peer connection (``close`` it when done)."""
     channels: CallChannels
     """Motion and control channels, open."""
+    voice_out: OpusTrack | None = None
+    """The voice this side sends (None: a silent call)."""
+    voice_in: RemoteVoice | None = None
+    """The voice this side plays (None on a sending-only side)."""
+
+    async def close(self) -> None:
+        """Stop the voice, close the connection, and wait until the voice's playout has ended."""
+        if self.voice_out is not None:
+            self.voice_out.stop()
+        await self.pc.close()
+        if self.voice_in is not None:
+            await self.voice_in.stop()
 
 
 async def _open_or_close(pc: RTCPeerConnection, negotiate: Coroutine[Any, Any, CallChannels],
@@ -57,21 +78,36 @@ async def _open_or_close(pc: RTCPeerConnection, negotiate: Coroutine[Any, Any, C
     return Connection(pc, channels)
 
 
-async def connect_as_sender(signaling: Signaling, transport: TransportOptions) -> Connection:
-    """Offerer: create the channels, exchange offer and answer, wait until both channels are open."""
+async def connect_as_sender(signaling: Signaling, transport: TransportOptions,
+                            voice: VoiceOptions | None = None) -> Connection:
+    """Offerer: add the voice track (``voice``: a file, the microphone; None or no microphone here: silent),
+    create the channels, exchange offer and answer, wait until both channels are open."""
     pc = create_peer_connection(transport)
+    track = open_voice(voice) if voice is not None else None
+    if track is not None:
+        pc.addTrack(track)  # before the offer, which must carry the audio m-line
 
     async def negotiate() -> CallChannels:
         channels = create_channels(pc)
         await offer(pc, signaling, transport)
         return channels
 
-    return await _open_or_close(pc, negotiate(), transport.connect_timeout_s)
+    try:
+        connection = await _open_or_close(pc, negotiate(), transport.connect_timeout_s)
+    except BaseException:
+        if track is not None:
+            track.stop()
+        raise
+    connection.voice_out = track
+    return connection
 
 
-async def connect_as_receiver(signaling: Signaling, transport: TransportOptions) -> Connection:
-    """Answerer: answer the offer and wait for the sender's two channels."""
+async def connect_as_receiver(signaling: Signaling, transport: TransportOptions,
+                              audio_sink: Callable[[], AudioSink] = DiscardSink) -> Connection:
+    """Answerer: answer the offer and wait for the sender's two channels; the sender's voice, if any, plays
+    into ``audio_sink()`` (opened when it arrives; by default nowhere, but always consumed)."""
     pc = create_peer_connection(transport)
+    voice = RemoteVoice(pc, audio_sink)  # before the offer is applied: that is when aiortc announces the track
 
     async def negotiate() -> CallChannels:
         incoming = asyncio.ensure_future(accept_channels(pc, transport.connect_timeout_s))
@@ -81,7 +117,13 @@ async def connect_as_receiver(signaling: Signaling, transport: TransportOptions)
         finally:
             incoming.cancel()
 
-    return await _open_or_close(pc, negotiate(), transport.connect_timeout_s)
+    try:
+        connection = await _open_or_close(pc, negotiate(), transport.connect_timeout_s)
+    except BaseException:
+        await voice.stop()
+        raise
+    connection.voice_in = voice
+    return connection
 
 
 def attach_sender(head: TalkingHead, options: SenderOptions, connection: Connection, **kwargs: object) -> Sender:
@@ -93,7 +135,9 @@ def attach_sender(head: TalkingHead, options: SenderOptions, connection: Connect
 
 def attach_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, connection: Connection) -> Receiver:
     """A started Receiver fed by this connection's channels; the call ends when they close or the connection fails."""
-    receiver = Receiver(head, options, sink, control=connection.channels.control)
+    voice = connection.voice_in
+    receiver = Receiver(head, options, sink, control=connection.channels.control,
+                        lip_sync=LipSync(voice.show_at) if voice is not None else None)
     connection.channels.motion.on("message", receiver.on_motion)
     connection.channels.control.on("message", receiver.on_control)
     connection.channels.control.on("close", lambda: receiver.finish("the sender's control channel closed"))
@@ -149,9 +193,13 @@ def unwatch_console() -> None:
 
 
 async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signaling,
-                     transport: TransportOptions, *, console: bool = True) -> SenderStats:
-    """The whole sending side of a call: connect, upload the source, stream motion, hang up."""
-    connection = await connect_as_sender(signaling, transport)
+                     transport: TransportOptions, *, voice: VoiceOptions | None = None,
+                     console: bool = True) -> SenderStats:
+    """The whole sending side of a call: connect (with ``voice``), upload the source, stream motion, hang up;
+    the stats say which ICE path it took and what the stream cost on the wire."""
+    connection = await connect_as_sender(signaling, transport, voice)
+    pair = selected_candidate_pair(connection.pc)
+    meter = WireMeter(connection.pc)
     sender = attach_sender(head, options, connection)
     commands = console and watch_console({"r": ("reset the reference pose", sender.request_reset),
                                           "q": ("hang up", sender.stop)})
@@ -159,7 +207,14 @@ async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signa
         print("connected: type r + Enter to reset the reference pose, q + Enter to hang up", file=sys.stderr)
     try:
         await sender.send_source()
+        before, start = meter.read(), time.perf_counter()
         stats = await sender.stream()
+        after, stream_s = meter.read(), time.perf_counter() - start
+        stats.ice_pair_type = pair.kind if pair is not None else None
+        if before is not None and after is not None:
+            message = WireOverhead(cipher=dtls_cipher(connection.pc) or "unknown").per_message(
+                round(stats.motion_bytes / max(stats.frames_sent, 1)))
+            stats.wire = wire_figures(after - before, stream_s, stats.frames_sent, message)
         await sender.goodbye()
         await sender.wait_answer()  # the receiver's final counters, or the sign that it vanished
         return stats
@@ -170,7 +225,7 @@ async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signa
         if commands:
             unwatch_console()
         await sender.close()
-        await connection.pc.close()
+        await connection.close()
         await signaling.close()
 
 
@@ -182,6 +237,8 @@ async def serve_connection(head: TalkingHead, options: ReceiverOptions, sink: Si
                            on_receiver: ReceiverHook | None = None) -> ReceiverStats:
     """Receive one call on an open connection until it ends (see the module docstring), then close it and the sink."""
     receiver = attach_receiver(head, options, sink, connection)
+    pair = selected_candidate_pair(connection.pc)
+    receiver.stats.ice_pair_type = pair.kind if pair is not None else None
     if on_receiver is not None:
         on_receiver(receiver)
     try:
@@ -198,7 +255,8 @@ async def serve_connection(head: TalkingHead, options: ReceiverOptions, sink: Si
         raise
     finally:
         stats = await receiver.stop()
-        await connection.pc.close()
+        await connection.close()
+        stats.voice = connection.voice_in.stats if connection.voice_in is not None else None
     return stats
 
 
@@ -206,19 +264,20 @@ async def serve_calls(head: TalkingHead, options: ReceiverOptions, sink: Sink, s
                       transport: TransportOptions, *, max_calls: int = 0,
                       on_ready: Callable[[OfferServer], None] | None = None,
                       on_receiver: ReceiverHook | None = None,
-                      on_call_end: Callable[[ReceiverStats], None] | None = None) -> list[ReceiverStats]:
+                      on_call_end: Callable[[ReceiverStats], None] | None = None,
+                      audio_sink: Callable[[], AudioSink] = DiscardSink) -> list[ReceiverStats]:
     """``adasr receive``: answer offers on ``POST /offer`` (token, one call at a time), one call after another.
 
     Every call renders to the same ``sink`` (lent to it, closed here at the end), so a virtual camera
-    stays open between calls; run it in a ``ThreadedSink`` so the calls' render threads never touch
-    a window or a device directly. A call that ends for any reason, a vanished sender included,
+    stays open between calls (the caller's voice goes to a new ``audio_sink()`` per call); run it in a
+    ``ThreadedSink`` so the calls' render threads never touch a window or a device directly. A call that ends for any reason, a vanished sender included,
     frees the endpoint for the next. Runs until ``max_calls`` calls have ended (0: until cancelled).
     """
     results: list[ReceiverStats] = []
     enough = asyncio.Event()
 
     async def handle(signaling: Signaling) -> None:
-        connection = await connect_as_receiver(signaling, transport)
+        connection = await connect_as_receiver(signaling, transport, audio_sink)
         stats = await serve_connection(head, options, BorrowedSink(sink), connection, on_receiver)
         results.append(stats)
         if on_call_end is not None:
@@ -239,10 +298,11 @@ async def serve_calls(head: TalkingHead, options: ReceiverOptions, sink: Sink, s
 
 
 async def run_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, signaling: Signaling,
-                       transport: TransportOptions) -> ReceiverStats:
-    """The whole receiving side of a call: connect, render until the call ends, close the sink."""
+                       transport: TransportOptions, audio_sink: Callable[[], AudioSink] = DiscardSink) -> ReceiverStats:
+    """The whole receiving side of a call: connect, render until the call ends (the voice into ``audio_sink()``),
+    close the sink."""
     try:
-        connection = await connect_as_receiver(signaling, transport)
+        connection = await connect_as_receiver(signaling, transport, audio_sink)
         stats = await serve_connection(head, options, sink, connection)
     finally:
         await signaling.close()

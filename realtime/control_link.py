@@ -6,7 +6,9 @@ Both peers need the same plumbing on the control channel, so both hold a ``Contr
   the peer sends there (STATS, GOODBYE, RESET_REFERENCE, a source transfer's block of messages);
 * **checked receipts**: every incoming message through ``parse_or_count`` and the channel's
   ``ReplayGuard``, counted in ``counters``;
-* **keepalive**: STATS every ``keepalive_s``, which the other side's peer timeout relies on;
+* **keepalive**: STATS every ``keepalive_s``, which the other side's peer timeout relies on; a peer
+  that sends voice (``announce_clock``) sends CLOCK with it, its wall clock next to its monotonic one,
+  which is what the other side's lip sync rests on;
 * **peer timeout**: a peer silent for longer than ``peer_timeout_s`` has vanished (``PeerWatch``,
   clock-free so that it is tested without sleeping); ``on_vanished`` says what that means to this peer;
 * **goodbye**: GOODBYE with a reason, and a bounded wait until what was sent has left.
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 
 from realtime.clock import monotonic_us
 from realtime.messages import DEFAULT_MAX_MESSAGE, SEQ_MODULUS, CallStats, GoodbyeReason
-from realtime.protocol import Message, ReceiverCounters, ReplayGuard, encode_goodbye, encode_stats, parse_or_count
+from realtime.protocol import (Message, ReceiverCounters, ReplayGuard, encode_clock, encode_goodbye, encode_stats,
+                               parse_or_count)
 from realtime.tasks import PeerTasks
 from realtime.transport import Channel
 
@@ -70,6 +73,8 @@ class LinkOptions:
     """Watch the peer's silence from ``start`` (True), or only once it was first heard (False)."""
     max_message: int = DEFAULT_MAX_MESSAGE
     """Largest message accepted."""
+    announce_clock: bool = False
+    """Send CLOCK at ``start`` and with every keepalive (the sender of a call with voice)."""
 
     def __post_init__(self) -> None:
         if self.keepalive_s < 0 or self.peer_timeout_s < 0:
@@ -105,6 +110,8 @@ class ControlLink:
         self._started = True
         if self.options.watch_from_start:
             self.watch.heard(self._clock())
+        if self.options.announce_clock:
+            self.send_clock()
         if self.channel is not None and self.options.keepalive_s > 0:
             self._tasks.spawn(self._keepalive(), "adasr-keepalive")
         if self.options.peer_timeout_s > 0:
@@ -154,6 +161,11 @@ class ControlLink:
         if self.is_open:
             self.send(encode_stats(self.reserve(), self._clock(), self._local_stats()))
 
+    def send_clock(self) -> None:
+        """CLOCK: this peer's wall clock read together with its monotonic one; nothing when closed."""
+        if self.is_open:
+            self.send(encode_clock(self.reserve(), self._clock(), time.time_ns() // 1000))
+
     def send_goodbye(self, reason: GoodbyeReason = GoodbyeReason.NORMAL, text: str = "") -> None:
         """Hang up: GOODBYE with a reason; nothing when the channel is already closed."""
         if self.is_open:
@@ -174,6 +186,8 @@ class ControlLink:
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self.options.keepalive_s)
+            if self.options.announce_clock:
+                self.send_clock()
             self.send_stats()
 
     async def _watch_peer(self) -> None:

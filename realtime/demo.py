@@ -8,8 +8,14 @@ every rendered frame; the statistics say what crossed the wire and how long it t
 
 The send rate defaults to what this machine sustains (``fps=None``): both peers share its CPU,
 and a receiver slower than the sender drops frames by design (latest wins), which would make the
-demo show dropping rather than the call. Every clip frame is sent (none skipped), and the video is
-written at the clip's frame rate, so it plays at natural speed whatever the send rate.
+demo show dropping rather than the call. Every clip frame is sent (none skipped). Without voice the
+video is written at the clip's frame rate, so it plays at natural speed whatever the send rate.
+
+The call carries a voice too (``voice``, on by default): a synthetic one, or the WAV ``audio``,
+coded by our Opus encoder as ``adasr send`` codes a microphone. The receiver records what it
+hears, and the video then follows the call's own clock (each frame held until the next is shown),
+with the received voice muxed under it: what a person on the call saw and heard, lip sync included.
+The statistics measure the wire (``realtime.wire_meter``), the ICE path, and the audio-to-face offset.
 """
 
 from __future__ import annotations
@@ -17,21 +23,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from adasr.demo_media import astronaut_portrait, carphone_clip
 from adasr.keypoints import Motion
 from adasr.video_io import FrameWriter
 from engines.talking_head import TalkingHead
+from realtime.audio.opus import OpusOptions
+from realtime.audio.playout import AudioSink, DiscardSink, WavSink
+from realtime.audio.recording import mux_audio, synthetic_voice
+from realtime.audio.voice import VoiceOptions
 from realtime.call import attach_receiver, attach_sender, connect_as_receiver, connect_as_sender
 from realtime.capture import CaptureOptions, CapturedFrame, VideoReader
 from realtime.clock import monotonic_us
 from realtime.errors import CallError
+from realtime.ice import IceOptions, selected_candidate_pair
 from realtime.motion_codec import DEFAULT_QUANTIZER
 from realtime.motion_pipeline import MotionPipeline, MotionSample
 from realtime.receiver import ReceiverOptions, ReceiverStats
@@ -40,14 +53,11 @@ from realtime.signaling import InProcessSignaling
 from realtime.sinks import FrameInfo
 from realtime.smoothing import SmoothingOptions
 from realtime.source_payload import Compression, Quantization
-from realtime.stats import WireOverhead, kbps, summarize
-from realtime.transport import LOOPBACK, TransportOptions, dtls_cipher, dtls_tx_counters
+from realtime.stats import WireOverhead, kbps, percentile, summarize
+from realtime.transport import LOOPBACK, TransportOptions, dtls_cipher
+from realtime.wire_meter import WireCount, WireMeter, wire_figures
 
 logger = logging.getLogger(__name__)
-
-#: UDP + IPv4 headers per datagram, added to the DTLS transport's byte count (which counts UDP payloads).
-_UDP_IP = 28
-
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -81,17 +91,31 @@ class DemoOptions:
     """Automatic fps: the measured per-frame cost of both peers is multiplied by this."""
     source_timeout_s: float = 120.0
     """How long the receiver may take to install the source state."""
+    voice: bool = True
+    """Send a voice with the face: ``audio``, else a synthetic one."""
+    audio: Path | None = None
+    """A sound file to send as the voice (anything PyAV reads)."""
+    opus: OpusOptions = OpusOptions()
+    """How the voice is coded (bitrate, packet time)."""
+    ice: IceOptions = IceOptions()
+    """STUN/TURN servers, relay-only (both peers use them)."""
 
 
 class SideBySideSink:
     """The demo's sink: writes [driving crop | render] per rendered frame, the crop looked up by sequence."""
 
-    def __init__(self, path: Path | None, fps: float) -> None:
+    def __init__(self, path: Path | None, fps: float, on_call_clock: bool = False) -> None:
         self.path, self.fps = path, fps
+        self.on_call_clock = on_call_clock
+        """Write frames where they were shown in time (each held until the next), so a voice recorded
+        alongside stays in step; False: one video frame per rendered frame."""
         self.crops: dict[int, np.ndarray] = {}
         """Driving crops by motion sequence number, filled by the sender's hook."""
         self._writer: FrameWriter | None = None
         self.count = 0
+        self.first_shown_at: float | None = None
+        """Local monotonic seconds when the first frame was shown: the video's time zero."""
+        self._last: np.ndarray | None = None
 
     def show(self, frame: np.ndarray, info: FrameInfo) -> None:
         crop = self.crops.pop(info.seq, None)
@@ -103,7 +127,16 @@ class SideBySideSink:
             return
         if self._writer is None:
             self._writer = FrameWriter(self.path, self.fps)
-        self._writer.write(np.concatenate([crop, frame], axis=1))
+        side_by_side = np.concatenate([crop, frame], axis=1)
+        if self.on_call_clock:
+            now = time.monotonic()
+            if self.first_shown_at is None:
+                self.first_shown_at = now
+            due = round((now - self.first_shown_at) * self.fps)
+            while self._last is not None and self._writer.count < due:  # the previous frame stayed on screen
+                self._writer.write(self._last)
+            self._last = side_by_side
+        self._writer.write(side_by_side)
         self.count += 1
 
     def close(self) -> None:
@@ -158,14 +191,20 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
         fps = max(1.0, round(fps * 2) / 2)
         logger.info("measured %.1f ms sender + %.1f ms render per frame: sending at %.1f fps",
                     cost["sender_ms"], cost["render_ms"], fps)
-    transport = TransportOptions(ice_hosts=LOOPBACK)
+    transport = TransportOptions(ice_hosts=LOOPBACK, ice=options.ice)
     sender_options = SenderOptions(
         capture=CaptureOptions(video=driving, fps=fps, max_frames=options.max_frames, drop_late=False),
         source=SourceOptions(portrait, send_image=options.send_image, quantization=options.quantization,
                              compression=options.compression),
         smoothing=options.smoothing, show_progress=options.show_progress)
-    sink = SideBySideSink(options.output, clip_fps)
+    sink = SideBySideSink(options.output, clip_fps, on_call_clock=options.voice)
     timeline = _Timeline()
+    scratch = tempfile.TemporaryDirectory(prefix="adasr-demo-")
+    voice = _demo_voice(options, Path(scratch.name), sender_options.capture, fps)
+    heard = Path(scratch.name) / "heard.wav"
+
+    def audio_sink() -> AudioSink:
+        return WavSink(heard) if options.output is not None else DiscardSink()
 
     def on_sample(seq: int, frame: CapturedFrame, sample: MotionSample) -> None:
         timeline.send_us[seq] = monotonic_us()
@@ -173,8 +212,11 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
 
     side_a, side_b = InProcessSignaling.pair()
     start = time.perf_counter()
-    conn_s, conn_r = await asyncio.gather(connect_as_sender(side_a, transport), connect_as_receiver(side_b, transport))
+    conn_s, conn_r = await asyncio.gather(connect_as_sender(side_a, transport, voice),
+                                          connect_as_receiver(side_b, transport, audio_sink))
     connect_s = time.perf_counter() - start
+    meter = WireMeter(conn_s.pc)
+    pair = selected_candidate_pair(conn_s.pc)
     receiver = attach_receiver(head, ReceiverOptions(relative=options.relative), sink, conn_r)
     sender = attach_sender(head, sender_options, conn_s, on_sample=on_sample)
     try:
@@ -184,11 +226,11 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
         except asyncio.TimeoutError:
             raise CallError(f"the receiver did not install the source state within {options.source_timeout_s:.0f} s"
                             + (f": {receiver.stats.last_source_error}" if receiver.stats.last_source_error else "")) from None
-        before = dtls_tx_counters(conn_s.pc)
+        before = meter.read()
         stream_start = time.perf_counter()
         sender_stats = await sender.stream()
         stream_s = time.perf_counter() - stream_start
-        after = dtls_tx_counters(conn_s.pc)
+        after = meter.read()
         await receiver.drain(timeout_s=5.0)
         await sender.goodbye()
         try:
@@ -198,18 +240,57 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
     finally:
         receiver_stats = await receiver.stop()
         await sender.close()
-        await conn_s.pc.close()
-        await conn_r.pc.close()
-    cipher = dtls_cipher(conn_s.pc) or "unknown"
-    wire = None if before is None or after is None else (after[0] - before[0], after[1] - before[1])
-    return build_report(sender_stats, receiver_stats, timeline.send_us, options=options, fps=fps, clip_fps=clip_fps,
-                        stream_s=stream_s, connect_s=connect_s, cipher=cipher, wire=wire, cost=cost,
-                        backend=head.backend.describe(), model_id=head.backend.model_id, written=sink.count)
+        await conn_s.close()
+        await conn_r.close()
+        cipher = dtls_cipher(conn_s.pc) or "unknown"
+    playout = conn_r.voice_in.stats if conn_r.voice_in is not None else None
+    wire = None if before is None or after is None else after - before
+    report = build_report(sender_stats, receiver_stats, timeline.send_us, options=options, fps=fps,
+                          clip_fps=clip_fps, stream_s=stream_s, connect_s=connect_s, cipher=cipher, wire=wire,
+                          cost=cost, backend=head.backend.describe(), model_id=head.backend.model_id,
+                          written=sink.count)
+    report["ice_pair_type"] = pair.kind if pair is not None else None
+    report["voice"] = "off" if voice is None else str(options.audio or "synthetic")
+    report["audio_frame_ms"] = options.opus.frame_ms if voice is not None else None
+    report["audio_kbps_target"] = options.opus.kbps if voice is not None else None
+    report["audio_frames_played"] = playout.frames if playout is not None else 0
+    if playout is not None:
+        report.update(summarize(list(playout.delay_ms), "voice_delay_ms"))
+    if (options.output is not None and playout is not None and playout.started_at is not None
+            and sink.first_shown_at is not None and heard.is_file()):
+        muxed = options.output.with_name(options.output.stem + ".voice" + options.output.suffix)
+        mux_audio(options.output, heard, playout.started_at - sink.first_shown_at, muxed)
+        muxed.replace(options.output)
+        report["output_has_voice"] = True
+    scratch.cleanup()
+    return report
+
+
+def _demo_voice(options: DemoOptions, folder: Path, capture: CaptureOptions, fps: float) -> VoiceOptions | None:
+    """The demo's voice: the given file, else a synthetic voice long enough for the call (source upload included)."""
+    if not options.voice:
+        return None
+    audio = options.audio
+    if audio is None:
+        frames = capture.max_frames or _frame_count(capture.video)
+        audio = synthetic_voice(folder / "voice.wav", frames / fps + 60.0)
+    return VoiceOptions(file=audio, microphone=False, opus=options.opus)
+
+
+def _frame_count(video: Path | None) -> int:
+    """Frames in a clip (as the container tells; 900 when it does not)."""
+    if video is None:
+        return 900
+    reader = VideoReader(video)
+    try:
+        return int(reader.capture.get(cv2.CAP_PROP_FRAME_COUNT)) or 900
+    finally:
+        reader.close()
 
 
 def build_report(sender: SenderStats, receiver: ReceiverStats, send_us: dict[int, int], *, options: DemoOptions,
                  fps: float, clip_fps: float, stream_s: float, connect_s: float, cipher: str,
-                 wire: tuple[int, int] | None, cost: dict[str, float], backend: str, model_id: str,
+                 wire: WireCount | None, cost: dict[str, float], backend: str, model_id: str,
                  written: int) -> dict[str, Any]:
     """The demo's statistics as a flat JSON-able dict."""
     sent = max(sender.frames_sent, 1)
@@ -233,9 +314,9 @@ def build_report(sender: SenderStats, receiver: ReceiverStats, send_us: dict[int
         "motion_packet_payload_bytes": DEFAULT_QUANTIZER.payload_size(15) if message_bytes else 0,
         "motion_wire_bytes_per_frame": wire_model,
         "motion_kbps_payload": kbps(message_bytes, fps_sent),
-        "motion_kbps_wire": kbps(wire_model, fps_sent),
+        "motion_kbps_wire_model": kbps(wire_model, fps_sent),
         "motion_kbps_payload_at_30fps": kbps(message_bytes, 30.0),
-        "motion_kbps_wire_at_30fps": kbps(wire_model, 30.0),
+        "motion_kbps_wire_model_at_30fps": kbps(wire_model, 30.0),
         "wire_overhead_bytes_per_message": overhead.overhead(round(message_bytes)),
         "dtls_cipher": cipher,
         "source_state_bytes": sender.source_state_bytes,
@@ -251,13 +332,18 @@ def build_report(sender: SenderStats, receiver: ReceiverStats, send_us: dict[int
         "backend": backend,
         "model_id": model_id,
     }
-    if wire is not None and wire[1] > 0:
-        measured = (wire[0] + _UDP_IP * wire[1]) / sent
-        report.update({
-            "sender_wire_bytes_per_frame_measured": measured,
-            "sender_kbps_wire_measured": kbps(measured, fps_sent),
-            "sender_datagrams_per_frame_measured": wire[1] / sent,
+    if wire is not None and wire.datagrams > 0:
+        figures = wire_figures(wire, stream_s, sender.frames_sent, wire_model)
+        report.update(figures)
+        report.update({  # the data channels' share: everything but the voice
+            "sender_wire_bytes_per_frame_measured": figures["motion_wire_bytes_per_frame_measured"],
+            "sender_kbps_wire_measured": figures["motion_kbps_wire"],
+            "sender_datagrams_per_frame_measured": (wire.datagrams - wire.media_datagrams) / sent,
         })
+    offsets = summarize(receiver.av_offset_ms, "av_offset_ms")
+    report.update({"av_offset_ms_p50": offsets["av_offset_ms_p50"],
+                   "av_offset_ms_p95": percentile(receiver.av_offset_ms, 95),
+                   "av_offset_frames": len(receiver.av_offset_ms)})
     report.update(summarize(receiver.render_ms, "render_ms"))
     report.update(summarize(receiver.e2e_ms, "e2e_latency_ms"))
     report.update(summarize(sender.sender_ms, "sender_ms"))
@@ -284,7 +370,8 @@ def write_report(report: dict[str, Any], path: Path | None) -> None:
 #: The keys printed by ``format_report``, in order (all keys go to the JSON).
 HEADLINE_KEYS = (
     "frames_sent", "frames_rendered", "frames_dropped_latest_wins", "fps_sent", "motion_payload_bytes_per_frame",
-    "motion_kbps_payload", "motion_kbps_wire", "sender_kbps_wire_measured", "motion_kbps_wire_at_30fps",
+    "motion_kbps_payload", "audio_kbps_wire", "motion_kbps_wire", "total_kbps_wire", "total_kbps_wire_at_30fps",
+    "ice_pair_type", "av_offset_ms_p50", "av_offset_ms_p95",
     "source_state_bytes", "render_ms_p50", "e2e_latency_ms_p50", "e2e_latency_ms_p99", "sender_ms_p50",
     "network_ms_p50", "queue_ms_p50",
 )

@@ -92,8 +92,9 @@ def parse_pin(pin: str) -> bytes:
 
 
 def invitation(url: str, token: str, pin: str | None) -> str:
-    """The one line the receiver gives its caller: what to type to call it."""
-    return f"adasr send --url {url} --token {token}" + (f" --pin {pin}" if pin else "")
+    """The one line the receiver gives its caller: what to type to call it. The token goes in the environment
+    (``$ADASR_TOKEN``), never on ``adasr send``'s command line, where the process list would show it."""
+    return f"{TOKEN_ENV_VAR}={token} adasr send --url {url}" + (f" --pin {pin}" if pin else "")
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ class OfferServer:
         """Bind and serve (returns once listening)."""
         app = web.Application(client_max_size=self.options.max_body)
         app.router.add_post(OFFER_PATH, self._handle_offer)
+        app.router.add_get(OFFER_PATH, self._handle_probe)
         # aiohttp's keep-alive timer runs from the moment a connection opens and closes it while no full
         # request has arrived: it is the header timeout as well as the idle one.
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.options.header_timeout_s)
@@ -254,6 +256,14 @@ class OfferServer:
                                                          escaped(message))
         headers = {"WWW-Authenticate": 'Bearer realm="adasr"'} if status == 401 else None
         return web.json_response({"error": message}, status=status, headers=headers)
+
+    async def _handle_probe(self, request: web.Request) -> web.Response:
+        """``GET /offer``: a caller checks address, certificate and token before it loads its model; no SDP."""
+        if not self._authorized(request.headers.get("Authorization", "")):
+            return self._refuse(401, "unauthorized", "missing or wrong token: send Authorization: Bearer TOKEN", request)
+        if self._busy:
+            return web.json_response({"error": "a call is in progress"}, status=409)
+        return web.Response(status=204)
 
     async def _handle_offer(self, request: web.Request) -> web.Response:
         if not self._authorized(request.headers.get("Authorization", "")):
@@ -395,10 +405,12 @@ def _parse_offer(body: bytes) -> RTCSessionDescription:
 class HttpSignaling:
     """The offerer's signaling against an ``OfferServer``: ``send(offer)`` posts it, ``receive()`` gives the answer."""
 
-    def __init__(self, url: str, token: str, timeout_s: float = 30.0, pin: str | None = None) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0, pin: str | None = None,
+                 token_source: str = "--token") -> None:
         """Refuses (CallError), before connecting, to send the token where it could be read: over ``http://``
         to anything but a loopback address. ``pin``: the receiver's certificate fingerprint (``https://`` only);
-        without it an ``https://`` receiver must have a certificate the system trusts."""
+        without it an ``https://`` receiver must have a certificate the system trusts. ``token_source`` names
+        where the token came from, for the message when the receiver refuses it."""
         if not token:
             raise CallError(f"calling over HTTP needs the receiver's token: --token TOKEN (or ${TOKEN_ENV_VAR})")
         self.url = offer_url(url)
@@ -414,22 +426,39 @@ class HttpSignaling:
         else:
             self._tls = False  # loopback: nothing leaves this machine
         self.token = token
+        self.token_source = token_source
         self.timeout_s = timeout_s
         self._answer: RTCSessionDescription | None = None
 
     async def connect(self) -> None:
         """Nothing to connect: each offer is one request."""
 
+    async def probe(self) -> None:
+        """``GET /offer``: reach the receiver, check its certificate and have it accept the token, sending no offer;
+        CallError saying what is wrong (a caller runs this before it spends seconds loading its model)."""
+        status, text = await self._request("GET", None)
+        self._check_status(status, text, expected=204)
+
     async def send(self, descr: Any) -> None:
         if not isinstance(descr, RTCSessionDescription) or descr.type != "offer":
             return  # candidates travel inside the SDP; nothing else goes over this signaling
+        status, text = await self._request("POST", {"sdp": descr.sdp, "type": descr.type})
+        self._check_status(status, text, expected=200)
+        try:
+            data = json.loads(text)
+            if data.get("type") != "answer" or not isinstance(data.get("sdp"), str):
+                raise ValueError("not an answer")
+        except (ValueError, AttributeError):
+            raise CallError(f"the receiver's reply is not a JSON answer: {text[:200]!r}") from None
+        self._answer = RTCSessionDescription(sdp=data["sdp"], type="answer")
+
+    async def _request(self, method: str, body: dict[str, str] | None) -> tuple[int, str]:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(self.url, json={"sdp": descr.sdp, "type": descr.type}, headers=headers,
-                                        ssl=self._tls) as reply:
-                    status, text = reply.status, await reply.text()
+                async with session.request(method, self.url, json=body, headers=headers, ssl=self._tls) as reply:
+                    return reply.status, await reply.text()
         except aiohttp.ServerFingerprintMismatch as exc:
             raise CallError(f"the receiver's certificate does not match --pin (it has SHA-256 {exc.got.hex()}): "
                             "nothing was sent; check the pin `adasr receive` printed, or someone is in between") from None
@@ -439,22 +468,17 @@ class HttpSignaling:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise CallError(f"cannot reach the receiver at {self.url} ({type(exc).__name__}: {exc}): is "
                             "`adasr receive` running there, and are the address and port right?") from None
+
+    def _check_status(self, status: int, text: str, expected: int) -> None:
         if status == 401:
-            raise CallError("the receiver refused the token (401): pass the token `adasr receive` printed at start "
-                            f"with --token (or ${TOKEN_ENV_VAR})")
+            raise CallError(f"the receiver refused the token (401) given by {self.token_source}: it must be the one "
+                            "this receiver printed at start (a restarted receiver has a new one)")
         if status == 409:
             raise CallError("the receiver is in another call (409): try again when it has ended")
         if status == 413:
             raise CallError("the receiver refused the offer as too large (413)")
-        if status != 200:
+        if status != expected:
             raise CallError(f"the receiver answered HTTP {status}: {_error_text(text)}")
-        try:
-            data = json.loads(text)
-            if data.get("type") != "answer" or not isinstance(data.get("sdp"), str):
-                raise ValueError("not an answer")
-        except (ValueError, AttributeError):
-            raise CallError(f"the receiver's reply is not a JSON answer: {text[:200]!r}") from None
-        self._answer = RTCSessionDescription(sdp=data["sdp"], type="answer")
 
     async def receive(self) -> Any:
         answer, self._answer = self._answer, None

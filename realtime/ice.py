@@ -37,12 +37,10 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from realtime.errors import CallError
+from realtime.settings import TURN_PASSWORD_ENV, TURN_USER_ENV
 
 logger = logging.getLogger(__name__)
 
-#: Environment variables read when ``--turn-user`` / ``--turn-password`` are not given (keeps them out of `ps`).
-TURN_USER_ENV = "ADASR_TURN_USER"
-TURN_PASSWORD_ENV = "ADASR_TURN_PASSWORD"
 
 #: Candidate types from the most direct path to the least (RFC 8445 §5.1.1).
 CANDIDATE_TYPES = ("host", "prflx", "srflx", "relay")

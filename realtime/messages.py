@@ -47,6 +47,7 @@ class MessageType(enum.IntEnum):
     GOODBYE = 0x21
     STATS = 0x22
     SOURCE_REQUEST = 0x23
+    CLOCK = 0x24
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in MessageType)
@@ -312,3 +313,42 @@ def decode_source_request(header: Header, payload: bytes) -> SourceRequest:
     if not 1 <= feed <= MAX_FEED_ID:
         raise ProtocolError(f"SOURCE_REQUEST names feed {feed}, outside [1, 2^53)")
     return SourceRequest(header.seq, header.timestamp_us, feed)
+
+
+_CLOCK_STRUCT = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class ClockMessage:
+    """CLOCK: the sender's wall clock read together with the header's monotonic timestamp.
+
+    Motion is stamped on the sender's monotonic clock; the RTCP sender reports of its voice carry its
+    wall clock. One pair of readings of both lets the receiver put a face and its voice on one clock
+    (lip sync) without synchronising anything between the peers.
+    """
+
+    seq: int
+    """Sequence number on the control channel."""
+    timestamp_us: int
+    """Sender's monotonic clock, µs (the motion timestamps' clock)."""
+    wall_us: int
+    """Sender's wall clock at the same instant, µs since the Unix epoch (its RTCP sender reports' clock)."""
+
+    @property
+    def wall_minus_monotonic_us(self) -> int:
+        """Add to a motion timestamp to get the sender's wall clock, µs."""
+        return self.wall_us - self.timestamp_us
+
+
+def encode_clock(seq: int, timestamp_us: int, wall_us: int) -> bytes:
+    """CLOCK: header (monotonic µs) + u64 wall-clock µs."""
+    if not 0 <= wall_us < TIMESTAMP_MODULUS:
+        raise ValueError(f"wall clock must fit in u64 microseconds, got {wall_us}")
+    return encode_header(MessageType.CLOCK, seq, timestamp_us) + _CLOCK_STRUCT.pack(wall_us)
+
+
+def decode_clock(header: Header, payload: bytes) -> ClockMessage:
+    """Parse CLOCK (exactly 8 bytes)."""
+    expect_length(payload, _CLOCK_STRUCT.size, "CLOCK")
+    (wall_us,) = _CLOCK_STRUCT.unpack(payload)
+    return ClockMessage(header.seq, header.timestamp_us, wall_us)

@@ -29,6 +29,7 @@ from realtime.messages import (
     PROTOCOL_VERSION,
     SEQ_MODULUS,
     CallStats,
+    ClockMessage,
     Goodbye,
     GoodbyeReason,
     Header,
@@ -38,10 +39,12 @@ from realtime.messages import (
     StatsMessage,
     as_bytes,
     check_max_message,
+    decode_clock,
     decode_goodbye,
     decode_reset_reference,
     decode_source_request,
     decode_stats,
+    encode_clock,
     encode_goodbye,
     encode_reset_reference,
     encode_source_request,
@@ -72,16 +75,18 @@ from realtime.source_payload import ArrayError, measure_source_error, pack_sourc
 
 logger = logging.getLogger(__name__)
 
-Message = Union[MotionPacket, SourceBegin, SourceChunk, ResetReference, Goodbye, StatsMessage, SourceRequest]
+Message = Union[MotionPacket, SourceBegin, SourceChunk, ResetReference, Goodbye, StatsMessage, SourceRequest,
+                ClockMessage]
 
 __all__ = [
-    "ArrayError", "CallStats", "ChecksumMismatch", "DEFAULT_MAX_MESSAGE", "DEFAULT_QUANTIZER", "Goodbye",
-    "GoodbyeReason", "HEADER_SIZE", "Header", "MAGIC", "Message", "MessageType", "ModelMismatch", "MotionFlags",
-    "MotionPacket", "MotionQuantizer", "OversizedMessage", "PROTOCOL_VERSION", "ProtocolError", "ReceiverCounters",
-    "ReplayGuard", "ResetReference", "SourceAssembler", "SourceBegin", "SourceChunk", "SourceKind", "SourceRequest",
-    "StatsMessage", "TruncatedMessage", "Verdict", "VersionMismatch", "decode", "encode", "encode_goodbye",
-    "encode_motion", "encode_reset_reference", "encode_source_request", "encode_stats", "measure_source_error",
-    "model_id_for", "pack_source_state", "parse_or_count", "split_source", "unpack_source_state",
+    "ArrayError", "CallStats", "ChecksumMismatch", "ClockMessage", "DEFAULT_MAX_MESSAGE", "DEFAULT_QUANTIZER",
+    "Goodbye", "GoodbyeReason", "HEADER_SIZE", "Header", "MAGIC", "Message", "MessageType", "ModelMismatch",
+    "MotionFlags", "MotionPacket", "MotionQuantizer", "OversizedMessage", "PROTOCOL_VERSION", "ProtocolError",
+    "ReceiverCounters", "ReplayGuard", "ResetReference", "SourceAssembler", "SourceBegin", "SourceChunk",
+    "SourceKind", "SourceRequest", "StatsMessage", "TruncatedMessage", "Verdict", "VersionMismatch", "decode",
+    "encode", "encode_clock", "encode_goodbye", "encode_motion", "encode_reset_reference", "encode_source_request",
+    "encode_stats", "measure_source_error", "model_id_for", "pack_source_state", "parse_or_count", "split_source",
+    "unpack_source_state",
 ]
 
 
@@ -105,6 +110,8 @@ def decode(
         return decode_stats(header, payload)
     if header.type == MessageType.SOURCE_REQUEST:
         return decode_source_request(header, payload)
+    if header.type == MessageType.CLOCK:
+        return decode_clock(header, payload)
     raise ProtocolError(f"no decoder for message type {header.type!r}")  # unreachable: parse_header checks
 
 
@@ -124,6 +131,8 @@ def encode(message: Message, *, quantizer: MotionQuantizer = DEFAULT_QUANTIZER) 
         return encode_stats(message.seq, message.timestamp_us, message.stats)
     if isinstance(message, SourceRequest):
         return encode_source_request(message.seq, message.timestamp_us, message.feed)
+    if isinstance(message, ClockMessage):
+        return encode_clock(message.seq, message.timestamp_us, message.wall_us)
     raise TypeError(f"cannot encode {type(message).__name__}")
 
 

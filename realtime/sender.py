@@ -124,6 +124,10 @@ class SenderStats:
     """Capture → message handed to the data channel, per frame."""
     peer: CallStats | None = None
     """The receiver's latest STATS."""
+    ice_pair_type: str | None = None
+    """How the call's packets travelled: host, srflx, prflx or relay (set by ``run_sender``)."""
+    wire: dict[str, float] = field(default_factory=dict)
+    """What streaming cost on the wire (``realtime.wire_meter.wire_figures``; set by ``run_sender``)."""
     peer_goodbye: Goodbye | None = None
     """The receiver's GOODBYE, if it hung up."""
     peer_timed_out: bool = False
@@ -178,10 +182,11 @@ class Sender:
         self.finished = asyncio.Event()
         """Set when streaming ended (source exhausted, stop(), or the receiver hung up)."""
         self.link = ControlLink(control, LinkOptions(keepalive_s=options.stats_interval_s,
-                                                     peer_timeout_s=options.peer_timeout_s),
+                                                     peer_timeout_s=options.peer_timeout_s, announce_clock=True),
                                 local_stats=self.stats.call_stats, on_vanished=self._receiver_vanished)
-        """The reliable channel: source, resets, STATS as keepalive, GOODBYE, and the watch on the receiver
-        (from the first message it sends)."""
+        """The reliable channel: source, resets, STATS as keepalive with CLOCK (the receiver's lip sync puts the
+        motion timestamps on the voice's clock with it), GOODBYE, and the watch on the receiver (from the first
+        message it sends)."""
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="adasr-sender")
         self._motion_seq = 0
         self._stopping = False

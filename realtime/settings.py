@@ -16,3 +16,15 @@ DEFAULT_PORT = 8765
 #: Environment variable ``adasr send`` and ``adasr receive`` read the token from when --token is not given
 #: (keeps it out of the process list).
 TOKEN_ENV_VAR = "ADASR_TOKEN"
+
+#: Opus bitrate of the voice, kbps (``--audio-kbps``).
+DEFAULT_AUDIO_KBPS = 16.0
+#: Audio per packet, ms (``--audio-frame-ms``). 40 ms: a whole call (16 kbps voice, face at 30 fps) measured
+#: 61 kbps on the wire, under an ISDN channel's 64; 20 ms costs ~14 kbps more in packet headers (50 packets/s
+#: instead of 25) but ~80 ms less delay through aiortc's 4-packet jitter buffer (benchmarks/RESULTS.md).
+DEFAULT_AUDIO_FRAME_MS = 40
+#: Packet times Opus can use that suit a call.
+AUDIO_FRAME_MS_CHOICES = (10, 20, 40, 60)
+#: Environment variables read when ``--turn-user`` / ``--turn-password`` are not given (keeps them out of `ps`).
+TURN_USER_ENV = "ADASR_TURN_USER"
+TURN_PASSWORD_ENV = "ADASR_TURN_PASSWORD"

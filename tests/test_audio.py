@@ -68,7 +68,7 @@ def test_framer_cuts_any_chunks_into_exact_frames_and_pads_the_last() -> None:
 
 
 def test_the_encoder_stamps_packets_on_the_48k_clock_minus_its_lookahead() -> None:
-    options = OpusOptions(kbps=16)
+    options = OpusOptions(kbps=16, frame_ms=20)
     encoder = OpusEncoder(options)
     packets = [p for i in range(3) for p in encoder.encode(np.zeros(options.frame_samples, np.int16),
                                                            i * options.frame_samples)]
@@ -287,7 +287,7 @@ def test_a_loopback_call_carries_the_tone_at_the_target_bitrate(tmp_path: Path) 
     async def scenario() -> dict[str, Any]:
         transport = TransportOptions(ice_hosts=LOOPBACK, connect_timeout_s=30)
         pc_s, pc_r = create_peer_connection(transport), create_peer_connection(transport)
-        track = open_voice(VoiceOptions(file=tone, opus=OpusOptions(kbps=kbps)))
+        track = open_voice(VoiceOptions(file=tone, opus=OpusOptions(kbps=kbps, frame_ms=20)))
         assert track is not None
         captured: list[float] = []  # sender truth: wall clock of each frame's release
         read = track.source.read

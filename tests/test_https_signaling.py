@@ -105,8 +105,12 @@ def test_the_right_pin_makes_a_call(tmp_path: Path) -> None:
         finally:
             await connection.pc.close()
 
+    token = ""
+
     async def scenario() -> tuple[str, OfferServerStats]:
+        nonlocal token
         served = _Served(identity, receive_call)
+        token = served.token
         async with served as server:
             line = invitation(server.url, served.token, server.pin)
             connection = await connect_as_sender(HttpSignaling(server.url, served.token, pin=server.pin), TRANSPORT)
@@ -118,7 +122,8 @@ def test_the_right_pin_makes_a_call(tmp_path: Path) -> None:
             return line, server.stats
 
     line, stats = asyncio.run(scenario())
-    assert line.startswith("adasr send --url https://127.0.0.1:") and line.endswith(f"--pin {identity.fingerprint}")
+    assert line.startswith(f"ADASR_TOKEN={token} adasr send --url https://127.0.0.1:")
+    assert line.endswith(f"--pin {identity.fingerprint}") and "--token" not in line
     assert stats.answered == 1
 
 

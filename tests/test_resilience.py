@@ -405,29 +405,32 @@ def test_a_killed_sender_is_noticed_and_the_next_call_is_served(
 
 def test_adasr_receive_prints_its_token_and_serves_a_call(fast_head, fast_checkpoint: Path, astronaut_face,
                                                           tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """`adasr receive` (HTTP, the default) as a subprocess: a generated token printed at start, the call it
-    serves, its summary, and the exit after --max-calls."""
+    """`adasr receive` (HTTPS, the default) as a subprocess: a generated token and the certificate's pin printed
+    at start in the one line to give the caller, the call it serves, its summary, and the exit after --max-calls."""
     portrait = tmp_path / "face.png"
     cv2.imwrite(str(portrait), cv2.cvtColor(astronaut_face, cv2.COLOR_RGB2BGR))
     env = {key: value for key, value in os.environ.items() if key != "ADASR_TOKEN"}
     process = subprocess.Popen(
         [sys.executable, "-m", "adasr_cli", "receive", "--port", "0", "--sink", "none", "--max-calls", "1",
-         "--checkpoint", str(fast_checkpoint), "--threads", "1"],
+         "--checkpoint", str(fast_checkpoint), "--threads", "1",
+         "--config-dir", str(tmp_path.with_name(tmp_path.name + "-config"))],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
         lines: list[str] = []
-        while not any(line.startswith("adasr receive: call with:") for line in lines):
+        while not any(line.startswith("adasr receive: give the caller this line:") for line in lines):
             line = process.stderr.readline()
             assert line, "adasr receive exited: " + "".join(lines)
             lines.append(line)
         text = "".join(lines)
         url = text.split("waiting for calls on ")[1].split("/offer")[0]
-        token = text.split("adasr receive: token ")[1].split()[0]
-        assert url.startswith("http://127.0.0.1:") and len(token) >= 32
+        token = text.split("ADASR_TOKEN=")[1].split()[0]
+        pin = text.split("--pin ")[1].split()[0]
+        assert url.startswith("https://127.0.0.1:") and len(token) >= 32 and len(pin) == 64
         options = SenderOptions(capture=CaptureOptions(images=tmp_path, fps=10, max_frames=8, loop=True),
                                 source=SourceOptions(portrait, crop=False), crop=False, show_progress=False)
-        sent = asyncio.run(run_sender(fast_head, options, HttpSignaling(url, token), TRANSPORT, console=False))
+        sent = asyncio.run(run_sender(fast_head, options, HttpSignaling(url, token, pin=pin), TRANSPORT,
+                                       console=False))
         out, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:

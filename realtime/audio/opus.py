@@ -15,24 +15,26 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from realtime.settings import AUDIO_FRAME_MS_CHOICES, DEFAULT_AUDIO_FRAME_MS, DEFAULT_AUDIO_KBPS
+
 #: Opus runs at 48 kHz in WebRTC (RFC 7587: the RTP clock is 48 kHz whatever the audio bandwidth).
 SAMPLE_RATE = 48_000
 TIME_BASE = Fraction(1, SAMPLE_RATE)
 #: libopus's lookahead at 48 kHz (PyAV 18, libopus 1.x): its first packet's pts is −312.
 OPUS_LOOKAHEAD_SAMPLES = 312
 #: Frame lengths Opus encodes in one packet (ms) that suit a call (2.5 and 5 ms cost too many packets).
-FRAME_MS_CHOICES = (10, 20, 40, 60)
+FRAME_MS_CHOICES = AUDIO_FRAME_MS_CHOICES
 
 
 @dataclass(frozen=True)
 class OpusOptions:
     """How the voice is encoded."""
 
-    kbps: float = 16.0
+    kbps: float = DEFAULT_AUDIO_KBPS
     """Target bitrate of the Opus payload (libopus VBR: the average stays near it), 6–128."""
-    frame_ms: int = 20
+    frame_ms: int = DEFAULT_AUDIO_FRAME_MS
     """Audio per packet. Longer frames cost fewer packet headers but add delay (aiortc's jitter buffer holds
-    4 packets: ≈85 ms at 20 ms, ≈165 ms at 40 ms)."""
+    4 packets: ≈85 ms at 20 ms, ≈165 ms at 40 ms); 40 ms keeps a whole call under 64 kbps (``realtime.settings``)."""
 
     def __post_init__(self) -> None:
         if not 6.0 <= self.kbps <= 128.0:

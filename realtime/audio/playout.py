@@ -105,6 +105,8 @@ class PlayoutStats:
     """Frames dropped: their time had already been played."""
     resyncs: int = 0
     """Timestamp jumps over ``max_gap_s``: played on without filling."""
+    started_at: float | None = None
+    """Local monotonic seconds when the first sample was handed to the sink (where a recording starts)."""
     delay_ms: deque[float] = field(default_factory=lambda: deque(maxlen=6000))
     """Per frame: sender capture → heard, when a sender report maps it. Sender and receiver wall clocks are
     subtracted: exact on one machine, off by their offset between two."""
@@ -132,6 +134,7 @@ class AudioPlayout:
         self.stats = PlayoutStats()
         self.point: PlayoutPoint | None = None
         """The last frame written, on both clocks; None until a sender report has mapped one."""
+        self._lags: deque[float] = deque(maxlen=25)
         self._next_pts: int | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio-playout")
 
@@ -149,6 +152,8 @@ class AudioPlayout:
                 samples = self._placed(frame)
                 if samples is None:
                     continue
+                if self.stats.started_at is None:
+                    self.stats.started_at = time.monotonic()
                 await loop.run_in_executor(self._writer, self.sink.write, samples)
                 self._note_played(frame, samples.size)
         finally:
@@ -181,13 +186,16 @@ class AudioPlayout:
             return
         # the write just returned: the frame's first sample plays after the sink's latency
         self.point = PlayoutPoint(heard_at=time.monotonic() + self.sink.latency_s, captured_at=captured)
+        self._lags.append(self.point.heard_at - captured)
         self.stats.delay_ms.append((time.time() + self.sink.latency_s - captured) * 1000.0)
 
     def show_at(self, captured_at: float) -> float | None:
-        """Local monotonic time at which sound captured at sender time ``captured_at`` is heard; None before
-        the first mapped frame (show faces on arrival until then)."""
-        point = self.point
-        return None if point is None else point.heard_at + (captured_at - point.captured_at)
+        """Local monotonic time at which sound captured at sender time ``captured_at`` is heard (the median lag of
+        the last 25 frames played); None before the first mapped frame (show faces on arrival until then)."""
+        if not self._lags:
+            return None
+        # the median over the last half second or so: a frame written late by a busy loop moves no face
+        return captured_at + float(np.median(self._lags))
 
 
 def _mono_int16(frame: av.AudioFrame) -> np.ndarray:

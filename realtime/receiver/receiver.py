@@ -10,6 +10,7 @@ one). The parts, each usable without asyncio:
 * ``SourceInbox``: transfers → checked SourceStates, refusals, the source deadline;
 * ``RenderLoop``: the render thread and the sink;
 * ``MotionGapWatch``: gaps in motion (the last pose holds, and it is reported);
+* ``LipSync`` and a ``DelayLine`` (with voice): each face held until its voice plays (``realtime.lip_sync``);
 * ``ControlLink`` (shared with the sender): sequence numbers, STATS as keepalive, GOODBYE, and the
   peer timeout: a sender that says nothing at all for ``peer_timeout_s`` has vanished and the call
   ends with that reason (``ReceiverStats.end_reason``), so the caller can accept the next one.
@@ -22,14 +23,17 @@ import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from adasr.inference import SourceState
 from engines.talking_head import TalkingHead
+from realtime.audio.playout import PlayoutStats
 from realtime.clock import monotonic_us
 from realtime.control_link import ControlLink, LinkOptions
 from realtime.errors import ProtocolError
-from realtime.messages import DEFAULT_MAX_MESSAGE, CallStats, Goodbye, GoodbyeReason, ResetReference, StatsMessage
+from realtime.lip_sync import DelayLine, LipSync
+from realtime.messages import (DEFAULT_MAX_MESSAGE, CallStats, ClockMessage, Goodbye, GoodbyeReason, ResetReference,
+                               StatsMessage)
 from realtime.motion_codec import MotionPacket
 from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, parse_or_count
@@ -118,6 +122,10 @@ class ReceiverStats(RenderCounters, PoseCounters, GapCounters, SourceCounters):
     """The sender's GOODBYE."""
     end_reason: str = ""
     """Why the call ended on this side (the sender hung up, vanished, the channel closed...)."""
+    ice_pair_type: str | None = None
+    """How the call's packets travelled: host, srflx, prflx or relay (None: not known)."""
+    voice: PlayoutStats | None = None
+    """What the playout of the sender's voice did (None: the call had no voice)."""
 
     def call_stats(self) -> CallStats:
         """The receiver's side of a STATS message."""
@@ -132,8 +140,10 @@ class Receiver:
     """One call's receiving side. Feed it with ``on_motion`` / ``on_control`` (on the loop)."""
 
     def __init__(self, head: TalkingHead, options: ReceiverOptions = ReceiverOptions(), sink: Sink | None = None,
-                 control: Channel | None = None) -> None:
+                 control: Channel | None = None, lip_sync: LipSync | None = None) -> None:
         self.head = head
+        self.lip_sync = lip_sync
+        """Schedules faces against the sender's voice (None: shown on arrival)."""
         self.options = options
         self.stats = ReceiverStats()
         self.state: SourceState | None = None
@@ -153,6 +163,7 @@ class Receiver:
         self.renderer = RenderLoop(head, sink or NullSink(), stats,
                                    overlay=self._overlay_lines if options.overlay else None,
                                    on_sink_closed=lambda: self.finish("the preview window was closed"))
+        self._held = DelayLine(self.renderer.offer, on_superseded=self._superseded)
         self._motion_guard = ReplayGuard()
         self._num_kp = int(head.backend.config.num_kp)
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=DECODE_THREAD)
@@ -204,7 +215,21 @@ class Receiver:
             return
         pose = self.pose.step(message.seq, message.vector, message.face_lost, now)
         if pose is not None:
-            self.renderer.offer(RenderJob(message.seq, message.timestamp_us, pose.vector, pose.reference, self.state, now))
+            self._schedule(RenderJob(message.seq, message.timestamp_us, pose.vector, pose.reference, self.state, now))
+
+    def _schedule(self, job: RenderJob) -> None:
+        """To the renderer now, or, with voice, when its voice plays less the usual render time (latest wins)."""
+        sync = self.lip_sync
+        if sync is None:
+            self.renderer.offer(job)
+            return
+        job = replace(job, voice_heard_at=functools.partial(sync.due, job.timestamp_us))
+        render_ms = percentile(self.stats.render_ms[-30:], 50) or 0.0
+        self._held.put(job.seq, job, sync.delay_s(job.timestamp_us, job.arrival_us / 1e6, render_ms / 1e3))
+
+    def _superseded(self, job: RenderJob) -> None:
+        """A held face overtaken by a newer one: dropped, as the renderer's slot drops (latest wins)."""
+        self.stats.frames_dropped += 1
 
     def _unaccept_motion(self, why: str) -> None:
         """A message that decoded but cannot be used here: counted as malformed, not accepted."""
@@ -230,6 +255,9 @@ class Receiver:
             logger.info("reference pose reset from motion %d", message.from_motion_seq)
         elif isinstance(message, StatsMessage):
             self.stats.peer = message.stats
+        elif isinstance(message, ClockMessage):
+            if self.lip_sync is not None:
+                self.lip_sync.note_clock(message)
         elif isinstance(message, Goodbye):
             self.stats.goodbye = message
             log = logger.info if message.reason == 0 else logger.warning
@@ -300,14 +328,22 @@ class Receiver:
         """Hang up from the receiving side (the sender stops streaming)."""
         self.link.send_goodbye(reason, text)
 
+    def pending(self) -> bool:
+        """Whether a frame waits for the renderer (or for its voice)."""
+        return self.renderer.pending() or self._held.pending() > 0
+
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Wait until the renderer has taken and finished every frame handed to it, or the timeout."""
-        await self.renderer.drain(timeout_s)
+        deadline = time.perf_counter() + timeout_s
+        while self._held.pending() and time.perf_counter() < deadline:  # held for their voice: ≤ max_delay_s
+            await asyncio.sleep(0.01)
+        await self.renderer.drain(max(deadline - time.perf_counter(), 0.0))
 
     async def stop(self) -> ReceiverStats:
         """Stop rendering (frames still waiting are rendered first), close the sink, end every task and
         thread this receiver started, and return the stats."""
         await self._tasks.stop()
+        self._held.clear()
         await self.link.stop()
         await self.renderer.stop()
         # a queued decode is dropped; a running one is waited for, so this call's work ends with it

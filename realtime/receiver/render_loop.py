@@ -51,6 +51,9 @@ class RenderCounters:
     """Arrival → render start, per rendered frame."""
     sink_ms: list[float] = field(default_factory=list)
     """Time the sink took per frame (writing a file, showing a window)."""
+    av_offset_ms: list[float] = field(default_factory=list)
+    """Per frame shown while the voice's timing was known: shown − when its instant's voice is heard
+    (positive: the face lags its voice)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class RenderJob:
     """The face to render."""
     arrival_us: int
     """When the motion arrived (queueing time is measured from here)."""
+    voice_heard_at: Callable[[], float | None] | None = None
+    """Local monotonic seconds when the voice captured with this face is heard (None: no voice, or not known
+    yet); read when the frame is shown, for ``av_offset_ms``."""
 
 
 #: Status lines drawn on each frame, given its render time in ms (``ReceiverOptions.overlay``).
@@ -162,7 +168,11 @@ class RenderLoop:
             s.render_errors += 1
             logger.exception("the sink failed on frame %d", job.seq)
             return
+        shown_s = time.monotonic()
         append_bounded(s.sink_ms, (time.perf_counter() - t1) * 1e3, SAMPLES_KEPT)
+        heard_s = job.voice_heard_at() if job.voice_heard_at is not None else None
+        if heard_s is not None:
+            append_bounded(s.av_offset_ms, (shown_s - heard_s) * 1e3, SAMPLES_KEPT)
         self._tell_if_closed()
         append_bounded(s.render_ms, render_ms, SAMPLES_KEPT)
         append_bounded(s.queue_ms, (start_us - job.arrival_us) / 1e3, SAMPLES_KEPT)
