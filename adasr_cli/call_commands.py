@@ -248,7 +248,8 @@ def run_send(args: argparse.Namespace) -> int:
         "ice_pair_type": stats.ice_pair_type, **stats.wire,
     }
     _write_json(args.stats_json, summary)
-    print("adasr send: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    print("adasr send: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in summary.items()))
     if stats.peer_timed_out:  # the call did not end as agreed: say so, and in the exit status
         print("adasr send: the receiver vanished (it stopped answering): its numbers above may be stale",
               file=sys.stderr)
@@ -461,7 +462,8 @@ def run_cam(args: argparse.Namespace) -> int:
         sink.close()
         raise
     if args.sink != "window" and sys.stdin and sys.stdin.isatty():
-        print("adasr cam: type p (passthrough), f (freeze), r (reset the pose) or q (quit), then Enter", file=sys.stderr)
+        print("adasr cam: type p (passthrough), f (freeze), r (reset the pose) or q (quit), then Enter",
+              file=sys.stderr)
     asyncio.run(webcam.run(head, sink))
     _print_summary("cam", webcam.summary())
     return 0

@@ -270,8 +270,9 @@ async def serve_calls(head: TalkingHead, options: ReceiverOptions, sink: Sink, s
 
     Every call renders to the same ``sink`` (lent to it, closed here at the end), so a virtual camera
     stays open between calls (the caller's voice goes to a new ``audio_sink()`` per call); run it in a
-    ``ThreadedSink`` so the calls' render threads never touch a window or a device directly. A call that ends for any reason, a vanished sender included,
-    frees the endpoint for the next. Runs until ``max_calls`` calls have ended (0: until cancelled).
+    ``ThreadedSink`` so the calls' render threads never touch a window or a device directly. A call that ends for
+    any reason, a vanished sender included, frees the endpoint for the next. Runs until ``max_calls`` calls have
+    ended (0: until cancelled).
     """
     results: list[ReceiverStats] = []
     enough = asyncio.Event()

@@ -225,7 +225,8 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
             await asyncio.wait_for(receiver.source_ready.wait(), options.source_timeout_s)
         except asyncio.TimeoutError:
             raise CallError(f"the receiver did not install the source state within {options.source_timeout_s:.0f} s"
-                            + (f": {receiver.stats.last_source_error}" if receiver.stats.last_source_error else "")) from None
+                            + (f": {receiver.stats.last_source_error}" if receiver.stats.last_source_error else "")
+                            ) from None
         before = meter.read()
         stream_start = time.perf_counter()
         sender_stats = await sender.stream()

@@ -71,7 +71,8 @@ def generate_token() -> str:
 
 
 def offer_url(url: str) -> str:
-    """``https://HOST:PORT`` (or with a path; ``http://`` too) → the offer endpoint's URL; CallError for anything else."""
+    """``https://HOST:PORT`` (or with a path; ``http://`` too) → the offer endpoint's URL; CallError for anything
+    else."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CallError(f"--url must look like https://HOST:PORT (the address `adasr receive` printed), got {url!r}")
@@ -246,7 +247,8 @@ class OfferServer:
     def _authorized(self, header: str) -> bool:
         """Constant-time token check that cannot raise: aiohttp hands undecodable header bytes over as surrogates."""
         scheme, _, credentials = header.partition(" ")
-        presented = credentials.strip().encode("utf-8", errors="replace")  # a token is ASCII: a replaced byte never matches
+        # a token is ASCII: a replaced byte never matches
+        presented = credentials.strip().encode("utf-8", errors="replace")
         return scheme.lower() == "bearer" and hmac.compare_digest(presented, self._token)
 
     def _refuse(self, status: int, counter: str, message: str, request: web.Request) -> web.Response:
@@ -260,14 +262,16 @@ class OfferServer:
     async def _handle_probe(self, request: web.Request) -> web.Response:
         """``GET /offer``: a caller checks address, certificate and token before it loads its model; no SDP."""
         if not self._authorized(request.headers.get("Authorization", "")):
-            return self._refuse(401, "unauthorized", "missing or wrong token: send Authorization: Bearer TOKEN", request)
+            return self._refuse(401, "unauthorized", "missing or wrong token: send Authorization: Bearer TOKEN",
+                                request)
         if self._busy:
             return web.json_response({"error": "a call is in progress"}, status=409)
         return web.Response(status=204)
 
     async def _handle_offer(self, request: web.Request) -> web.Response:
         if not self._authorized(request.headers.get("Authorization", "")):
-            return self._refuse(401, "unauthorized", "missing or wrong token: send Authorization: Bearer TOKEN", request)
+            return self._refuse(401, "unauthorized", "missing or wrong token: send Authorization: Bearer TOKEN",
+                                request)
         if request.content_length is not None and request.content_length > self.options.max_body:
             return self._refuse(413, "too_large", f"an offer is at most {self.options.max_body} bytes", request)
         if self._busy:
@@ -297,8 +301,8 @@ class OfferServer:
                 self._release()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await asyncio.wait({signaling.answer, task}, timeout=self.options.answer_timeout_s,
-                           return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {signaling.answer, task}
+        await asyncio.wait(either, timeout=self.options.answer_timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if signaling.answer.done():
             answer = signaling.answer.result()
             self.stats.answered += 1
@@ -461,7 +465,8 @@ class HttpSignaling:
                     return reply.status, await reply.text()
         except aiohttp.ServerFingerprintMismatch as exc:
             raise CallError(f"the receiver's certificate does not match --pin (it has SHA-256 {exc.got.hex()}): "
-                            "nothing was sent; check the pin `adasr receive` printed, or someone is in between") from None
+                            "nothing was sent; check the pin `adasr receive` printed, or someone is in between"
+                            ) from None
         except aiohttp.ClientConnectorCertificateError:
             raise CallError(f"the receiver's certificate at {self.url} is not trusted by this system (self-signed): "
                             "pass --pin with the fingerprint `adasr receive` printed; nothing was sent") from None

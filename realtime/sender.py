@@ -205,7 +205,8 @@ class Sender:
         if opts.send_image:
             return encode_image(crop, compression=opts.compression), SourceKind.SOURCE_IMAGE
         state = self.head.prepare_source(crop)
-        return encode_state(state, quantization=opts.quantization, compression=opts.compression), SourceKind.FEATURE_VOLUME
+        payload = encode_state(state, quantization=opts.quantization, compression=opts.compression)
+        return payload, SourceKind.FEATURE_VOLUME
 
     async def send_source(self) -> None:
         """Encode the portrait (worker thread, the first time) and upload it in chunks on the reliable channel."""

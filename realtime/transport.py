@@ -261,8 +261,8 @@ async def wait_open(channel: RTCDataChannel, timeout_s: float) -> None:
         await asyncio.wait_for(opened.wait(), timeout_s)
     except asyncio.TimeoutError:
         raise CallError(f"data channel {channel.label!r} did not open within {timeout_s:.0f} s: the peers "
-                        "could not connect (check --ice-host and that both can reach each other over UDP; behind NATs or "
-                        "firewalls, give both a --stun and a --turn server)") from None
+                        "could not connect (check --ice-host and that both can reach each other over UDP; behind "
+                        "NATs or firewalls, give both a --stun and a --turn server)") from None
 
 
 def _dtls_transport(pc: RTCPeerConnection) -> Any | None:
@@ -277,7 +277,7 @@ def dtls_transport_stats(pc: RTCPeerConnection) -> RTCTransportStats | None:
     transport = _dtls_transport(pc)
     try:
         report = transport._get_stats()  # type: ignore[union-attr]
-        return next(iter(report.values()))  # type: ignore[no-any-return]
+        return next(iter(report.values()))
     except Exception:  # an aiortc without these internals: the measurement is optional
         logger.debug("DTLS transport counters unavailable", exc_info=True)
         return None

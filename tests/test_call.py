@@ -153,7 +153,8 @@ def test_receiver_refuses_other_model_and_corrupt_state_and_stays_up(fast_head, 
 
         other = split_source(payload, model_id_for("some other checkpoint"), SourceKind.FEATURE_VOLUME, first_seq=seq)
         send(other)
-        assert receiver.stats.source_errors == 1 and "both peers must load the same checkpoint" in receiver.stats.last_source_error
+        assert receiver.stats.source_errors == 1
+        assert "both peers must load the same checkpoint" in receiver.stats.last_source_error
         corrupt = split_source(payload, wire_model_id(fast_head), SourceKind.FEATURE_VOLUME, first_seq=seq)
         last = bytearray(corrupt[-1])
         last[-1] ^= 0xFF

@@ -10,7 +10,14 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from realtime.call import Connection, connect_as_receiver, connect_as_sender
 from realtime.errors import CallError
-from realtime.ice import TURN_PASSWORD_ENV, TURN_USER_ENV, CandidatePair, IceOptions, local_candidate_types, selected_candidate_pair
+from realtime.ice import (
+    TURN_PASSWORD_ENV,
+    TURN_USER_ENV,
+    CandidatePair,
+    IceOptions,
+    local_candidate_types,
+    selected_candidate_pair,
+)
 from realtime.signaling import InProcessSignaling
 from realtime.tls_identity import load_or_create_identity
 from realtime.transport import LOOPBACK, TransportOptions

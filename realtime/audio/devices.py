@@ -39,7 +39,7 @@ class AudioDeviceUnavailable(CallError):
 def sounddevice_module() -> ModuleType:
     """``sounddevice``, imported; AudioDeviceUnavailable when the package or the PortAudio library is missing."""
     try:
-        import sounddevice  # type: ignore[import-untyped]
+        import sounddevice
     except ImportError:
         raise AudioDeviceUnavailable("sound devices need the `audio` extra: pip install 'adasr[audio]'") from None
     except OSError as exc:  # sounddevice raises OSError when it cannot load the PortAudio library

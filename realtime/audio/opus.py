@@ -65,7 +65,8 @@ class OpusEncoder:
     def encode(self, samples: np.ndarray, pts: int) -> list[av.Packet]:
         """One frame (``options.frame_samples`` int16 samples, the first at ``pts``) → its packets."""
         if samples.dtype != np.int16 or samples.shape != (self.options.frame_samples,):
-            raise ValueError(f"expected {self.options.frame_samples} int16 samples, got {samples.dtype} {samples.shape}")
+            raise ValueError(f"expected {self.options.frame_samples} int16 samples, "
+                             f"got {samples.dtype} {samples.shape}")
         frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = pts

@@ -36,7 +36,8 @@ class PcmSource(Protocol):
 
 
 class Framer:
-    """Chunks of any length in, frames of exactly ``frame_samples`` out (devices and decoders deliver their own sizes)."""
+    """Chunks of any length in, frames of exactly ``frame_samples`` out (devices and decoders deliver their own
+    sizes)."""
 
     def __init__(self, frame_samples: int) -> None:
         self.frame_samples = frame_samples

@@ -4,7 +4,8 @@
 announces remote tracks (``track`` events) while applying it. Every remote audio track is consumed
 (aiortc queues decoded frames without bound otherwise): the first one plays into the sink, with a
 ``SenderClock`` on its RTP receiver; any further one is drained into nothing. Each gets a jitter
-buffer that skips a lost packet instead of lagging for the rest of the call (``realtime.audio.jitter``). Usable for any peer
+buffer that skips a lost packet instead of lagging for the rest of the call (``realtime.audio.jitter``).
+Usable for any peer
 connection: a 1:1 call's, or a group call's subscriber connection.
 """
 

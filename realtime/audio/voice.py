@@ -62,7 +62,8 @@ class OpusTrack(MediaStreamTrack):
 
 @dataclass(frozen=True)
 class VoiceOptions:
-    """Where the sender's voice comes from (``--audio FILE``, ``--mic [DEVICE]``, ``--no-audio``) and how it is coded."""
+    """Where the sender's voice comes from (``--audio FILE``, ``--mic [DEVICE]``, ``--no-audio``) and how it is
+    coded."""
 
     file: Path | None = None
     """A sound file sent instead of the microphone (anything PyAV reads), released in real time."""

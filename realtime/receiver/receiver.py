@@ -74,7 +74,8 @@ class ReceiverOptions:
     neutral_ease_s: float = 0.5
     """Duration of the ease to the neutral pose (0: jump to it)."""
     motion_gap_s: float = 0.5
-    """A gap in motion longer than this is reported (``ReceiverStats.motion_stalled``, a warning); the last pose holds."""
+    """A gap in motion longer than this is reported (``ReceiverStats.motion_stalled``, a warning); the last pose
+    holds."""
     peer_timeout_s: float = 5.0
     """No message at all from the sender for this long ends the call as vanished (0: wait forever). The sender
     sends STATS every second, so silence means the process, its machine or the network is gone."""
@@ -151,7 +152,8 @@ class Receiver:
         self.source_ready = asyncio.Event()
         """Set once a source state is installed."""
         self.finished = asyncio.Event()
-        """Set when the call ends on this side (``finish``: GOODBYE, a vanished sender, ``stop``...; see ``stats.end_reason``)."""
+        """Set when the call ends on this side (``finish``: GOODBYE, a vanished sender, ``stop``...; see
+        ``stats.end_reason``)."""
         stats = self.stats
         self.link = ControlLink(control, options.link, local_stats=stats.call_stats, on_vanished=self._vanished,
                                 counters=stats.control)
@@ -327,10 +329,6 @@ class Receiver:
     def goodbye(self, reason: GoodbyeReason = GoodbyeReason.NORMAL, text: str = "") -> None:
         """Hang up from the receiving side (the sender stops streaming)."""
         self.link.send_goodbye(reason, text)
-
-    def pending(self) -> bool:
-        """Whether a frame waits for the renderer (or for its voice)."""
-        return self.renderer.pending() or self._held.pending() > 0
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Wait until the renderer has taken and finished every frame handed to it, or the timeout."""
