@@ -19,25 +19,13 @@ import os
 import statistics
 import sys
 import tempfile
-import wave
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adasr.demo_media import astronaut_portrait, carphone_clip  # noqa: E402
 from tests.janus_fixture import ADDRESS, NetworkNamespace, start_janus  # noqa: E402
-
-
-def _tone(path: Path, hz: float, seconds: float, rate: int = 8000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((8000 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes())
-    return path
+from tests.tones import write_tone  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +44,7 @@ def main() -> None:
         names = [chr(ord("A") + i) for i in range(args.participants)]
         processes = {}
         for index, name in enumerate(names):
-            voice = _tone(workdir / f"{name}.wav", 300.0 + 150 * index, args.seconds + 120)
+            voice = write_tone(workdir / f"{name}.wav", 300.0 + 150 * index, args.seconds + 120)
             processes[name] = server.spawn_python("adasr_cli", [
                 "room", "--janus", server.url, "--api-secret", server.api_secret, "--room", "777",
                 "--display", name, "--ice-host", ADDRESS, "--source", str(astronaut_portrait()),

@@ -27,6 +27,7 @@ from realtime.audio.sync import NTP_UNIX_OFFSET_S, SenderClock, rtp_difference
 from realtime.audio.voice import OpusTrack, VoiceOptions, open_voice
 from realtime.signaling import InProcessSignaling, answer, offer
 from realtime.transport import LOOPBACK, TransportOptions, create_channels, create_peer_connection
+from tests import tones
 
 TONE_HZ = 660.0
 TONE_S = 3.0
@@ -34,14 +35,7 @@ TONE_S = 3.0
 
 def write_tone(path: Path, rate: int = 44_100, channels: int = 2, seconds: float = TONE_S) -> Path:
     """A sine tone as a 16-bit WAV at another rate and channel count than the call's (to be converted)."""
-    t = np.arange(int(rate * seconds)) / rate
-    tone = (0.4 * 32767 * np.sin(2 * np.pi * TONE_HZ * t)).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
-    return path
+    return tones.write_tone(path, TONE_HZ, seconds, rate=rate, channels=channels, amplitude=0.4 * 32767)
 
 
 def peak_hz(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.janus_fixture import ADDRESS, JanusServer, NamespaceProcess, PeerFailed, janus_server  # noqa: F401
+from tests.tones import write_tone
 
 NAMES = ("A", "B", "C")
 #: Frames of each other face, and voice frames of each other participant, each must get before C leaves.
@@ -29,15 +28,6 @@ AUDIO_FRAMES = 25
 PHASE_TIMEOUT_S = 300.0
 
 
-def _tone(path: Path, hz: float, seconds: float = 900.0, rate: int = 8000) -> Path:
-    """A long sine tone: a voice that lasts the whole test (the file is sent in real time)."""
-    t = np.arange(int(seconds * rate)) / rate
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((8000 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes())
-    return path
 
 
 def _report(path: Path) -> dict[str, Any] | None:
@@ -85,7 +75,7 @@ def test_three_participants_see_and_hear_each_other_and_one_leaving_is_dropped(
     stats = {name: tmp_path / f"{name}.json" for name in NAMES}
     processes = {}
     for index, name in enumerate(NAMES):
-        voice = _tone(tmp_path / f"{name}.wav", 400.0 + 200 * index)
+        voice = write_tone(tmp_path / f"{name}.wav", 400.0 + 200 * index, 900.0)
         processes[name] = janus_server.spawn_python("adasr_cli", [
             "room", "--janus", janus_server.url, "--api-secret", janus_server.api_secret, "--room", "5150",
             "--pin", "room-pin", "--room-secret", "room-secret", "--display", name, "--ice-host", ADDRESS,
