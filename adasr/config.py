@@ -129,10 +129,20 @@ class GeneratorConfig:
     projection of the 3-D motion and fused before the last conv, so the source's fine detail reaches the
     output instead of being re-invented from the S/4 volume. It travels inside f_s, space-to-depth, as
     detail_channels·16 / reshape_depth extra volume channels (see ``ModelConfig.source_volume_shape``)."""
+    blend_source: bool = False
+    """Lite: carry the source RGB beside the detail map, warp it the same way and blend it into the output
+    through a learned mask (the decoder paints only where the warped photo is wrong). With driving = source
+    the photo comes back exactly, and fine detail (eyes, glasses, hair) is the photo's, not re-invented.
+    Needs detail_channels; adds 3·16 / reshape_depth volume channels."""
     dense_motion_params: DenseMotionConfig = field(default_factory=DenseMotionConfig)
     """Dense motion network."""
     decoder: SPADEDecoderConfig = field(default_factory=SPADEDecoderConfig)
     """SPADE decoder."""
+
+    @property
+    def detail_map_channels(self) -> int:
+        """Channels of the full-resolution map packed into f_s: the learned detail, then the source RGB."""
+        return self.detail_channels + (3 if self.blend_source else 0)
 
 
 @dataclass
@@ -175,7 +185,7 @@ class ModelConfig:
     @property
     def detail_volume_channels(self) -> int:
         """Extra f_s channels that carry the full-resolution detail map (space-to-depth, 4×4 → S/4)."""
-        return self.generator.detail_channels * 16 // self.generator.reshape_depth
+        return self.generator.detail_map_channels * 16 // self.generator.reshape_depth
 
     def source_volume_shape(self) -> tuple[int, int, int, int]:
         """(C, D, H, W) of the f_s this model's source encoder makes: the one shape a renderer accepts."""
@@ -206,8 +216,9 @@ class ModelConfig:
              f"image_size {self.image_size} must be divisible by 4·2^num_blocks of the dense-motion hourglass"),
             (len(self.he_estimator.widths) == 4 and len(self.he_estimator.blocks) == 4,
              "he_estimator.widths and blocks need 4 stages"),
-            (g.detail_channels >= 0 and (g.detail_channels * 16) % g.reshape_depth == 0,
-             "generator.detail_channels·16 must be a non-negative multiple of reshape_depth"),
+            (g.detail_channels >= 0 and (g.detail_map_channels * 16) % g.reshape_depth == 0,
+             "generator.detail_channels (+3 with blend_source)·16 must be a non-negative multiple of reshape_depth"),
+            (not g.blend_source or g.detail_channels > 0, "generator.blend_source needs detail_channels > 0"),
             (0 < dm.motion_scale <= 1 and (1 / dm.motion_scale).is_integer(),
              "dense_motion_params.motion_scale must be 1/n for an integer n"),
         ]

@@ -13,6 +13,8 @@ the ONNX graphs and the wire format keep their single appearance tensor.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,3 +97,26 @@ class DetailFusion(nn.Module):
 
     def forward(self, x: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
         return x + self.out(F.leaky_relu(self.mix(torch.cat([x, detail], dim=1)), 0.2))
+
+
+class SourceBlend(nn.Module):
+    """The warped source photo where it fits, the decoder's picture where it does not.
+
+    ``out = m · warped_source + (1 − m) · decoded``; the mask m is a fourth output channel of the
+    decoder's last conv (one conv at 256², not two: a 1-channel conv is the slowest kind on a CPU). Its
+    weights start at zero (m = ½), so a model warm-started from one without the blend begins halfway.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mask = nn.Conv2d(channels, 1, 3, padding=1)
+        for parameter in self.mask.parameters():
+            nn.init.zeros_(parameter)
+
+    def forward(self, features: torch.Tensor, to_image: nn.Conv2d, warped_source: torch.Tensor) -> torch.Tensor:
+        """features [B, oc, S, S] → the blended frame [B, 3, S, S]; ``to_image`` is the decoder's RGB conv."""
+        weight = torch.cat([to_image.weight, self.mask.weight])
+        bias = torch.cat([cast(torch.Tensor, to_image.bias), cast(torch.Tensor, self.mask.bias)])
+        logits = F.conv2d(features, weight, bias, padding=to_image.padding)
+        decoded, mask = torch.sigmoid(logits[:, :-1]), torch.sigmoid(logits[:, -1:])
+        return decoded + mask * (warped_source - decoded)

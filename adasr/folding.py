@@ -2,7 +2,9 @@
 
 Both are exact in eval mode: spectral norm divides by σ = uᵀ·W·v with the stored u, v (eval does
 no power iteration), and a batch norm after a conv is an affine map per channel. Folding removes
-a per-forward σ computation and one memory pass per norm, and gives exporters plain convs.
+a per-forward σ computation and one memory pass per norm, and gives exporters plain convs. Then the
+SPADE decoder's blocks are rewritten to run their segmentation convs at low resolution
+(``adasr.spade_folding``), also exact.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import TypeVar
 import torch
 from torch import nn
 from torch.nn.utils.spectral_norm import SpectralNorm
+
+from adasr.spade_decoder import SPADEDecoder
+from adasr.spade_folding import fold_spade_blocks
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -60,8 +65,11 @@ def fold_batch_norms(model: nn.Module) -> int:
 
 
 def fold_for_inference(model: ModuleT) -> ModuleT:
-    """Eval mode, then fold spectral norms and batch norms in place; returns the model."""
+    """Eval mode, then fold spectral norms, batch norms and the SPADE blocks in place; returns the model."""
     model.eval()
     fold_spectral_norms(model)
     fold_batch_norms(model)
+    for module in list(model.modules()):
+        if isinstance(module, SPADEDecoder):
+            fold_spade_blocks(module)
     return model

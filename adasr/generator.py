@@ -54,7 +54,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(g.reshape_channel, norm=norm))
         self.third = SameBlock2d(g.max_features, width, kernel_size=3, lrelu=True)
         self.fourth = nn.Conv2d(width, width, 1)
-        self.decoder = SPADEDecoder(g.decoder, spectral_norm, g.detail_channels)
+        self.decoder = SPADEDecoder(g.decoder, spectral_norm, g.detail_channels, g.blend_source)
+        self.blend_source = g.blend_source
         self.feature_channel = cfg.feature_channel
         self.detail_encoder = DetailEncoder(g.block_expansion + cfg.image_channel, g.detail_channels) \
             if g.detail_channels else None
@@ -64,7 +65,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
     def encode(self, source: torch.Tensor) -> torch.Tensor:
         """Source image [B, 3, S, S] in [0, 1] → appearance feature volume f_s [B, C, D, S/4, S/4].
 
-        With a detail path, C also counts the packed full-resolution detail map's channels.
+        With a detail path, C also counts the packed full-resolution detail map's channels (and, with
+        ``blend_source``, the source RGB after them).
         """
         first = self.first(source)  # B, be, S, S
         out = first
@@ -75,7 +77,10 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         volume = self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
         if self.detail_encoder is None:
             return volume
-        return torch.cat([volume, pack_detail(self.detail_encoder(first, source), self.reshape_depth)], dim=1)
+        detail = self.detail_encoder(first, source)
+        if self.blend_source:
+            detail = torch.cat([detail, source], dim=1)
+        return torch.cat([volume, pack_detail(detail, self.reshape_depth)], dim=1)
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
                warp: WarpFn = grid_sample_3d) -> RenderOutput:
@@ -95,13 +100,18 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if occlusion.shape[2:] != out.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
             out = out * occlusion
-        detail = None
-        if self.detail_flow is not None:
-            size = h * 2 ** len(self.down_blocks)
-            grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
-            detail = F.grid_sample(unpack_detail(packed_detail), grid, mode="bilinear", padding_mode="border",
-                                   align_corners=False) * detail_occlusion
-        return RenderOutput(self.decoder(out, detail), occlusion, motion.mask, motion.deformation, out)
+        if self.detail_flow is None:
+            return RenderOutput(self.decoder(out), occlusion, motion.mask, motion.deformation, out)
+        size = h * 2 ** len(self.down_blocks)
+        grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
+        warped = F.grid_sample(unpack_detail(packed_detail), grid, mode="bilinear", padding_mode="border",
+                               align_corners=False)
+        if self.blend_source:
+            detail, warped_source = warped[:, :-3] * detail_occlusion, warped[:, -3:]
+            prediction = self.decoder(out, detail, warped_source)
+        else:
+            prediction = self.decoder(out, warped * detail_occlusion)
+        return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out)
 
     def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> RenderOutput:
         return self.render(self.encode(source), kp_source, kp_driving)

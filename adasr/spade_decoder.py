@@ -12,16 +12,18 @@ from torch import nn
 
 from adasr.blocks import SPADEResnetBlock
 from adasr.config import SPADEDecoderConfig
-from adasr.detail_path import DetailFusion
+from adasr.detail_path import DetailFusion, SourceBlend
 
 
 class SPADEDecoder(nn.Module):
     """[B, ic, h, w] → [B, 3, 4h, 4w] in [0, 1]: fc, middle blocks, two ×2 up blocks, conv, sigmoid.
 
-    With ``detail_channels`` (lite), a warped full-resolution detail map joins after the last up block.
+    With ``detail_channels`` (lite), a warped full-resolution detail map joins after the last up block;
+    with ``blend_source`` the warped source photo is blended into the output through a learned mask.
     """
 
-    def __init__(self, cfg: SPADEDecoderConfig, spectral_norm: bool = True, detail_channels: int = 0) -> None:
+    def __init__(self, cfg: SPADEDecoderConfig, spectral_norm: bool = True, detail_channels: int = 0,
+                 blend_source: bool = False) -> None:
         super().__init__()
         mid, ic, oc = cfg.middle_channels, cfg.in_channels, cfg.out_channels  # 512, 256, 64 as released
         self.fc = nn.Conv2d(ic, mid, 3, padding=1)
@@ -32,8 +34,11 @@ class SPADEDecoder(nn.Module):
         self.up_1 = SPADEResnetBlock(cfg.up_channels, oc, cfg.label_nc, cfg.spade_hidden, spectral_norm)
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
         self.detail_fusion = DetailFusion(oc, detail_channels) if detail_channels else None
+        self.source_blend = SourceBlend(oc) if blend_source else None
 
-    def forward(self, feature: torch.Tensor, detail: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, feature: torch.Tensor, detail: torch.Tensor | None = None,
+                warped_source: torch.Tensor | None = None) -> torch.Tensor:
+        """``warped_source`` [B, 3, 4h, 4w]: the source photo under the motion, for the source blend."""
         seg = feature
         x = self.fc(feature)  # B, mid, h, w
         for i in range(self.num_middle_blocks):
@@ -42,4 +47,7 @@ class SPADEDecoder(nn.Module):
         x = self.up_1(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, oc, 4h, 4w
         if self.detail_fusion is not None and detail is not None:
             x = self.detail_fusion(x, detail)
-        return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))  # B, 3, 4h, 4w
+        x = F.leaky_relu(x, 0.2)
+        if self.source_blend is not None and warped_source is not None:
+            return self.source_blend(x, self.conv_img, warped_source)
+        return torch.sigmoid(self.conv_img(x))  # B, 3, 4h, 4w

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adasr.config import ModelConfig, load_model_config, preset_names
 from adasr.deployable import MotionExtractor, Renderer, SourceEncoder
 from adasr.detail_path import pack_detail, pixel_centre_grid, unpack_detail
 from adasr.discriminator import MultiScaleDiscriminator
+from adasr.errors import ConfigError
 from adasr.folding import fold_for_inference
 from adasr.networks import AdaSRNetworks
+from adasr.spade_folding import FoldedSPADEResnetBlock, subpixel_conv_weight
 
 MANIFEST = Path(__file__).parent / "data" / "official-512-manifest.json"
 
@@ -83,9 +86,48 @@ def test_folding_changes_nothing_numerically(tiny_model, vectors) -> None:  # ty
     left = [n for n, m in nets.named_modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d)]
     assert left and all("resblocks_3d" in n and n.endswith("norm1") for n in left)  # pre-activation: no conv before
     assert not any("weight_orig" in k for k in nets.state_dict())
+    decoder = nets.generator.decoder
+    assert all(isinstance(getattr(decoder, name), FoldedSPADEResnetBlock) for name in ("G_middle_0", "up_0", "up_1"))
     assert (after - before).abs().max() < 2e-5
     assert (after_kp - before_kp).abs().max() < 2e-5
     assert (after_he.yaw - before_he.yaw).abs().max() < 1e-3
+
+
+def test_subpixel_conv_equals_a_conv_after_nearest_upsampling() -> None:
+    """The identity behind the SPADE fold, borders included, for every factor the decoder uses."""
+    torch.manual_seed(0)
+    seg, weight, bias = torch.randn(2, 5, 7, 6), torch.randn(4, 5, 3, 3), torch.randn(4)
+    for k in (1, 2, 4):
+        direct = F.conv2d(F.interpolate(seg, scale_factor=k, mode="nearest"), weight, bias, padding=1)
+        folded = F.pixel_shuffle(F.conv2d(seg, subpixel_conv_weight(weight, k), bias.repeat_interleave(k * k),
+                                          padding=1), k)
+        assert (folded - direct).abs().max() < 1e-5
+
+
+def test_folded_lite_renderer_renders_the_same_frame(astronaut_face) -> None:  # type: ignore[no-untyped-def]
+    """Lite with its detail path and source blend: every SPADE block folded, the frame unchanged."""
+    from adasr.folding import fold_batch_norms, fold_spectral_norms
+    from adasr.image_ops import image_to_tensor
+    from adasr.spade_folding import fold_spade_blocks
+
+    cfg = load_model_config("lite")
+    cfg.image_size = 128
+    torch.manual_seed(0)
+    nets = AdaSRNetworks(cfg).eval()
+    for module in nets.modules():  # trained-like weights: SPADE's γ/β and the zero-initialised parts count
+        if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+            torch.nn.init.normal_(module.bias, std=0.1)
+    fold_spectral_norms(nets)
+    fold_batch_norms(nets)
+    source = image_to_tensor(astronaut_face, 128)
+    with torch.no_grad():
+        f_s, kp = nets.generator.encode(source), nets.kp_detector(source)
+        kp_d = kp + torch.tensor([0.05, -0.02, 0.0])
+        before = nets.generator.render(f_s, kp, kp_d).prediction
+        assert fold_spade_blocks(nets.generator.decoder) == 4  # two middle blocks, two up blocks
+        after = nets.generator.render(f_s, kp, kp_d).prediction
+    assert before.std() > 0.01
+    assert (after - before).abs().max() < 2e-5
 
 
 def test_folding_refuses_training_mode() -> None:
@@ -111,7 +153,6 @@ def test_detail_map_packs_into_the_volume_and_back() -> None:
 def test_lite_detail_path_gives_the_source_detail_back_under_identity_motion(astronaut_face) -> None:  # type: ignore[no-untyped-def]
     """Driving = source: the 2-D flow is the identity, so the warped detail map is the encoded one, pixel for pixel;
     any other motion moves it. And the detail that rides in f_s reaches the frame."""
-    import torch.nn.functional as F
 
     from adasr.image_ops import image_to_tensor
 
@@ -138,3 +179,41 @@ def test_lite_detail_path_gives_the_source_detail_back_under_identity_motion(ast
         without = f_s.clone()
         without[:, cfg.feature_channel:] = 0
         assert (gen.render(without, kp, kp).prediction - frame).abs().max() > 1e-3
+
+
+def test_lite_source_blend_gives_the_photo_back_under_identity_motion(astronaut_face) -> None:  # type: ignore[no-untyped-def]
+    """The source RGB rides in f_s after the detail map; with driving = source its warp is the identity, so a
+    mask of one renders the photo itself, a mask of zero the decoder alone, and a real mask lies between."""
+    from adasr.image_ops import image_to_tensor
+
+    cfg = load_model_config("lite")
+    cfg.image_size = 128
+    assert cfg.generator.blend_source
+    torch.manual_seed(0)
+    nets = AdaSRNetworks(cfg).eval()
+    gen = nets.generator
+    blend = gen.decoder.source_blend
+    source = image_to_tensor(astronaut_face, 128)
+    with torch.no_grad():
+        f_s = gen.encode(source)
+        assert f_s.shape == (1, cfg.feature_channel + (8 + 3) * 16 // 8, 8, 32, 32)
+        assert torch.equal(unpack_detail(f_s[:, cfg.feature_channel:])[:, -3:], source)
+        kp = nets.kp_detector(source)
+        renders = {}
+        for bias in (30.0, -30.0, 0.0):
+            torch.nn.init.constant_(blend.mask.bias, bias)
+            renders[bias] = gen.render(f_s, kp, kp).prediction
+        torch.nn.init.constant_(blend.mask.bias, 0.0)
+        moved = gen.render(f_s, kp, kp + torch.tensor([0.1, 0.0, 0.0])).prediction
+    assert (renders[30.0] - source).abs().max() < 1e-4
+    decoded = renders[-30.0]
+    assert (decoded - source).abs().mean() > 0.05  # random weights: the decoder alone is far from the photo
+    assert torch.allclose(renders[0.0], (decoded + source) / 2, atol=1e-5)
+    assert (moved - renders[0.0]).abs().mean() > 1e-3
+
+
+def test_source_blend_needs_the_detail_path() -> None:
+    cfg = load_model_config("lite")
+    cfg.generator.detail_channels = 0
+    with pytest.raises(ConfigError, match="blend_source needs detail_channels"):
+        cfg.validate()

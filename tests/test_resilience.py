@@ -260,9 +260,10 @@ def garbage(data: object) -> bool:
 
 @pytest.fixture(scope="module")
 def flood_head():  # type: ignore[no-untyped-def]
-    """The fast lite model without its detail path. Known open problem: with the detail path, the garbage flood
-    below slows the receiver's SCTP reading (it renders the flood's valid motions meanwhile) until a 100-message
-    drain takes minutes; this test is about the protocol's defences, so it runs the lighter renderer."""
+    """The fast lite model without its detail path (and source blend). Known open problem: with the detail path,
+    the garbage flood below slows the receiver's SCTP reading (it renders the flood's valid motions meanwhile)
+    until a 100-message drain takes minutes; this test is about the protocol's defences, so it runs the lighter
+    renderer."""
     import dataclasses
 
     from adasr.config import load_model_config
@@ -274,6 +275,7 @@ def flood_head():  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     config = dataclasses.replace(load_model_config("lite"), image_size=128, name="lite-128-flood-test")
     config.generator.detail_channels = 0
+    config.generator.blend_source = False
     return TalkingHead(TorchBackend(LoadedModel(AdaSRNetworks(config).eval(), config, "lite-128-flood-test",
                                                 Path("random"))))
 
