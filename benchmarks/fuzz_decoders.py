@@ -48,7 +48,8 @@ from realtime.motion_codec import MotionFlags, encode_motion  # noqa: E402
 from realtime.protocol import ReceiverCounters, ReplayGuard, decode, parse_or_count  # noqa: E402
 from realtime.receiver import Receiver, ReceiverOptions  # noqa: E402
 from realtime.source_messages import SourceAssembler, SourceKind, split_source  # noqa: E402
-from realtime.source_payload import pack_source_state, unpack_source_state, wire_model_id  # noqa: E402
+from realtime.source_payload import pack_source_state, unpack_source_state  # noqa: E402
+from realtime.source_state_codec import wire_model_id  # noqa: E402
 
 K = 15
 TYPE_BYTES = [int(t) for t in MessageType] + [0x00, 0x02, 0x12, 0x25, 0x7F, 0xFF]

@@ -50,7 +50,8 @@ from realtime.http_signaling import OfferServer, OfferServerOptions
 from realtime.messages import DEFAULT_MAX_MESSAGE
 from realtime.receiver import Receiver, ReceiverOptions
 from realtime.source_messages import SourceBegin, SourceKind, encode_source_begin, max_chunk_data
-from realtime.source_payload import decode_state, pack_source_state, wire_model_id
+from realtime.source_payload import pack_source_state
+from realtime.source_state_codec import decode_state, wire_model_id
 
 
 def timed(action: Callable[[], object], repeats: int) -> tuple[float, str]:

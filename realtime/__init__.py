@@ -6,7 +6,8 @@ format lives in ``realtime.protocol`` (documented byte for byte in ``realtime/PR
 One job per module:
 
 * wire: ``messages``, ``motion_codec``, ``source_messages`` (source transfer: chunks and their assembly),
-  ``source_payload`` (the SourceState as bytes, checked against the model), ``protocol``, ``errors``;
+  ``source_payload`` (named arrays as bytes), ``protocol``, ``errors`` (none imports torch);
+  ``source_state_codec`` (a SourceState or portrait ↔ payload, checked against the model);
 * both peers: ``control_link`` (sequence numbers, keepalive, goodbye, peer timeout), ``tasks`` (every
   task a peer starts, awaited when it stops), ``wire_meter`` (bytes on the wire, voice and data apart);
 * voice: the ``audio`` package (our Opus encoder and its track, file and microphone sources, the remote

@@ -1,7 +1,7 @@
 """The wire protocol in one import: encoders, the ``decode`` dispatcher, and the receiver's guard.
 
 Each message family lives in its own module (``messages``: header and control, ``motion_codec``:
-MOTION, ``source_messages``: source transfer, ``source_payload``: the SourceState it carries); this
+MOTION, ``source_messages``: source transfer, ``source_payload``: the arrays it carries); this
 module dispatches on the header's type and adds what a receiver needs to survive a hostile or
 broken peer: ``ReplayGuard`` drops stale, duplicated and replayed packets, and ``parse_or_count``
 turns every failure into a counter, never an exception.

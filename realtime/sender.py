@@ -38,7 +38,8 @@ from realtime.render_rate import RenderRateFollower
 from realtime.smoothing import SmoothingOptions
 from realtime.stats import SAMPLES_KEPT, append_bounded
 from realtime.source_messages import CHUNK_OVERHEAD, SourceKind, split_source
-from realtime.source_payload import Compression, Quantization, encode_image, encode_state, wire_model_id
+from realtime.source_payload import Compression, Quantization
+from realtime.source_state_codec import encode_image, encode_state, wire_model_id
 from realtime.transport import Channel
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """SOURCE_BEGIN / SOURCE_CHUNK: a source payload carried across the reliable channel, and put back together.
 
-The source payload (``realtime.source_payload``: the SourceState as bytes) crosses the network
+The source payload (``realtime.source_payload``: the SourceState's arrays as bytes) crosses the network
 once per call, on the reliable channel, in chunks that fit the data channel's message size. This
 module knows bytes, not what they hold:
 

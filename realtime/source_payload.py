@@ -1,12 +1,10 @@
-"""The SourceState payload: what a source transfer carries, and every check on the way in.
+"""The source payload format: named arrays ↔ bytes, and every check on the way in. No torch, no model.
 
-A source state (feature volume f_s, canonical keypoints, the source's own motion) becomes one
-payload of named arrays, and back:
-
-* ``pack_source_state`` / ``unpack_source_state``: named float32 arrays ↔ bytes (fp16 or
-  per-channel 8-bit quantisation, byte-shuffled, then zlib or lzma from the standard library);
-* ``encode_state`` / ``encode_image`` / ``decode_state``: a SourceState or a portrait crop ↔ a
-  payload of one of two kinds (``SourceKind``), checked against the receiving model's shapes.
+A source state (feature volume f_s, canonical keypoints, the source's own motion) travels as one
+payload of named arrays: ``pack_source_state`` / ``unpack_source_state`` turn named float32 arrays
+into bytes and back (fp16 or per-channel 8-bit quantisation, byte-shuffled, then zlib or lzma from
+the standard library). Which arrays a model takes, and the SourceState on either side, are
+``realtime.source_state_codec``'s.
 
 Two kinds of payload: FEATURE_VOLUME (the default): f_s quantised (fp16 by default) and
 compressed, x_c and the source's motion as float32; the receiver renders at once, no encoder run.
@@ -14,10 +12,10 @@ SOURCE_IMAGE: the portrait crop as raw uint8 (then compressed): about 10× fewer
 receiver runs the source encoder (hundreds of ms on a CPU) before the first frame.
 
 Every shape is hostile until checked: the receiver knows the one shape each array must have
-(``expected_shapes``, from ``ModelConfig.source_volume_shape``), refuses a payload whose declared
-decompressed size exceeds what those shapes can take (``max_raw_bytes``), and refuses an array
-of any other shape as its header is read, before its data is decoded or a value allocated. Only
-then does one test render run, so a payload that passes every check but does not fit this
+(``source_state_codec.expected_shapes``, from ``ModelConfig.source_volume_shape``), refuses a payload
+whose declared decompressed size exceeds what those shapes can take (``max_raw_bytes`` here), and
+refuses an array of any other shape as its header is read (the ``check`` it passes here), before its
+data is decoded or a value allocated. Only then does one test render run, so a payload that passes every check but does not fit this
 renderer is still refused with a message instead of failing every frame. The payload's integrity
 (SHA-256) and the model identity travel in the transfer's SOURCE_BEGIN (``realtime.source_messages``).
 
@@ -40,16 +38,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
-from adasr.config import ModelConfig
-from adasr import motion_layout
-from adasr.keypoints import Motion
-from adasr.inference import SourceState
-from engines.talking_head import TalkingHead
 from realtime.errors import OversizedMessage, ProtocolError, TruncatedMessage, VersionMismatch
 from realtime.messages import SEQ_MODULUS
-from realtime.source_messages import MODEL_ID_SIZE, SourceKind, model_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -335,114 +326,3 @@ def measure_source_error(
         rms = float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0
         report[name] = ArrayError(max_abs, rms, max_abs / peak if peak > 0 else 0.0)
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# SourceState ↔ payload, for one model
-# --------------------------------------------------------------------------------------------
-
-
-#: Array names of a FEATURE_VOLUME payload.
-FEATURE_ARRAYS = ("f_s", "x_c", "motion")
-#: Array name of a SOURCE_IMAGE payload.
-IMAGE_ARRAY = "image"
-#: Smallest side of a SOURCE_IMAGE, and its largest as a multiple of the model's input size.
-MIN_IMAGE_SIDE = 16
-MAX_IMAGE_SCALE = 4
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The one shape of each FEATURE_VOLUME array this model's renderer accepts."""
-    k = config.num_kp
-    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (motion_layout.vector_size(k),)}
-
-
-def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:
-    """Most decompressed bytes a valid payload of ``kind`` can hold for this model (every array at its
-    widest encoding, 4 bytes a value plus per-channel scales): anything claiming more is refused unread."""
-    if kind == SourceKind.SOURCE_IMAGE:
-        side = MAX_IMAGE_SCALE * config.image_size
-        shapes: dict[str, tuple[int, ...]] = {IMAGE_ARRAY: (side, side, 3)}
-    else:
-        shapes = expected_shapes(config)
-    per_array = 3 + MAX_NAME_BYTES + 4 * MAX_NDIM + 1  # name length, name, encoding, rank, dims, channel axis
-    return 2 + sum(per_array + 4 * math.prod(shape) + 8 * max(shape) for shape in shapes.values())
-
-
-def _shape_check(kind: SourceKind, config: ModelConfig) -> ShapeCheck:
-    """What ``unpack_source_state`` asks before decoding each array: is this name and shape what the model takes?"""
-    expected = expected_shapes(config)
-    biggest = MAX_IMAGE_SCALE * config.image_size
-
-    def check(name: str, shape: tuple[int, ...]) -> None:
-        if kind == SourceKind.SOURCE_IMAGE:
-            if name != IMAGE_ARRAY:
-                raise ProtocolError(f"SOURCE_IMAGE payload holds an array {name!r}, expected only '{IMAGE_ARRAY}'")
-            if (len(shape) != 3 or shape[2] != 3
-                    or not MIN_IMAGE_SIDE <= min(shape[:2]) <= max(shape[:2]) <= biggest):
-                raise ProtocolError(f"SOURCE_IMAGE of shape {shape}: expected (H, W, 3) with sides in "
-                                    f"[{MIN_IMAGE_SIDE}, {biggest}] "
-                                    f"({MAX_IMAGE_SCALE}× the model's {config.image_size}²)")
-        elif name not in expected:
-            raise ProtocolError(f"FEATURE_VOLUME payload holds an array {name!r}, expected {sorted(expected)}")
-        elif shape != expected[name]:
-            raise ProtocolError(f"source array {name!r} of shape {shape}, this model takes {expected[name]}")
-
-    return check
-
-
-def wire_model_id(head: TalkingHead) -> bytes:
-    """The 32-byte model identity both peers compare: SHA-256 of the backend's weight hash and preset."""
-    config = head.backend.config
-    identity = f"{head.backend.model_id}:{config.name}:{config.image_size}:{config.num_kp}"
-    digest = model_id_for(identity)
-    assert len(digest) == MODEL_ID_SIZE
-    return digest
-
-
-def encode_state(
-    state: SourceState, *, quantization: Quantization = "fp16", compression: Compression = "zlib"
-) -> bytes:
-    """SourceState → FEATURE_VOLUME payload."""
-    arrays = {
-        "f_s": state.f_s.detach().float().cpu().numpy(),
-        "x_c": state.x_c.detach().float().cpu().numpy(),
-        "motion": state.motion.to_vector(),
-    }
-    return pack_source_state(arrays, quantization=quantization, compression=compression)
-
-
-def encode_image(crop: np.ndarray, *, compression: Compression = "zlib") -> bytes:
-    """Portrait crop (HWC RGB uint8) → SOURCE_IMAGE payload."""
-    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-        raise ValueError(f"the source image must be HWC RGB uint8, got {crop.dtype} {crop.shape}")
-    return pack_source_state({IMAGE_ARRAY: np.ascontiguousarray(crop)}, compression=compression)
-
-
-def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceState:
-    """Payload → SourceState for this receiver's model; ProtocolError (with a reason) when it cannot be used.
-
-    Blocking (decompression, maybe the source encoder, one test render): run it off the event loop.
-    """
-    config = head.backend.config
-    arrays = unpack_source_state(payload, max_raw_bytes=max_raw_bytes(kind, config), check=_shape_check(kind, config))
-    if kind == SourceKind.SOURCE_IMAGE:
-        image = arrays.get(IMAGE_ARRAY)
-        if image is None or image.dtype != np.uint8:
-            raise ProtocolError(f"SOURCE_IMAGE payload without a uint8 '{IMAGE_ARRAY}' array")
-        state = head.prepare_source(image)
-    else:
-        if set(arrays) != set(FEATURE_ARRAYS):
-            raise ProtocolError(f"FEATURE_VOLUME payload holds {sorted(arrays)}, expected {sorted(FEATURE_ARRAYS)}")
-        f_s, x_c, motion = arrays["f_s"], arrays["x_c"], arrays["motion"]
-        device = head.backend.device
-        state = SourceState(torch.from_numpy(f_s).to(device), torch.from_numpy(x_c).to(device),
-                            Motion.from_vector(motion, device), head.backend.model_id)
-    try:
-        frame = head.render(state, state.motion)
-    except (RuntimeError, ValueError) as exc:
-        raise ProtocolError(
-            f"this renderer cannot use the source state ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if frame.shape[-2:] != (config.image_size, config.image_size) or not bool(torch.isfinite(frame).all()):
-        raise ProtocolError("a test render from the source state is not a finite frame of the model's size")
-    return state

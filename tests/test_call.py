@@ -135,7 +135,7 @@ def test_wire_overhead_model() -> None:
 # ---- with a real (small, random-weight) model -----------------------------------------------------
 
 def test_receiver_refuses_other_model_and_corrupt_state_and_stays_up(fast_head, astronaut_face) -> None:  # type: ignore[no-untyped-def]
-    from realtime.source_payload import encode_state, wire_model_id
+    from realtime.source_state_codec import encode_state, wire_model_id
 
     state = fast_head.prepare_source(astronaut_face)
     payload = encode_state(state)

@@ -21,7 +21,7 @@ from realtime.protocol import decode, encode_stats
 from realtime.receiver import Receiver, ReceiverOptions
 from realtime.sender import Sender, SenderOptions, SourceOptions
 from realtime.source_messages import SourceKind, split_source
-from realtime.source_payload import wire_model_id
+from realtime.source_state_codec import wire_model_id
 
 S = 1_000_000  # one second in µs
 

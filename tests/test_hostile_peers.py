@@ -132,7 +132,7 @@ def _crafted_payload(arrays: list[tuple[str, int, tuple[int, ...], bytes]], raw_
 def test_f2_a_source_state_of_any_wrong_shape_is_refused_before_its_data_is_read_and_decodes_end_with_the_call(
         fast_head, astronaut_face, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     from realtime.receiver import DECODE_THREAD
-    from realtime.source_payload import encode_state, max_raw_bytes, wire_model_id
+    from realtime.source_state_codec import encode_state, max_raw_bytes, wire_model_id
 
     caplog.set_level(logging.DEBUG, logger="realtime.receiver")
     config = fast_head.backend.config
@@ -225,7 +225,7 @@ def test_f3_slow_bodies_and_half_sent_headers_time_out_and_connections_are_cappe
 # ---- F4: a 100-byte announcement cost a 64 MiB buffer; 1-byte chunks were allowed ------------------------
 
 def test_f4_announcements_allocate_nothing_and_tiny_chunks_are_refused(fast_head) -> None:  # type: ignore[no-untyped-def]
-    from realtime.source_payload import wire_model_id
+    from realtime.source_state_codec import wire_model_id
 
     token = generate_token()
     model_id = wire_model_id(fast_head)

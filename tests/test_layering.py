@@ -141,3 +141,14 @@ def test_no_import_cycle_between_modules() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert sorted(map(sorted, strongly_connected_components(graph))) == [["a", "b", "c"], ["d"]]
+
+
+def test_the_wire_format_imports_no_torch() -> None:
+    """A peer, a fuzzer or a relay can parse every message without the model's libraries."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, realtime.protocol; "
+             "print(sorted(m for m in ('torch', 'cv2', 'mediapipe', 'onnxruntime', 'aiortc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -21,7 +21,8 @@ from realtime.receiver.motion_gaps import MotionGapWatch
 from realtime.receiver.pose import PoseOptions, PoseState
 from realtime.receiver.source_inbox import SourceInbox
 from realtime.source_messages import SourceKind, model_id_for, split_source
-from realtime.source_payload import encode_state, pack_source_state, wire_model_id
+from realtime.source_payload import pack_source_state
+from realtime.source_state_codec import encode_state, wire_model_id
 
 K = 15
 VECTOR = 6 + 3 * K

@@ -285,7 +285,7 @@ def test_token_size_cap_busy_flood_and_bad_source_states_then_the_next_call(
     """The "done when": 401 without the token; a flood of garbage on both channels, a source state from
     another model and one failing its checksum neither crash the receiver nor end the call, which waits
     for a good state; after the hostile peer drops, the next valid call is served."""
-    from realtime.source_payload import encode_state, wire_model_id
+    from realtime.source_state_codec import encode_state, wire_model_id
 
     caplog.set_level(logging.ERROR, logger="realtime.receiver")
     payload = encode_state(flood_head.prepare_source(astronaut_face))

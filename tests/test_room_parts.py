@@ -19,7 +19,7 @@ from realtime.room.grid_renderer import GridRenderer
 from realtime.room.remote_face import FaceOptions, RemoteFace
 from realtime.sinks import FrameInfo
 from realtime.source_messages import SourceKind, split_source
-from realtime.source_payload import encode_state, wire_model_id
+from realtime.source_state_codec import encode_state, wire_model_id
 
 
 def test_source_request_round_trips_and_bad_ones_are_refused() -> None:

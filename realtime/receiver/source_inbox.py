@@ -20,7 +20,7 @@ from adasr.inference import SourceState
 from engines.talking_head import TalkingHead
 from realtime.errors import ChecksumMismatch, ModelMismatch, OversizedMessage, ProtocolError
 from realtime.source_messages import SourceAssembler, SourceBegin, SourceChunk, SourceKind
-from realtime.source_payload import decode_state, wire_model_id
+from realtime.source_state_codec import decode_state, wire_model_id
 
 logger = logging.getLogger(__name__)
 
