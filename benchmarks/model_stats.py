@@ -53,7 +53,10 @@ def main() -> None:
     cfg = load_model_config(args.config)
     size = args.size or cfg.image_size
     torch.manual_seed(0)
-    nets = fold_for_inference(AdaSRNetworks(cfg))
+    nets = AdaSRNetworks(cfg)
+    trained = {"kp_detector": nets.kp_detector, "he_estimator": nets.he_estimator, "generator": nets.generator}
+    params_m = {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in trained.items()}  # before folding
+    fold_for_inference(nets)
     image = torch.rand(1, 3, size, size)
     encoder, extractor, renderer = SourceEncoder(nets), MotionExtractor(nets), Renderer(nets)
     with torch.inference_mode():
@@ -64,11 +67,10 @@ def main() -> None:
         "motion_extractor": (extractor, (image,)),
         "renderer": (renderer, (src.f_s, src.x_c, kp_d)),
     }
-    params = {"kp_detector": nets.kp_detector, "he_estimator": nets.he_estimator, "generator": nets.generator}
     report = {
         "config": cfg.name, "size": size, "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "params_M": {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in params.items()},
+        "params_M": params_m,
         "gflops": {k: count_flops(m, *a) / 1e9 for k, (m, a) in rows.items()},
         "cpu_ms_p50": {k: time_ms(m, *a, repeats=args.repeats) for k, (m, a) in rows.items()},
         "f_s_shape": list(src.f_s.shape),
