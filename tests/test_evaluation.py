@@ -23,6 +23,7 @@ from adasr.evaluation.metrics import (
     aed,
     akd,
     detail,
+    expression_error,
     frechet_distance,
     frechet_distance_from_features,
     inter_ocular,
@@ -107,6 +108,19 @@ def test_pose_error_sees_an_in_plane_rotation_in_the_models_convention(face: np.
     assert change[2] == pytest.approx(-10.0, abs=1.5) and abs(change[0]) < 3 and abs(change[1]) < 3
     assert pose_error(change, np.array([0.0, 0.0, -10.0])) < 1.5
     assert pose_error(np.zeros(3), change) == pytest.approx(np.abs(change).mean())
+
+
+def test_expression_error_sees_an_opening_mouth_not_a_moving_head(face: np.ndarray, detector: LandmarkDetector) -> None:
+    """The astronaut's real landmarks: a head that moves keeps its expression (0 here, AKD > 0); a lower
+    lip that drops by a tenth of the inter-ocular distance is a third of that over mouth and two eyes."""
+    reference = detector(face)
+    assert reference is not None
+    moved = reference + np.array([9.0, -4.0])
+    assert expression_error(moved, reference) == pytest.approx(0.0, abs=1e-6)
+    assert akd(moved, reference) > 0.05
+    opened = reference.copy()
+    opened[14, 1] += 0.1 * inter_ocular(reference)  # the inner lower lip, straight down
+    assert expression_error(opened, reference) == pytest.approx(0.1 / 3, rel=0.05)
 
 
 def test_akd_is_scale_invariant_and_motion_akd_ignores_shape() -> None:

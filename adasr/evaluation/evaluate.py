@@ -53,6 +53,7 @@ from adasr.evaluation.metrics import (
     aed,
     akd,
     detail,
+    expression_error,
     identity_distance,
     motion_akd,
     pose_error,
@@ -68,7 +69,7 @@ from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWri
 logger = logging.getLogger(__name__)
 
 #: Measures of the reconstruction table, in order (fid is set-level: mean only).
-RECON_METRICS = ("psnr", "ssim", "akd", "aed", "identity", "detail", "pose_error", "identity_psnr")
+RECON_METRICS = ("psnr", "ssim", "akd", "expression", "aed", "identity", "detail", "pose_error", "identity_psnr")
 CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed", "identity")
 METHODS = ("model", "copy_source")
 FID_NEEDS_WEIGHTS = "needs --inception-weights"
@@ -442,7 +443,7 @@ def _reconstruct(head: Head, clip: ClipCrops, measures: _Measures, video: Path |
                 if ident is not None and gt_id is not None:
                     s.add("identity", identity_distance(ident, gt_id))
             _add_paired_landmarks(series, {m: v[1] for m, v in outputs.items()}, gt_lms,
-                                  lambda lms, ref: {"akd": akd(lms, ref)})
+                                  lambda lms, ref: {"akd": akd(lms, ref), "expression": expression_error(lms, ref)})
             if fid_sets is not None:
                 fid_sets["model"].append(out)
                 fid_sets["copy_source"].append(clip.source)
@@ -518,6 +519,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 _DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "identity_psnr": 2, "akd": 4, "akd_motion": 4,
+           "expression": 4,
            "aed": 4, "identity": 4, "fid": 2,
            "no_face_rate": 3}
 

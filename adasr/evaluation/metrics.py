@@ -109,6 +109,23 @@ def akd(output_landmarks: np.ndarray, reference_landmarks: np.ndarray) -> float:
     return float(dist / inter_ocular(reference_landmarks))
 
 
+#: Landmark pairs whose distance is an opening: inner lips (13, 14), right eye lids (159, 145), left (386, 374).
+OPENINGS = ((13, 14), (159, 145), (386, 374))
+
+
+def openings(landmarks: np.ndarray) -> np.ndarray:
+    """Mouth and eye openings of [478, ≥2] landmarks, in units of that face's inter-ocular distance."""
+    gaps = [np.linalg.norm(landmarks[a, :2] - landmarks[b, :2]) for a, b in OPENINGS]
+    return np.asarray(gaps) / inter_ocular(landmarks)
+
+
+def expression_error(output_landmarks: np.ndarray, reference_landmarks: np.ndarray) -> float:
+    """Mean |opening difference| of mouth and eyes (inter-ocular units): does the output open and close its
+    mouth and eyes as the reference does? AKD mixes this with head position; a still photo scores the
+    source's expression here, however well it matches the head."""
+    return float(np.abs(openings(output_landmarks) - openings(reference_landmarks)).mean())
+
+
 def motion_akd(output: np.ndarray, output_anchor: np.ndarray, driver: np.ndarray, driver_anchor: np.ndarray) -> float:
     """AKD of landmark *displacements*: (output − its anchor) vs (driver − its anchor), each in its own
     inter-ocular units.
