@@ -12,12 +12,13 @@ SOURCE_IMAGE: the portrait crop as raw uint8 (then compressed): about 10× fewer
 receiver runs the source encoder (hundreds of ms on a CPU) before the first frame.
 
 Every shape is hostile until checked: the receiver knows the one shape each array must have
-(``source_state_codec.expected_shapes``, from ``ModelConfig.source_volume_shape``), refuses a payload
-whose declared decompressed size exceeds what those shapes can take (``max_raw_bytes`` here), and
-refuses an array of any other shape as its header is read (the ``check`` it passes here), before its
-data is decoded or a value allocated. Only then does one test render run, so a payload that passes every check but does not fit this
-renderer is still refused with a message instead of failing every frame. The payload's integrity
-(SHA-256) and the model identity travel in the transfer's SOURCE_BEGIN (``realtime.source_messages``).
+(``source_state_codec.expected_shapes``, from ``ModelConfig.source_volume_shape``), and hands
+``unpack_source_state`` the most decompressed bytes those shapes can take (``max_raw_bytes``) and a
+``check`` that refuses an array of any other shape as its header is read, before its data is decoded or
+a value allocated. Only then does one test render run, so a payload that passes every check but does
+not fit this renderer is still refused with a message instead of failing every frame. The payload's
+integrity (SHA-256) and the model identity travel in the transfer's SOURCE_BEGIN
+(``realtime.source_messages``).
 
 Compression is stdlib only: a codec that depends on an optional package (zstd) would make two
 peers unable to talk depending on what happens to be installed, for a one-off transfer where the
