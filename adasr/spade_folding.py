@@ -46,7 +46,8 @@ def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
 def _modulation(norm: SPADE) -> nn.Conv2d:
     """γ and β of one norm as one conv [2·channels], with γ's ``1 +`` in its bias."""
     gamma, beta = norm.mlp_gamma, norm.mlp_beta
-    conv = nn.Conv2d(gamma.in_channels, gamma.out_channels + beta.out_channels, 3, padding=1)
+    conv = nn.Conv2d(gamma.in_channels, gamma.out_channels + beta.out_channels, 3, padding=1,
+                     device=gamma.weight.device, dtype=gamma.weight.dtype)
     conv.weight.copy_(torch.cat([gamma.weight, beta.weight]))
     conv_bias(conv).copy_(torch.cat([conv_bias(gamma) + 1, conv_bias(beta)]))
     return conv
@@ -63,7 +64,8 @@ class FoldedSPADEResnetBlock(nn.Module):
         self.hidden = shared[0].out_channels
         with torch.no_grad():
             weight = torch.cat([subpixel_conv_weight(conv.weight, upsample) for conv in shared])
-            self.shared = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
+            self.shared = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1, device=weight.device,
+                                    dtype=weight.dtype)  # where the model already is (a CUDA backend folds there)
             self.shared.weight.copy_(weight)
             conv_bias(self.shared).copy_(torch.cat([conv_bias(conv).repeat_interleave(upsample**2) for conv in shared]))
             self.modulations = nn.ModuleList(_modulation(norm) for norm in norms)

@@ -130,6 +130,14 @@ def test_folded_lite_renderer_renders_the_same_frame(astronaut_face) -> None:  #
     assert (after - before).abs().max() < 2e-5
 
 
+def test_folded_parts_stay_where_the_model_is() -> None:
+    """A backend moves the model first (CUDA, another dtype), then folds: the new convs must follow it."""
+    nets = AdaSRNetworks(load_model_config("lite")).to(torch.float64)
+    fold_for_inference(nets)
+    assert isinstance(nets.generator.decoder.up_0, FoldedSPADEResnetBlock)
+    assert {p.dtype for p in nets.parameters()} == {torch.float64}
+
+
 def test_folding_refuses_training_mode() -> None:
     from adasr.folding import fold_batch_norms
 
