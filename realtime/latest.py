@@ -13,14 +13,33 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class LatestSlot(Generic[T]):
-    """Thread-safe slot of capacity one where ``put`` overwrites; ``get`` blocks until there is an item."""
+class ClosableHandOver:
+    """The shutdown half of a thread hand-over (this slot, the room's ``FaceQueue``): a condition
+    variable that ``get`` waits on, and ``close``, which wakes every waiting ``get`` for good."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        self._closed = False
+
+    def close(self) -> None:
+        """Wake every waiting ``get``; what still waits can be taken, then ``get`` returns None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called."""
+        return self._closed
+
+
+class LatestSlot(ClosableHandOver, Generic[T]):
+    """Thread-safe slot of capacity one where ``put`` overwrites; ``get`` blocks until there is an item."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._item: T | None = None
         self._has_item = False
-        self._closed = False
         self.replaced = 0
         """Items overwritten before anyone took them (stale frames dropped)."""
         self.taken = 0
@@ -51,14 +70,3 @@ class LatestSlot(Generic[T]):
         """Whether an item waits to be taken."""
         with self._cond:
             return self._has_item
-
-    def close(self) -> None:
-        """Wake every waiting ``get``; items still in the slot can be taken, then ``get`` returns None."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close`` was called."""
-        return self._closed

@@ -11,21 +11,21 @@ without a new frame (a face came, left or was refused).
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
+
+from realtime.latest import ClosableHandOver
 
 T = TypeVar("T")
 
 
-class FaceQueue(Generic[T]):
+class FaceQueue(ClosableHandOver, Generic[T]):
     """At most one job per face; ``get`` takes the face that has waited longest. Thread-safe."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        super().__init__()
         self._jobs: OrderedDict[int, T] = OrderedDict()
         self._poked = False
-        self._closed = False
         self.dropped: dict[int, int] = {}
         """Jobs replaced by a newer one of the same face before the renderer took them, per face."""
 
@@ -68,13 +68,3 @@ class FaceQueue(Generic[T]):
         """Faces with a job waiting."""
         with self._cond:
             return len(self._jobs)
-
-    def close(self) -> None:
-        """Wake the renderer for good: what waits can still be taken, then ``get`` returns None."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
