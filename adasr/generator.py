@@ -55,12 +55,16 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         self.third = SameBlock2d(g.max_features, width, kernel_size=3, lrelu=True)
         self.fourth = nn.Conv2d(width, width, 1)
         self.decoder = SPADEDecoder(g.decoder, spectral_norm, g.detail_channels, g.blend_source)
-        self.blend_source = g.blend_source
         self.feature_channel = cfg.feature_channel
         self.detail_encoder = DetailEncoder(g.block_expansion + cfg.image_channel, g.detail_channels) \
             if g.detail_channels else None
         self.detail_flow = DetailFlow(self.dense_motion_network.hourglass.out_channels, g.reshape_depth,
                                       g.dense_motion_params.occlusion_kernel_size) if g.detail_channels else None
+
+    @property
+    def blend_source(self) -> bool:
+        """Whether f_s carries the source photo for the decoder's source blend."""
+        return self.decoder.source_blend is not None
 
     def encode(self, source: torch.Tensor) -> torch.Tensor:
         """Source image [B, 3, S, S] in [0, 1] → appearance feature volume f_s [B, C, D, S/4, S/4].
