@@ -214,6 +214,13 @@ class ReceiverCounters:
         """All messages not accepted."""
         return self.received - self.accepted
 
+    def unaccept(self, why: str) -> None:
+        """A message ``parse_or_count`` accepted that this receiver cannot use (another model's K, the wrong
+        channel): counted as malformed instead."""
+        self.malformed += 1
+        self.accepted -= 1
+        self.last_error = f"dropped {why}"
+
     def as_dict(self) -> dict[str, int | str]:
         """Plain dict, for JSON logs."""
         return asdict(self)

@@ -236,9 +236,7 @@ class Receiver:
     def _unaccept_motion(self, why: str) -> None:
         """A message that decoded but cannot be used here: counted as malformed, not accepted."""
         counters = self.stats.motion
-        counters.malformed += 1
-        counters.accepted -= 1
-        counters.last_error = f"dropped {why}"
+        counters.unaccept(why)
         (logger.warning if counters.malformed == 1 else logger.debug)("dropped %s", why)
 
     # ---- control -----------------------------------------------------------------------------

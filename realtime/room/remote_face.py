@@ -110,9 +110,7 @@ class RemoteFace:
         counters = self.stats.motion if is_motion else self.stats.control
         message = parse_or_count(data, counters, self._guards[is_motion], max_message=self.options.max_message)
         if isinstance(message, MotionPacket) and message.num_kp != self._num_kp:
-            counters.malformed += 1
-            counters.accepted -= 1
-            counters.last_error = f"dropped MOTION with K={message.num_kp} keypoints, this model has {self._num_kp}"
+            counters.unaccept(f"MOTION with K={message.num_kp} keypoints, this model has {self._num_kp}")
             return None
         return message
 
