@@ -76,6 +76,11 @@ class RenderJob:
     """Local monotonic seconds when the voice captured with this face is heard (None: no voice, or not known
     yet); read when the frame is shown, for ``av_offset_ms``."""
 
+    def render(self, head: TalkingHead) -> np.ndarray:
+        """The frame (HWC uint8 RGB) this job asks of ``head``."""
+        reference = Motion.from_vector(self.reference) if self.reference is not None else None
+        return head.render_image(self.state, Motion.from_vector(self.vector), reference)
+
 
 #: Status lines drawn on each frame, given its render time in ms (``ReceiverOptions.overlay``).
 OverlayLines = Callable[[float], list[str]]
@@ -149,9 +154,7 @@ class RenderLoop:
         start_us = monotonic_us()
         t0 = time.perf_counter()
         try:
-            motion = Motion.from_vector(job.vector)
-            reference = Motion.from_vector(job.reference) if job.reference is not None else None
-            frame = self.head.render_image(job.state, motion, reference)
+            frame = job.render(self.head)
         except Exception:
             s.render_errors += 1
             log = logger.exception if s.render_errors == 1 else logger.debug

@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from adasr.keypoints import Motion
 from engines.talking_head import TalkingHead
 from realtime.clock import monotonic_us
 from realtime.receiver.render_loop import RenderJob
@@ -128,8 +127,7 @@ class GridRenderer:
             return
         t0 = time.perf_counter()
         try:
-            reference = Motion.from_vector(job.reference) if job.reference is not None else None
-            frame = self.head.render_image(job.state, Motion.from_vector(job.vector), reference)
+            frame = job.render(self.head)
         except Exception:
             counters.render_errors += 1
             (logger.exception if counters.render_errors == 1 else logger.debug)("rendering face %d failed", face)
