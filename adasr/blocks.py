@@ -143,27 +143,46 @@ def make_coordinate_grid(spatial_size: tuple[int, ...], like: torch.Tensor) -> t
 
 
 def kp_to_gaussian(kp: torch.Tensor, spatial_size: tuple[int, int, int], variance: float) -> torch.Tensor:
-    """Keypoints [B, K, 3] → isotropic 3-D Gaussians on the normalised grid, [B, K, D, H, W]."""
-    grid = make_coordinate_grid(spatial_size, kp)  # D H W 3
-    diff = grid[None, None] - kp[:, :, None, None, None, :]  # B K D H W 3
-    return torch.exp(-0.5 * (diff**2).sum(-1) / variance)
+    """Keypoints [B, K, 3] → isotropic 3-D Gaussians on the normalised grid, [B, K, D, H, W].
+
+    An isotropic Gaussian is the product of one per axis, so three short exps replace one over the
+    whole grid (the renderer's per-frame dense motion runs this twice).
+    """
+    factors = []
+    for axis, n in enumerate(reversed(spatial_size)):  # x over W, y over H, z over D
+        line = torch.linspace(-1, 1, n, dtype=kp.dtype, device=kp.device)
+        factors.append(torch.exp(-0.5 * (line - kp[:, :, axis, None]) ** 2 / variance))  # B, K, n
+    along_x, along_y, along_z = factors
+    return along_z[..., :, None, None] * (along_y[..., :, None] * along_x[..., None, :])[:, :, None]
 
 
 class SPADE(nn.Module):
-    """Spatially-adaptive norm: InstanceNorm(x)·(1 + γ(seg)) + β(seg); seg resized by nearest."""
+    """Spatially-adaptive norm: InstanceNorm(x)·(1 + γ(seg)) + β(seg).
 
-    def __init__(self, channels: int, label_nc: int, hidden: int) -> None:
+    As released, seg is resized to x by nearest neighbour and γ, β are convolved at x's resolution;
+    ``coarse``: γ and β are convolved at seg's own resolution and resized bilinearly to x's.
+    """
+
+    def __init__(self, channels: int, label_nc: int, hidden: int, coarse: bool = False) -> None:
         super().__init__()
         self.mlp_shared = nn.Sequential(nn.Conv2d(label_nc, hidden, 3, padding=1), nn.ReLU())
         self.mlp_gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.mlp_beta = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.coarse = coarse
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         normalized = F.instance_norm(x, eps=1e-5)
-        if seg.shape[-2:] != x.shape[-2:]:
+        if seg.shape[-2:] != x.shape[-2:] and not self.coarse:
             seg = F.interpolate(seg, size=x.shape[-2:], mode="nearest")
         actv = self.mlp_shared(seg)
-        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+        return normalized * (1 + resize_to(self.mlp_gamma(actv), x)) + resize_to(self.mlp_beta(actv), x)
+
+
+def resize_to(map_: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``map_`` resized bilinearly to ``like``'s height and width (as is when they already match)."""
+    if map_.shape[-2:] == like.shape[-2:]:
+        return map_
+    return F.interpolate(map_, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def spectral(conv: nn.Conv2d, enabled: bool) -> nn.Conv2d:
@@ -174,7 +193,8 @@ def spectral(conv: nn.Conv2d, enabled: bool) -> nn.Conv2d:
 class SPADEResnetBlock(nn.Module):
     """Two SPADE → LeakyReLU(0.2) → conv steps, plus a (learned when widths differ) shortcut."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int, hidden: int, spectral_norm: bool = True) -> None:
+    def __init__(self, fin: int, fout: int, label_nc: int, hidden: int, spectral_norm: bool = True,
+                 coarse_modulation: bool = False) -> None:
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
@@ -182,10 +202,10 @@ class SPADEResnetBlock(nn.Module):
         self.conv_1 = spectral(nn.Conv2d(fmiddle, fout, 3, padding=1), spectral_norm)
         if self.learned_shortcut:
             self.conv_s = spectral(nn.Conv2d(fin, fout, 1, bias=False), spectral_norm)
-        self.norm_0 = SPADE(fin, label_nc, hidden)
-        self.norm_1 = SPADE(fmiddle, label_nc, hidden)
+        self.norm_0 = SPADE(fin, label_nc, hidden, coarse_modulation)
+        self.norm_1 = SPADE(fmiddle, label_nc, hidden, coarse_modulation)
         if self.learned_shortcut:
-            self.norm_s = SPADE(fin, label_nc, hidden)
+            self.norm_s = SPADE(fin, label_nc, hidden, coarse_modulation)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x

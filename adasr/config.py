@@ -102,6 +102,12 @@ class SPADEDecoderConfig:
     """Output width of the first ×2 up block (ic as released)."""
     num_middle_blocks: int = 6
     """SPADE resnet blocks at the feature resolution."""
+    num_up_blocks: int = 2
+    """×2 SPADE up blocks (1 or 2). With 1 (lite), the last ×2 is a bilinear resize and the detail path's
+    fusion does the full-resolution work; up_channels must then equal out_channels."""
+    coarse_modulation: bool = False
+    """Up blocks compute SPADE's γ and β at the feature resolution and resize them bilinearly, instead
+    of convolving the resized feature at 2× and 4× (lite: those convs were most of the renderer's time)."""
 
 
 @dataclass
@@ -219,6 +225,8 @@ class ModelConfig:
             (g.detail_channels >= 0 and (g.detail_map_channels * 16) % g.reshape_depth == 0,
              "generator.detail_channels (+3 with blend_source)·16 must be a non-negative multiple of reshape_depth"),
             (not g.blend_source or g.detail_channels > 0, "generator.blend_source needs detail_channels > 0"),
+            (dec.num_up_blocks == 2 or (dec.num_up_blocks == 1 and dec.up_channels == dec.out_channels),
+             "decoder.num_up_blocks must be 2, or 1 with up_channels equal to out_channels"),
             (0 < dm.motion_scale <= 1 and (1 / dm.motion_scale).is_integer(),
              "dense_motion_params.motion_scale must be 1/n for an integer n"),
         ]

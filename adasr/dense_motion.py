@@ -100,8 +100,9 @@ class DenseMotionNetwork(nn.Module):
         b, c, d, h, w = feature.shape
         k1 = kp_source.shape[1] + 1
         identity = make_coordinate_grid((d, h, w), feature)  # D, h, w, 3
-        to_source = identity - kp_driving[:, :, None, None, None, :] + kp_source[:, :, None, None, None, :]
-        motions = torch.cat([identity.expand(b, 1, d, h, w, 3), to_source], dim=1)  # B, K+1, D, h, w, 3
+        # motion k is a translation x − x_d[k] + x_s[k]; the background's (k = 0) is none
+        shifts = torch.cat([torch.zeros_like(kp_source[:, :1]), kp_source - kp_driving], dim=1)  # B, K+1, 3
+        motions = identity + shifts[:, :, None, None, None, :]  # B, K+1, D, h, w, 3
         repeated = feature.unsqueeze(1).expand(b, k1, c, d, h, w).reshape(b * k1, c, d, h, w)
         deformed = warp(repeated, motions.reshape(b * k1, d, h, w, 3)).view(b, k1, c, d, h, w)
         heat = kp_to_gaussian(kp_driving, (d, h, w), KP_VARIANCE) - kp_to_gaussian(kp_source, (d, h, w), KP_VARIANCE)
@@ -109,7 +110,8 @@ class DenseMotionNetwork(nn.Module):
         net_in = torch.cat([heat, deformed], dim=2).view(b, k1 * (c + 1), d, h, w)
         prediction = self.hourglass(net_in)  # B, out, D, h, w
         mask = F.softmax(self.mask(prediction), dim=1)  # B, K+1, D, h, w
-        deformation = (motions * mask.unsqueeze(-1)).sum(dim=1)  # B, D, h, w, 3
+        # Σ_k mask_k·(identity + shift_k) = identity + mask·shifts, as the mask sums to one: a small matmul
+        deformation = identity + (mask.flatten(2).transpose(1, 2) @ shifts).view(b, d, h, w, 3)  # B, D, h, w, 3
         occlusion = None
         if self.occlusion is not None:
             occlusion = torch.sigmoid(self.occlusion(prediction.flatten(1, 2)))  # B, 1, h, w

@@ -7,7 +7,7 @@ depth picks which depth slice's motion each pixel follows), masks it with its ow
 adds it to the decoder after its last up block. With driving = source the flow is the identity and
 the map comes back pixel for pixel, so the renderer can give the source back.
 
-The map travels inside f_s, space-to-depth (4×4 → S/4) as extra volume channels, so the SourceState,
+The map travels inside f_s, reshaped to S/4 × S/4 planes as extra volume channels, so the SourceState,
 the ONNX graphs and the wire format keep their single appearance tensor.
 """
 
@@ -26,16 +26,19 @@ PACK = 4
 
 
 def pack_detail(detail: torch.Tensor, depth: int) -> torch.Tensor:
-    """[B, N, S, S] → [B, N·16/depth, depth, S/4, S/4], to ride in f_s."""
-    packed = F.pixel_unshuffle(detail, PACK)  # B, N·16, S/4, S/4
-    b, c, h, w = packed.shape
-    return packed.reshape(b, c // depth, depth, h, w)
+    """[B, N, S, S] → [B, N·16/depth, depth, S/4, S/4], to ride in f_s.
+
+    A plain reshape: the packed volume has no spatial meaning, so unpacking costs nothing per frame
+    (a pixel shuffle took 1.1 ms of the renderer's time in ONNX Runtime).
+    """
+    b, n, h, w = detail.shape
+    return detail.reshape(b, n * PACK * PACK // depth, depth, h // PACK, w // PACK)
 
 
 def unpack_detail(packed: torch.Tensor) -> torch.Tensor:
     """Inverse of ``pack_detail``: [B, E, D, S/4, S/4] → [B, E·D/16, S, S]."""
     b, e, d, h, w = packed.shape
-    return F.pixel_shuffle(packed.reshape(b, e * d, h, w), PACK)
+    return packed.reshape(b, e * d // (PACK * PACK), h * PACK, w * PACK)
 
 
 def pixel_centre_grid(size: int, like: torch.Tensor) -> torch.Tensor:
@@ -43,6 +46,22 @@ def pixel_centre_grid(size: int, like: torch.Tensor) -> torch.Tensor:
     axis = (torch.arange(size, dtype=like.dtype, device=like.device) * 2 + 1) / size - 1
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([x, y], dim=-1)
+
+
+def sample_border(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of a square [B, N, S, S] at grid [B, S', S', 2], border padding, align_corners=False.
+
+    Border padding clamps each sampling point to the outermost pixel centres; clamping the grid
+    first and sampling with zero padding is the same function, and ONNX Runtime's CPU GridSample
+    runs its zero-padding path ~4× faster than its border path (2.3 vs 9.6 ms for the renderer's
+    11 × 256² warp on 2 cores). One scalar bound for both axes keeps the clamp a cheap element-wise op.
+    """
+    height, width = image.shape[-2:]
+    if height != width:
+        raise ValueError(f"sample_border takes square images, got {height}×{width}")
+    limit = 1.0 - 1.0 / int(width)  # the outermost pixel centres, in normalised units
+    return F.grid_sample(image, grid.clamp(-limit, limit), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
 
 
 class DetailEncoder(nn.Module):

@@ -16,7 +16,7 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
-from adasr.detail_path import DetailEncoder, DetailFlow, pack_detail, unpack_detail
+from adasr.detail_path import DetailEncoder, DetailFlow, pack_detail, sample_border, unpack_detail
 from adasr.spade_decoder import SPADEDecoder
 from adasr.warp import WarpFn, grid_sample_3d
 
@@ -108,8 +108,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             return RenderOutput(self.decoder(out), occlusion, motion.mask, motion.deformation, out)
         size = h * 2 ** len(self.down_blocks)
         grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
-        warped = F.grid_sample(unpack_detail(packed_detail), grid, mode="bilinear", padding_mode="border",
-                               align_corners=False)
+        warped = sample_border(unpack_detail(packed_detail), grid)
         if self.blend_source:
             detail, warped_source = warped[:, :-3] * detail_occlusion, warped[:, -3:]
             prediction = self.decoder(out, detail, warped_source)

@@ -18,6 +18,8 @@ from adasr.detail_path import DetailFusion, SourceBlend
 class SPADEDecoder(nn.Module):
     """[B, ic, h, w] → [B, 3, 4h, 4w] in [0, 1]: fc, middle blocks, two ×2 up blocks, conv, sigmoid.
 
+    With one up block (lite) the last ×2 is a bilinear resize.
+
     With ``detail_channels`` (lite), a warped full-resolution detail map joins after the last up block;
     with ``blend_source`` the warped source photo is blended into the output through a learned mask.
     """
@@ -30,8 +32,10 @@ class SPADEDecoder(nn.Module):
         self.num_middle_blocks = cfg.num_middle_blocks
         for i in range(cfg.num_middle_blocks):
             self.add_module(f"G_middle_{i}", SPADEResnetBlock(mid, mid, cfg.label_nc, cfg.spade_hidden, spectral_norm))
-        self.up_0 = SPADEResnetBlock(mid, cfg.up_channels, cfg.label_nc, cfg.spade_hidden, spectral_norm)
-        self.up_1 = SPADEResnetBlock(cfg.up_channels, oc, cfg.label_nc, cfg.spade_hidden, spectral_norm)
+        self.up_0 = SPADEResnetBlock(mid, cfg.up_channels, cfg.label_nc, cfg.spade_hidden, spectral_norm,
+                                     cfg.coarse_modulation)
+        self.up_1 = SPADEResnetBlock(cfg.up_channels, oc, cfg.label_nc, cfg.spade_hidden, spectral_norm,
+                                     cfg.coarse_modulation) if cfg.num_up_blocks == 2 else None
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
         self.detail_fusion = DetailFusion(oc, detail_channels) if detail_channels else None
         self.source_blend = SourceBlend(oc) if blend_source else None
@@ -44,7 +48,10 @@ class SPADEDecoder(nn.Module):
         for i in range(self.num_middle_blocks):
             x = getattr(self, f"G_middle_{i}")(x, seg)
         x = self.up_0(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, up, 2h, 2w
-        x = self.up_1(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, oc, 4h, 4w
+        if self.up_1 is not None:
+            x = self.up_1(F.interpolate(x, scale_factor=2.0, mode="nearest"), seg)  # B, oc, 4h, 4w
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         if self.detail_fusion is not None and detail is not None:
             x = self.detail_fusion(x, detail)
         x = F.leaky_relu(x, 0.2)

@@ -7,8 +7,10 @@ upsampled tap (a + dy) falls on low-resolution offset ⌊(a + dy) / k⌋, zero p
 map (the renderer's largest tensor) is never built, and a block's two or three norms share one conv with
 many output channels instead of three thin ones (under ×4 only 9 of the 16 sub-position kernels differ;
 computing each once measured no faster in ONNX Runtime, so the conv stays dense). γ and β become one conv
-each norm, with γ's ``1 +`` folded into its bias. Exact up to float rounding; used by
-``fold_for_inference`` (PyTorch and export).
+each norm, with γ's ``1 +`` folded into its bias (a bilinear resize keeps it: its weights sum to one). With
+``coarse_modulation`` (lite) the up blocks' γ and β are already computed at the map's resolution: nothing
+to fold there, the convs are still shared. Exact up to float rounding; used by ``fold_for_inference``
+(PyTorch and export).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adasr.blocks import SPADE, SPADEResnetBlock
+from adasr.blocks import SPADE, SPADEResnetBlock, resize_to
 from adasr.spade_decoder import SPADEDecoder
 
 
@@ -79,7 +81,8 @@ class FoldedSPADEResnetBlock(nn.Module):
         parts = hidden.split(self.hidden, dim=1)
 
         def norm(i: int, t: torch.Tensor) -> torch.Tensor:
-            gamma, beta = self.modulations[i](parts[i]).chunk(2, dim=1)
+            gamma, beta = self.modulations[i](parts[i]).chunk(2, dim=1)  # split before resizing: 4–16× fewer values
+            gamma, beta = resize_to(gamma, t), resize_to(beta, t)
             return F.instance_norm(t, eps=1e-5) * gamma + beta
 
         x_s = self.conv_s(norm(2, x)) if self.conv_s is not None else x
@@ -95,6 +98,7 @@ def fold_spade_blocks(decoder: SPADEDecoder) -> int:
     for name, scale in zip(names, scales):
         block = getattr(decoder, name)
         if isinstance(block, SPADEResnetBlock):
-            setattr(decoder, name, FoldedSPADEResnetBlock(block, scale))
+            coarse = block.norm_0.coarse  # γ, β at the map's resolution already: nothing to fold, still share
+            setattr(decoder, name, FoldedSPADEResnetBlock(block, 1 if coarse else scale))
             count += 1
     return count

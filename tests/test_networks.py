@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from adasr.config import ModelConfig, load_model_config, preset_names
 from adasr.deployable import MotionExtractor, Renderer, SourceEncoder
-from adasr.detail_path import pack_detail, pixel_centre_grid, unpack_detail
+from adasr.blocks import SPADE
+from adasr.detail_path import pack_detail, pixel_centre_grid, sample_border, unpack_detail
 from adasr.discriminator import MultiScaleDiscriminator
 from adasr.errors import ConfigError
 from adasr.folding import fold_for_inference
@@ -124,7 +125,7 @@ def test_folded_lite_renderer_renders_the_same_frame(astronaut_face) -> None:  #
         f_s, kp = nets.generator.encode(source), nets.kp_detector(source)
         kp_d = kp + torch.tensor([0.05, -0.02, 0.0])
         before = nets.generator.render(f_s, kp, kp_d).prediction
-        assert fold_spade_blocks(nets.generator.decoder) == 4  # two middle blocks, two up blocks
+        assert fold_spade_blocks(nets.generator.decoder) == 2  # one middle block, one up block (coarse γ, β)
         after = nets.generator.render(f_s, kp, kp_d).prediction
     assert before.std() > 0.01
     assert (after - before).abs().max() < 2e-5
@@ -149,6 +150,40 @@ def test_every_preset_is_valid() -> None:
     assert {"official", "lite"} <= set(preset_names())
     for name in preset_names():
         load_model_config(name)
+
+
+def test_coarse_modulation_convolves_at_the_map_resolution_and_resizes() -> None:
+    """Coarse SPADE: γ and β from the 16² map, resized to the 64² input; same parameters as the released kind."""
+    torch.manual_seed(0)
+    fine, coarse = SPADE(4, 6, 5), SPADE(4, 6, 5, coarse=True)
+    coarse.load_state_dict(fine.state_dict())
+    x, seg = torch.randn(1, 4, 64, 64), torch.randn(1, 6, 16, 16)
+    actv = coarse.mlp_shared(seg)
+    gamma = F.interpolate(coarse.mlp_gamma(actv), size=(64, 64), mode="bilinear", align_corners=False)
+    beta = F.interpolate(coarse.mlp_beta(actv), size=(64, 64), mode="bilinear", align_corners=False)
+    expected = F.instance_norm(x, eps=1e-5) * (1 + gamma) + beta
+    assert (coarse(x, seg) - expected).abs().max() < 1e-5
+    assert (fine(x, seg) - expected).abs().max() > 1e-2
+
+
+def test_one_up_block_needs_matching_widths() -> None:
+    cfg = load_model_config("lite")
+    assert cfg.generator.decoder.num_up_blocks == 1
+    assert AdaSRNetworks(cfg).generator.decoder.up_1 is None
+    cfg.generator.decoder.up_channels = 16
+    with pytest.raises(ConfigError, match="num_up_blocks"):
+        cfg.validate()
+
+
+def test_border_sampling_by_clamping_equals_border_padding() -> None:
+    """``sample_border`` (clamp, then zero padding: ONNX Runtime's fast path) is grid_sample's border mode."""
+    torch.manual_seed(0)
+    image = torch.rand(2, 5, 32, 32, dtype=torch.float64)
+    grid = torch.rand(2, 40, 24, 2, dtype=torch.float64) * 3 - 1.5  # far outside on every side
+    border = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert (sample_border(image, grid) - border).abs().max() < 1e-12
+    with pytest.raises(ValueError, match="square"):
+        sample_border(image[..., :16], grid)
 
 
 def test_detail_map_packs_into_the_volume_and_back() -> None:

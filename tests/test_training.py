@@ -228,3 +228,27 @@ def test_killed_and_resumed_run_matches_uninterrupted(prepared: Path, tmp_path: 
         for pid, st in a[key]["state"].items():
             for name, value in st.items():
                 assert torch.equal(value, b[key]["state"][pid][name]), f"{key} state {pid}.{name} differs"
+
+
+def test_init_from_a_bigger_model_keeps_what_fits_and_refuses_what_does_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Warm start across a design change: shared tensors load, dropped blocks are skipped, a shape change fails."""
+    from adasr.checkpoint import save_checkpoint
+    from adasr.config import load_model_config
+    from adasr.errors import CheckpointError
+    from adasr.networks import AdaSRNetworks
+    from adasr.training.trainer import init_from
+
+    bigger = load_model_config("lite")
+    bigger.generator.decoder.num_middle_blocks = 2
+    torch.manual_seed(1)
+    source = AdaSRNetworks(bigger)
+    path = save_checkpoint(tmp_path / "bigger.pth", source)
+    torch.manual_seed(2)
+    target = AdaSRNetworks(load_model_config("lite"))
+    init_from(target, path)
+    assert torch.equal(target.generator.decoder.fc.weight, source.generator.decoder.fc.weight)
+    assert torch.equal(target.kp_detector.state_dict()["kp.weight"], source.kp_detector.state_dict()["kp.weight"])
+    wider = load_model_config("lite")
+    wider.generator.detail_channels = 16
+    with pytest.raises(CheckpointError, match="does not fit"):
+        init_from(AdaSRNetworks(wider), path)

@@ -402,17 +402,25 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(1 / mse)).mean())
 
 
+def _outermost(modules: set[str]) -> list[str]:
+    """Module names without those inside another listed one, sorted: what a log line should name."""
+    return sorted(m for m in modules if not any(m.startswith(other + ".") for other in modules))
+
+
 def init_from(networks: AdaSRNetworks, path: Path) -> None:
-    """Load an inference checkpoint into ``networks``: every tensor it has must fit, new parts may be missing."""
+    """Load an inference checkpoint into ``networks``: every tensor both have must fit in shape; parts the
+    configured model adds keep their fresh initialisation and parts it dropped are skipped (both logged)."""
     loaded = load_model(path).networks.state_dict()
     own = networks.state_dict()
-    misfits = [k for k, v in loaded.items() if k not in own or own[k].shape != v.shape]
+    misfits = [k for k, v in loaded.items() if k in own and own[k].shape != v.shape]
     if misfits:
         raise CheckpointError(f"{path} does not fit the configured model: {', '.join(misfits[:4])}"
                               + (f" … {len(misfits) - 4} more" if len(misfits) > 4 else ""))
-    networks.load_state_dict(loaded, strict=False)
-    fresh = sorted({k.rsplit(".", 2)[0] for k in own if k not in loaded})
-    logger.info("initialised from %s%s", path, f"; new, freshly initialised: {', '.join(fresh)}" if fresh else "")
+    networks.load_state_dict({k: v for k, v in loaded.items() if k in own}, strict=False)
+    fresh = _outermost({k.rsplit(".", 2)[0] for k in own if k not in loaded})
+    dropped = _outermost({k.rsplit(".", 2)[0] for k in loaded if k not in own})
+    logger.info("initialised from %s%s%s", path, f"; new, freshly initialised: {', '.join(fresh)}" if fresh else "",
+                f"; not in this model, skipped: {', '.join(dropped)}" if dropped else "")
 
 
 def train(cfg: TrainConfig, resume: bool = False, steps: int | None = None, init: Path | None = None,
