@@ -151,7 +151,7 @@ def _resolve_warp(warp: WarpName, trt: bool, fp16: bool) -> tuple[str, WarpFn]:
     return warp, table[warp]
 
 
-def _verification_cases(model: LoadedModel, nets: AdaSRNetworks, verify_image: np.ndarray | None,
+def verification_cases(model: LoadedModel, nets: AdaSRNetworks, verify_image: np.ndarray | None,
                         ) -> dict[str, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]]:
     """(inputs, PyTorch outputs) per graph, on a face and the keypoints the pipeline would derive from it.
 
@@ -241,8 +241,11 @@ def _specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     return tuple(spec(v) for v in graph.input), tuple(spec(v) for v in graph.output)
 
 
-def ort_cpu_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with every graph optimisation, as the backend makes it."""
+def ort_cpu_session(path: str | Path, threads: int | None = None, profile_prefix: str | None = None) -> Any:
+    """An ONNX Runtime CPU session with every graph optimisation, as the backend makes it.
+
+    ``profile_prefix``: also record each node's time (``end_profiling()`` writes the JSON there).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -250,6 +253,9 @@ def ort_cpu_session(path: str | Path, threads: int | None = None) -> Any:
     options.log_severity_level = 3  # fp16 graphs make the optimiser warn about every constant it keeps
     if threads:
         options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -308,7 +314,7 @@ def export_model(
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # a failed export must not leave a stale manifest
 
     nets = fold_for_inference(copy.deepcopy(model.networks).float().cpu())
-    cases = _verification_cases(model, nets, verify_image)
+    cases = verification_cases(model, nets, verify_image)
     modules: dict[str, nn.Module] = {"source_encoder": SourceEncoder(nets), "motion_extractor": MotionExtractor(nets),
                                      "renderer": Renderer(nets, warp=warp_fn)}
     reports: dict[str, GraphReport] = {}

@@ -185,6 +185,22 @@ def test_benchmark_quick_writes_records(tmp_path: Path) -> None:
     assert "skipping tensorrt" in proc.stdout or any(r["backend"] == "tensorrt" for r in records)
 
 
+def test_renderer_profile_charges_every_node_to_a_module(tmp_path: Path) -> None:
+    """The shipped renderer profiled in ONNX Runtime: node time splits into the decoder, the dense motion and the
+    warps, and the module and operator tables add up to the same total."""
+    out = tmp_path / "profile.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "profile_renderer.py"), "--iterations", "2", "--threads", "1",
+         "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    modules, operators = report["by_module_ms"], report["by_operator_ms"]
+    assert {"decoder/up_0", "dense_motion_network/hourglass", "GridSample"} <= set(modules)
+    assert {"Conv", "GridSample"} <= set(operators)
+    assert sum(modules.values()) == pytest.approx(report["node_ms"]) == pytest.approx(sum(operators.values()))
+    assert "by module" in proc.stdout
+
+
 def test_cli_parsers(exported: ExportReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
