@@ -21,6 +21,7 @@ import torch
 from adasr.faces import NUM_LANDMARKS
 from adasr.keypoints import rotation_matrix
 from adasr.training.data import (
+    AugmentConfig,
     PairDataset,
     PrepareConfig,
     StillMotionConfig,
@@ -104,6 +105,41 @@ def test_pair_sampling_is_a_pure_function_of_seed_and_index(prepared: Path) -> N
         _, s, d, _ = a.pair_indices(i)
         assert s != d
     assert not torch.equal(a[0]["driving"], PairDataset(prepared, ["carphone"], seed=4)[0]["driving"])
+
+
+def test_pairs_carry_the_mouth_and_eyes_of_both_frames(prepared: Path) -> None:
+    """The expression-region map covers the tracked mouth and eyes of source and driving, a small part of
+    the crop, and is mirrored with the images."""
+    from adasr.training.face_regions import FACE_PARTS
+
+    plain = PairDataset(prepared, ["carphone"], seed=3)
+    clip = plain.clips[0]
+    for i in (0, 7):
+        item, (_, s, d, _) = plain[i], plain.pair_indices(i)
+        regions = item["regions"][0]
+        assert regions.shape == item["source"].shape[1:] and 0.01 < float(regions.mean()) < 0.3
+        for frame in (s, d):
+            for indices in FACE_PARTS.values():
+                for x, y in clip.landmarks[frame, list(indices), :2].round().astype(int):
+                    assert regions[min(max(y, 0), SIZE - 1), min(max(x, 0), SIZE - 1)] == 1
+    flipped = PairDataset(prepared, ["carphone"], seed=3,
+                          augment=AugmentConfig(flip=True, brightness=0, contrast=0, saturation=0))
+    for i in range(8):
+        a, b = plain[i], flipped[i]
+        mirrored = torch.equal(b["source"], a["source"].flip(-1))
+        assert torch.equal(b["regions"], a["regions"].flip(-1) if mirrored else a["regions"])
+
+
+def test_region_l1_averages_over_the_regions_only() -> None:
+    from adasr.training.losses import region_l1
+
+    target = torch.zeros(2, 3, 8, 8)
+    prediction = target.clone()
+    prediction[:, :, :2] = 0.5  # wrong on the top two rows
+    regions = torch.zeros(2, 1, 8, 8)
+    regions[:, :, :4] = 1  # the top half
+    assert float(region_l1(prediction, target, regions)) == pytest.approx(0.25)
+    assert float(region_l1(prediction, target, torch.zeros_like(regions))) == 0.0
 
 
 def test_tracker_pose_conversion_matches_model_frame() -> None:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from adasr.errors import InputError
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
+from adasr.training.face_regions import expression_region_map
 from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, read_image
 
 logger = logging.getLogger(__name__)
@@ -370,7 +371,8 @@ class PairDataset(Dataset):
     weighted by its length, then two distinct frames of it; a share ``identity_fraction`` of the pairs
     uses the source frame as the driving frame too, so the renderer learns to give the source back.
     Returns a dict: ``source``, ``driving`` [3, S, S] float in [0, 1]; ``source_pose``,
-    ``driving_pose`` [3] tracker degrees (yaw, pitch, roll; flipped with the image).
+    ``driving_pose`` [3] tracker degrees (yaw, pitch, roll; flipped with the image); ``regions``
+    [1, S, S]: 1 on the mouth and eyes of either frame (``adasr.training.face_regions``).
     """
 
     def __init__(self, root: Path, clips: Sequence[str] | None = None, seed: int = 0,
@@ -406,16 +408,20 @@ class PairDataset(Dataset):
         clip = self.clips[c]
         imgs = torch.from_numpy(np.stack([clip.frames[i], clip.frames[j]])).permute(0, 3, 1, 2).float() / 255
         pose = torch.from_numpy(np.stack([clip.pose[i], clip.pose[j]]).astype(np.float32))
-        imgs, pose = self._augment(imgs, pose, rng)
-        return {"source": imgs[0], "driving": imgs[1], "source_pose": pose[0], "driving_pose": pose[1]}
+        size = imgs.shape[-1]
+        regions = torch.from_numpy(np.maximum(expression_region_map(clip.landmarks[i], size),
+                                              expression_region_map(clip.landmarks[j], size)))[None]
+        imgs, pose, regions = self._augment(imgs, pose, regions, rng)
+        return {"source": imgs[0], "driving": imgs[1], "source_pose": pose[0], "driving_pose": pose[1],
+                "regions": regions}
 
-    def _augment(self, imgs: torch.Tensor, pose: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _augment(self, imgs: torch.Tensor, pose: torch.Tensor, regions: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         aug = self.augment
         draws = rng.random(4)  # always draw the same count so items stay independent of the settings
         perm_draw, perm = rng.random(), rng.permutation(3)
         if aug.flip and draws[0] < 0.5:
-            imgs = imgs.flip(-1)
+            imgs, regions = imgs.flip(-1), regions.flip(-1)
             pose = pose * torch.tensor([-1.0, 1.0, -1.0])
         if aug.brightness:
             imgs = imgs * (1 + aug.brightness * (2 * draws[1] - 1))
@@ -427,7 +433,7 @@ class PairDataset(Dataset):
             imgs = (imgs - grey) * (1 + aug.saturation * (2 * draws[3] - 1)) + grey
         if aug.channel_shuffle and perm_draw < aug.channel_shuffle:
             imgs = imgs[:, torch.from_numpy(perm)]
-        return imgs.clamp(0, 1), pose
+        return imgs.clamp(0, 1), pose, regions
 
     def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
         """Batch of training step ``step``: items step·B … step·B + B − 1, collated."""

@@ -68,6 +68,9 @@ class LossWeights:
     """Mean L1 norm of δ."""
     reconstruction: float = 10.0
     """L1(prediction, driving): AdaSR's addition (its weight is not in the released config)."""
+    expression_regions: float = 0.0
+    """L1(prediction, driving) averaged over the mouth and eyes of source and driving frames only: where a
+    still photo is wrong (``adasr.training.face_regions``); 0: off."""
     identity: float = 0.0
     """Cosine distance of SFace embeddings, prediction vs driving (needs the ``train`` extra)."""
     sface_model: str | None = None
@@ -291,3 +294,9 @@ def head_pose_loss(predicted_deg: torch.Tensor, teacher_deg: torch.Tensor) -> to
 def expression_loss(delta: torch.Tensor) -> torch.Tensor:
     """Mean over keypoints of the L1 norm of δ [B, K, 3]."""
     return delta.abs().sum(-1).mean()
+
+
+def region_l1(prediction: torch.Tensor, target: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Mean |prediction − target| over the pixels where ``regions`` [B, 1, H, W] is 1 (0 when none is)."""
+    weight = regions.expand_as(prediction)
+    return ((prediction - target).abs() * weight).sum() / weight.sum().clamp_min(1.0)

@@ -46,6 +46,7 @@ from adasr.training.losses import (
     discriminator_hinge_loss,
     equivariance_loss,
     expression_loss,
+    region_l1,
     feature_matching_loss,
     generator_gan_loss,
     head_pose_loss,
@@ -246,6 +247,8 @@ class Trainer:
         terms: dict[str, torch.Tensor] = {}
         if w.reconstruction:
             terms["reconstruction"] = w.reconstruction * (prediction - target).abs().mean()
+        if w.expression_regions:
+            terms["expression_regions"] = w.expression_regions * region_l1(prediction, target, b["regions"])
         if w.perceptual:
             terms["perceptual"] = w.perceptual * self.perceptual(prediction, target)
         if self.identity is not None:
