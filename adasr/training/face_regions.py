@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from adasr.evaluation.metrics import inter_ocular
+
 #: mediapipe FaceMesh indices: outer lip corners, upper and lower lip (outer and inner), eye corners and lids.
 FACE_PARTS: dict[str, tuple[int, ...]] = {
     "mouth": (61, 291, 0, 17, 13, 14, 78, 308),
@@ -22,8 +24,7 @@ MARGIN = 0.15
 def expression_region_map(landmarks: np.ndarray, size: int) -> np.ndarray:
     """Landmarks [478, ≥2] in crop pixels → [size, size] float32, 1 inside the padded mouth and eye boxes."""
     out = np.zeros((size, size), np.float32)
-    ocular = float(np.linalg.norm(landmarks[263, :2] - landmarks[33, :2]))
-    pad = max(MARGIN * ocular, 2.0)
+    pad = max(MARGIN * inter_ocular(landmarks), 2.0)
     for indices in FACE_PARTS.values():
         points = landmarks[list(indices), :2]
         x0, y0 = np.floor(points.min(axis=0) - pad).astype(int)
