@@ -152,7 +152,7 @@ def _resolve_warp(warp: WarpName, trt: bool, fp16: bool) -> tuple[str, WarpFn]:
 
 
 def verification_cases(model: LoadedModel, nets: AdaSRNetworks, verify_image: np.ndarray | None,
-                        ) -> dict[str, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]]:
+                       ) -> dict[str, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]]:
     """(inputs, PyTorch outputs) per graph, on a face and the keypoints the pipeline would derive from it.
 
     PyTorch outputs come from the plain modules (the plain 3-D warp), whatever the exported warp.

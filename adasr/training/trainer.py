@@ -46,11 +46,11 @@ from adasr.training.losses import (
     discriminator_hinge_loss,
     equivariance_loss,
     expression_loss,
-    region_l1,
     feature_matching_loss,
     generator_gan_loss,
     head_pose_loss,
     keypoint_prior_loss,
+    region_l1,
     tracker_to_model_pose,
 )
 from adasr.training.train_config import TrainConfig, lr_factor
