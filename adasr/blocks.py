@@ -132,13 +132,17 @@ class AntiAliasDownsample(nn.Module):
         return out[:, :, :: self.step, :: self.step]
 
 
+def grid_axis(n: int, like: torch.Tensor) -> torch.Tensor:
+    """The n normalised coordinates of one grid axis, −1 to 1 with both ends included (``like``'s dtype and device)."""
+    return torch.linspace(-1, 1, n, dtype=like.dtype, device=like.device)
+
+
 def make_coordinate_grid(spatial_size: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """Normalised grid in [-1, 1] (endpoints included), last axis ordered (x=W, y=H[, z=D]).
 
     (H, W) → [H, W, 2]; (D, H, W) → [D, H, W, 3]. Same dtype and device as ``like``.
     """
-    axes = [torch.linspace(-1, 1, n, dtype=like.dtype, device=like.device) for n in spatial_size]
-    mesh = torch.meshgrid(*axes, indexing="ij")
+    mesh = torch.meshgrid(*(grid_axis(n, like) for n in spatial_size), indexing="ij")
     return torch.stack(mesh[::-1], dim=-1)
 
 
@@ -150,8 +154,7 @@ def kp_to_gaussian(kp: torch.Tensor, spatial_size: tuple[int, int, int], varianc
     """
     factors = []
     for axis, n in enumerate(reversed(spatial_size)):  # x over W, y over H, z over D
-        line = torch.linspace(-1, 1, n, dtype=kp.dtype, device=kp.device)
-        factors.append(torch.exp(-0.5 * (line - kp[:, :, axis, None]) ** 2 / variance))  # B, K, n
+        factors.append(torch.exp(-0.5 * (grid_axis(n, kp) - kp[:, :, axis, None]) ** 2 / variance))  # B, K, n
     along_x, along_y, along_z = factors
     return along_z[..., :, None, None] * (along_y[..., :, None] * along_x[..., None, :])[:, :, None]
 
