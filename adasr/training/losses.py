@@ -9,6 +9,10 @@ Without either, the weight-free substitute ``pyramid`` is used: on the same 4-le
 pyramid, L1 of the images plus L1 of their horizontal and vertical finite differences (edges). It
 pushes on high frequencies like the lower VGG layers do, but has no semantic features.
 
+Structure: 1 − SSIM with the evaluation's own window (7×7 uniform, sample covariance, as scikit-image
+computes it), so training sees the measure a still photo wins on: L1 and edge L1 settle for the
+conditional median where the frame is uncertain, and that blur costs SSIM's contrast term.
+
 Identity: cosine distance between SFace embeddings of the predicted and target faces
 (:mod:`adasr.pretrained.sface`, also the ``train`` extra): the face must look like the person, not
 only match pixels.
@@ -71,6 +75,8 @@ class LossWeights:
     expression_regions: float = 0.0
     """L1(prediction, driving) averaged over the mouth and eyes of source and driving frames only: where a
     still photo is wrong (``adasr.training.face_regions``); 0: off."""
+    ssim: float = 0.0
+    """1 − SSIM(prediction, driving) (:func:`ssim`, the evaluation's window); 0: off."""
     identity: float = 0.0
     """Cosine distance of SFace embeddings, prediction vs driving (needs the ``train`` extra)."""
     sface_model: str | None = None
@@ -300,3 +306,22 @@ def region_l1(prediction: torch.Tensor, target: torch.Tensor, regions: torch.Ten
     """Mean |prediction − target| over the pixels where ``regions`` [B, 1, H, W] is 1 (0 when none is)."""
     weight = regions.expand_as(prediction)
     return ((prediction - target).abs() * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def ssim(prediction: torch.Tensor, target: torch.Tensor, window: int = 7, data_range: float = 1.0) -> torch.Tensor:
+    """Mean structural similarity of [B, C, H, W] images, differentiable: scikit-image's defaults (uniform
+    ``window``², sample covariance, K1 0.01, K2 0.03, the border where the window does not fit left out),
+    each channel on its own, so it agrees with ``adasr.evaluation.metrics.ssim``."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    n = window * window
+    unbias = n / (n - 1)
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, window, stride=1)
+
+    mu_p, mu_t = mean(prediction), mean(target)
+    var_p = unbias * (mean(prediction * prediction) - mu_p * mu_p)
+    var_t = unbias * (mean(target * target) - mu_t * mu_t)
+    cov = unbias * (mean(prediction * target) - mu_p * mu_t)
+    s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+    return s.mean()

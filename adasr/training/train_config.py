@@ -92,8 +92,12 @@ class TrainConfig:
     """Image scales of the multi-scale patch discriminator (e.g. [1, 0.5]); None: the model config's
     ``discriminator.scales``. Training-only, so the exported model is unaffected."""
     gan_start_step: int = 0
-    """GAN and feature-matching terms (and discriminator updates) start at this step: a
-    reconstruction-only warm-up gives quick PSNR gains on a small budget."""
+    """GAN and feature-matching terms start at this step: a reconstruction-only warm-up gives quick PSNR
+    gains on a small budget."""
+    discriminator_warmup: int = 0
+    """The discriminator alone trains (real vs generated frames) this many steps before ``gan_start_step``,
+    so the generator's first adversarial gradients come from a critic that has learnt something (a fresh
+    one's features are noise, and feature matching against them pulls toward noise)."""
     checkpoint_every: int = 100
     """Training checkpoint (networks, optimizers, step, RNG states) interval, in steps."""
     export_every: int = 100

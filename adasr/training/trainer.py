@@ -51,6 +51,7 @@ from adasr.training.losses import (
     head_pose_loss,
     keypoint_prior_loss,
     region_l1,
+    ssim,
     tracker_to_model_pose,
 )
 from adasr.training.train_config import TrainConfig, lr_factor
@@ -249,6 +250,8 @@ class Trainer:
             terms["reconstruction"] = w.reconstruction * (prediction - target).abs().mean()
         if w.expression_regions:
             terms["expression_regions"] = w.expression_regions * region_l1(prediction, target, b["regions"])
+        if w.ssim:
+            terms["ssim"] = w.ssim * (1 - ssim(prediction, target))
         if w.perceptual:
             terms["perceptual"] = w.perceptual * self.perceptual(prediction, target)
         if self.identity is not None:
@@ -278,8 +281,13 @@ class Trainer:
         return total, terms, {"prediction": prediction}
 
     def _gan_on(self, step: int) -> bool:
+        """Whether the generator's adversarial and feature-matching terms count at ``step``."""
         w = self.cfg.losses
         return step >= self.cfg.gan_start_step and (w.gan > 0 or w.feature_matching > 0)
+
+    def _discriminator_on(self, step: int) -> bool:
+        """Whether the discriminator trains at ``step``: from its warm-up before the GAN starts."""
+        return self._gan_on(step + self.cfg.discriminator_warmup)
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step of the generator side, then of the discriminator, each over this rank's
@@ -307,7 +315,7 @@ class Trainer:
         self.opt_g.step()
         logs = {k: v / len(parts) for k, v in sums.items()}
         logs["lr"] = self.cfg.lr * factor
-        if self._gan_on(step):
+        if self._discriminator_on(step):
             self.discriminator.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d_sum = 0.0
@@ -348,7 +356,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, chunk: int = 8) -> dict[str, float]:
-        """Mean PSNR (dB) of the model (sharp source, eval mode) and of copying the source."""
+        """Mean PSNR (dB) and SSIM of the model (sharp source, eval mode) and of copying the source: the
+        still photo is the bar a held-out face must beat."""
         assert self.val_batch is not None
         self.networks.eval()
         preds = []
@@ -362,7 +371,8 @@ class Trainer:
         self.networks.train()
         pred = torch.cat(preds)
         drv, src = self.val_batch["driving"], self.val_batch["source"]
-        return {"psnr_model": _psnr(pred, drv), "psnr_copy_source": _psnr(src, drv)}
+        return {"psnr_model": _psnr(pred, drv), "psnr_copy_source": _psnr(src, drv),
+                "ssim_model": float(ssim(pred, drv)), "ssim_copy_source": float(ssim(src, drv))}
 
     def write_samples(self, path: Path, count: int = 4) -> Path:
         """PNG grid, one row per sample: source, degraded source, driving, output."""
