@@ -166,6 +166,23 @@ def test_ssim_loss_agrees_with_the_evaluation_metric_and_pulls_a_blurred_image_b
     assert float(ssim(x.detach(), target)) > before + 0.05
 
 
+def test_detail_energy_loss_punishes_blur_and_noise_but_hardly_a_shift() -> None:
+    from adasr.training.losses import detail_energy_loss
+
+    sharp = cv2.resize(skimage.data.astronaut(), (SIZE * 4, SIZE * 4))
+    rng = np.random.default_rng(0)
+
+    def tensor(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.clip(image, 0, 255).astype(np.uint8)).permute(2, 0, 1)[None].float() / 255
+
+    target = tensor(sharp)
+    shifted = detail_energy_loss(tensor(np.roll(sharp, 1, axis=1)), target)
+    blurred = detail_energy_loss(tensor(cv2.GaussianBlur(sharp, (5, 5), 1.5)), target)
+    noisy = detail_energy_loss(tensor(sharp + rng.normal(0, 12, sharp.shape)), target)
+    assert float(detail_energy_loss(target, target)) == 0.0
+    assert float(blurred) > 5 * float(shifted) and float(noisy) > 5 * float(shifted)
+
+
 def test_tracker_pose_conversion_matches_model_frame() -> None:
     """S·R_tracker·S, with S = diag(1, −1, −1) (y up/z to viewer → y down/z away), equals R_model."""
     rng = np.random.default_rng(0)
@@ -222,7 +239,7 @@ def test_learning_rate_schedule_follows_the_step(prepared: Path, tmp_path: Path)
 
 
 def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_tiny_cfg(prepared, tmp_path, losses={"ssim": 10.0}))
+    trainer = Trainer(_tiny_cfg(prepared, tmp_path, losses={"ssim": 10.0, "detail_energy": 100.0}))
     batch = trainer.batch(0)
     assert not torch.equal(batch["generator_source"], batch["source"])  # AdaSR: the generator sees a degraded source
     history = []
@@ -233,8 +250,8 @@ def test_a_few_steps_on_one_real_batch_decrease_the_loss(prepared: Path, tmp_pat
         total.backward()
         trainer.opt_g.step()
         history.append((float(total.detach()), float(terms["reconstruction"].detach())))
-    assert {"reconstruction", "ssim", "perceptual", "gan", "feature_matching", "equivariance", "keypoint_prior",
-            "head_pose", "expression"} <= set(terms)
+    assert {"reconstruction", "ssim", "detail_energy", "perceptual", "gan", "feature_matching", "equivariance",
+            "keypoint_prior", "head_pose", "expression"} <= set(terms)
     assert history[-1][0] < history[0][0]
     assert history[-1][1] < history[0][1]
     logs = trainer.train_step()  # the full step, discriminator included

@@ -43,6 +43,7 @@ from adasr.training.losses import (
     ImagePyramid,
     PerceptualLoss,
     RandomTransform,
+    detail_energy_loss,
     discriminator_hinge_loss,
     equivariance_loss,
     expression_loss,
@@ -252,6 +253,8 @@ class Trainer:
             terms["expression_regions"] = w.expression_regions * region_l1(prediction, target, b["regions"])
         if w.ssim:
             terms["ssim"] = w.ssim * (1 - ssim(prediction, target))
+        if w.detail_energy:
+            terms["detail_energy"] = w.detail_energy * detail_energy_loss(prediction, target)
         if w.perceptual:
             terms["perceptual"] = w.perceptual * self.perceptual(prediction, target)
         if self.identity is not None:
