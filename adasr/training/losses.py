@@ -340,7 +340,7 @@ _LUMA = (0.299, 0.587, 0.114)
 
 def detail_energy(x: torch.Tensor, window: int = 8) -> torch.Tensor:
     """Mean |Laplacian| of the luma of [B, 3, H, W] images over ``window``² tiles: [B, 1, H/w, W/w]."""
-    luma = sum(w * x[:, i:i + 1] for i, w in enumerate(_LUMA))
+    luma = (x[:, :3] * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
     kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
     laplacian = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernel)
     return F.avg_pool2d(laplacian.abs(), window)
