@@ -274,6 +274,24 @@ def test_the_discriminator_warms_up_before_the_generator_sees_it(prepared: Path,
     assert seen == [(False, False, False), (True, True, False), (True, True, True)]
 
 
+def test_loss_stages_change_the_weights_from_their_step_on(prepared: Path, tmp_path: Path) -> None:
+    from adasr.errors import ConfigError
+    from adasr.training.train_config import losses_at
+
+    stages = [{"start": 2, "losses": {"ssim": 5, "detail_energy": 100}}, {"start": 3, "losses": {"ssim": 20}}]
+    cfg = _tiny_cfg(prepared, tmp_path, loss_stages=stages)
+    assert [(losses_at(cfg, s).ssim, losses_at(cfg, s).detail_energy) for s in range(4)] == \
+        [(0.0, 0.0), (0.0, 0.0), (5.0, 100.0), (20.0, 100.0)]
+    trainer = Trainer(cfg)
+    batch = trainer.batch(0)
+    assert "ssim" not in trainer.forward(batch, 1)[1] and {"ssim", "detail_energy"} <= set(trainer.forward(batch, 3)[1])
+    for bad in ([{"start": 2, "losses": {"identity": 1}}],       # its network is loaded only when it starts on
+                [{"start": 2, "losses": {"ssim": -1}}],
+                [{"start": 3, "losses": {}}, {"start": 2, "losses": {}}]):
+        with pytest.raises(ConfigError, match="loss_stages"):
+            _tiny_cfg(prepared, tmp_path, loss_stages=bad)
+
+
 def test_validation_reports_the_model_against_the_still_photo(prepared: Path, tmp_path: Path) -> None:
     from adasr.training.losses import ssim
 

@@ -7,6 +7,7 @@ from the checkout's root, and ``--run-dir``/``--export`` overrides mean the same
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
@@ -44,6 +45,31 @@ def lr_factor(schedule: list[LrCycle], step: int) -> float:
     began last. A function of the step alone, so a resumed run follows the same curve."""
     begun = [cycle for cycle in schedule if cycle.start <= step]
     return begun[-1].factor(step) if begun else 1.0
+
+
+#: Loss weights a stage may change: every term whose module is built whatever its weight (the SFace identity
+#: network is loaded only when ``losses.identity`` starts above zero).
+STAGED_LOSSES = ("reconstruction", "ssim", "detail_energy", "expression_regions", "perceptual", "gan",
+                 "feature_matching", "equivariance", "keypoint_prior", "head_pose", "expression")
+
+
+@dataclass
+class LossStage:
+    """From step ``start`` on, these loss weights replace those of the ``losses`` section and of earlier
+    stages: a recipe whose weights changed along the way replays from one file, resumed or not."""
+
+    start: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def losses_at(cfg: TrainConfig, step: int) -> LossWeights:
+    """The loss weights in force at ``step``: ``losses`` with every begun stage's changes applied in order."""
+    weights = cfg.losses
+    for stage in cfg.loss_stages:
+        if stage.start <= step:
+            changes: dict[str, Any] = dict(stage.losses)  # names checked against STAGED_LOSSES on loading
+            weights = dataclasses.replace(weights, **changes)
+    return weights
 
 
 @dataclass
@@ -119,6 +145,8 @@ class TrainConfig:
     """torch CPU threads (None: torch's default)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     losses: LossWeights = field(default_factory=LossWeights)
+    loss_stages: list[LossStage] = field(default_factory=list)
+    """Changes of loss weights from given steps on, in step order (:class:`LossStage`)."""
     transform: TransformConfig = field(default_factory=TransformConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +168,15 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
             raise ConfigError(f"{where}: lr_schedule[{i}] needs start < end, cycles in step order without overlap "
                               f"and positive factors, got {cycle}")
         previous_end = cycle.end
+    previous_start = -1
+    for i, stage in enumerate(cfg.loss_stages):
+        unknown = sorted(set(stage.losses) - set(STAGED_LOSSES))
+        if stage.start <= previous_start or unknown or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in stage.losses.values()):
+            raise ConfigError(f"{where}: loss_stages[{i}] needs stages in step order and non-negative weights of "
+                              f"{', '.join(STAGED_LOSSES)}; got {stage}")
+        stage.losses = {k: float(v) for k, v in stage.losses.items()}
+        previous_start = stage.start
     return cfg
 
 

@@ -55,7 +55,7 @@ from adasr.training.losses import (
     ssim,
     tracker_to_model_pose,
 )
-from adasr.training.train_config import TrainConfig, lr_factor
+from adasr.training.train_config import TrainConfig, losses_at, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class Trainer:
     def forward(self, b: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                                       dict[str, torch.Tensor]]:
         """Generator-side forward: total loss, loss terms, and tensors for the discriminator/samples."""
-        w = self.cfg.losses
+        w = losses_at(self.cfg, step)
         nets = self.networks
         x_c = nets.kp_detector(b["source"]).float()
         motion_s, angles_s = motion_of(nets, b["source"])
@@ -285,7 +285,7 @@ class Trainer:
 
     def _gan_on(self, step: int) -> bool:
         """Whether the generator's adversarial and feature-matching terms count at ``step``."""
-        w = self.cfg.losses
+        w = losses_at(self.cfg, step)
         return step >= self.cfg.gan_start_step and (w.gan > 0 or w.feature_matching > 0)
 
     def _discriminator_on(self, step: int) -> bool:
