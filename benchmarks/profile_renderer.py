@@ -71,7 +71,7 @@ def main() -> None:
         export_model(model, tmp)
         session = ort_cpu_session(Path(tmp) / "renderer.onnx", args.threads, profile_prefix=str(Path(tmp) / "prof"))
         feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
-        for _ in range(5):  # warm-up, profiled too: skipped below by its share of the calls
+        for _ in range(5):  # warm-up: profiled too, so it counts as calls in the per-call average below
             session.run(None, feeds)
         for _ in range(args.iterations):
             session.run(None, feeds)
