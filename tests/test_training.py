@@ -292,6 +292,51 @@ def test_loss_stages_change_the_weights_from_their_step_on(prepared: Path, tmp_p
             _tiny_cfg(prepared, tmp_path, loss_stages=bad)
 
 
+def test_weight_average_follows_the_exponential_rule_and_restores_the_live_weights() -> None:
+    from adasr.training.weight_average import WeightAverage
+
+    module = torch.nn.BatchNorm1d(3)  # weights, float statistics and an integer counter
+    first = module.weight.detach().clone()
+    average = WeightAverage(module, decay=0.75)
+    with torch.no_grad():
+        module.weight.fill_(2.0)
+    module(torch.randn(8, 3))  # the counter and the running statistics move too
+    average.update(module)
+    assert torch.allclose(average.state_dict()["weight"], 0.75 * first + 0.25 * 2.0)
+    assert int(average.state_dict()["num_batches_tracked"]) == 1
+    with average.applied(module) as averaged:
+        assert torch.equal(averaged.weight, average.state_dict()["weight"])
+    assert torch.equal(module.weight, torch.full((3,), 2.0))
+    with pytest.raises(ValueError, match="does not fit"):
+        average.load_state_dict(torch.nn.BatchNorm1d(4).state_dict())
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(module, decay=1.0)
+
+
+def test_the_exported_model_is_the_moving_average_from_its_start_step(prepared: Path, tmp_path: Path) -> None:
+    from adasr.checkpoint import load_model
+    from adasr.errors import ConfigError
+
+    trainer = Trainer(_tiny_cfg(prepared, tmp_path, ema_decay=0.5, ema_start=1))
+    live = []
+    for _ in range(3):
+        trainer.train_step()
+        live.append({k: v.detach().clone() for k, v in trainer.networks.state_dict().items()})
+    # step 0 is before the start; step 1 starts the average; step 2 moves it half way
+    assert trainer.weight_average is not None
+    exported = load_model(trainer.export(tmp_path / "ema.pth")).networks.state_dict()
+    moved = 0
+    for name, value in exported.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (live[1][name] + live[2][name]) / 2, atol=1e-6), name
+            moved += not torch.equal(live[1][name], live[2][name])
+    assert moved  # the two steps differ, so the export is neither of them
+    name = next(k for k, v in live[2].items() if v.is_floating_point() and not torch.equal(v, live[1][k]))
+    assert torch.equal(trainer.networks.state_dict()[name], live[2][name])  # training goes on from the live ones
+    with pytest.raises(ConfigError, match="ema_decay"):
+        _tiny_cfg(prepared, tmp_path, ema_decay=1.0)
+
+
 def test_validation_reports_the_model_against_the_still_photo(prepared: Path, tmp_path: Path) -> None:
     from adasr.training.losses import ssim
 
@@ -326,7 +371,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(prepared: Path, tmp_path: 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # The resumed run must follow the lr curve, and switch the GAN (two scales) on at step 3 after its warm-up.
     decay = {"lr_schedule": [{"start": 1, "end": 4, "final_factor": 0.1}], "gan_start_step": 3,
-             "discriminator_scales": [1.0, 0.5]}
+             "discriminator_scales": [1.0, 0.5], "ema_decay": 0.5}
     full = train(_tiny_cfg(prepared, tmp_path / "full", **decay), progress=False)
     assert full.step == 4 and full.export_path.is_file() and "discriminator" in full.last_losses
 
@@ -348,7 +393,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(prepared: Path, tmp_path: 
 
     a = torch.load(full.checkpoint_path, weights_only=False)
     b = torch.load(resumed.checkpoint_path, weights_only=False)
-    for key in ("networks", "discriminator"):
+    for key in ("networks", "discriminator", "weight_average"):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resuming"

@@ -124,6 +124,11 @@ class TrainConfig:
     """The discriminator alone trains (real vs generated frames) this many steps before ``gan_start_step``,
     so the generator's first adversarial gradients come from a critic that has learnt something (a fresh
     one's features are noise, and feature matching against them pulls toward noise)."""
+    ema_decay: float = 0.0
+    """Validate and export an exponential moving average of the generator side's weights with this decay
+    (e.g. 0.99: about the last 100 steps; 0: off, the weights of the last step)."""
+    ema_start: int = 0
+    """The average starts as the weights after this step: a stage that adds it to a resumed recipe replays."""
     checkpoint_every: int = 100
     """Training checkpoint (networks, optimizers, step, RNG states) interval, in steps."""
     export_every: int = 100
@@ -162,6 +167,8 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
     if cfg.micro_batches < 1 or cfg.batch_size % cfg.micro_batches:
         raise ConfigError(f"{where}: batch_size {cfg.batch_size} is not divisible into micro_batches "
                           f"{cfg.micro_batches}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"{where}: ema_decay must lie in [0, 1), got {cfg.ema_decay}")
     previous_end = 0
     for i, cycle in enumerate(cfg.lr_schedule):
         if not (previous_end <= cycle.start < cycle.end and cycle.peak_factor > 0 and cycle.final_factor > 0):

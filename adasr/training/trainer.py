@@ -13,6 +13,7 @@ One step (AdaSR, official-architecture.md §6):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -56,6 +57,7 @@ from adasr.training.losses import (
     tracker_to_model_pose,
 )
 from adasr.training.train_config import TrainConfig, losses_at, lr_factor
+from adasr.training.weight_average import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ class Trainer:
         self.dataset = PairDataset(data_dir, train_clips, seed=cfg.seed, augment=cfg.augment,
                                    identity_fraction=cfg.identity_pair_fraction)
         self.val_batch = self._validation_batch(data_dir) if cfg.val_clips else None
+        self.weight_average: WeightAverage | None = None
+        """The validated and exported weights when ``cfg.ema_decay`` is on, from step ``cfg.ema_start``."""
         self.step = 0
         self.amp = cfg.amp and self.device.type == "cuda"
 
@@ -165,6 +169,8 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self.weight_average is not None:
+            state["weight_average"] = self.weight_average.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -173,6 +179,12 @@ class Trainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
+        self.weight_average = None
+        if "weight_average" in state and self.cfg.ema_decay:
+            self.weight_average = WeightAverage(self.networks, self.cfg.ema_decay)
+            self.weight_average.load_state_dict(state["weight_average"])
+        elif self.cfg.ema_decay and self.step > self.cfg.ema_start:
+            logger.info("the checkpoint holds no weight average: it starts from the weights of step %d", self.step)
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
@@ -211,12 +223,30 @@ class Trainer:
                               "train_clips": self.train_clips, "val_clips": list(self.cfg.val_clips),
                               "degradation_mode": self.degradation.mode}}
         was_training = self.networks.training
-        self.networks.cpu()
-        try:
-            return save_checkpoint(path, self.networks, extra)
-        finally:
-            self.networks.to(self.device)
-            self.networks.train(was_training)
+        with self.averaged_weights():
+            self.networks.cpu()
+            try:
+                return save_checkpoint(path, self.networks, extra)
+            finally:
+                self.networks.to(self.device)
+                self.networks.train(was_training)
+
+    def averaged_weights(self) -> contextlib.AbstractContextManager[Any]:
+        """The networks hold the weights that are validated and exported inside the block: the moving
+        average once it runs, else the current ones."""
+        if self.weight_average is None:
+            return contextlib.nullcontext(self.networks)
+        return self.weight_average.applied(self.networks)
+
+    def _update_weight_average(self, step: int) -> None:
+        """After the optimiser step of ``step``: start the average at ``ema_start`` (or on the first step of
+        a resumed run whose checkpoint holds none), move it afterwards."""
+        if not self.cfg.ema_decay or step < self.cfg.ema_start:
+            return
+        if self.weight_average is None:
+            self.weight_average = WeightAverage(self.networks, self.cfg.ema_decay)
+        else:
+            self.weight_average.update(self.networks)
 
     # ------------------------------------------------------------------ one step
     def batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -334,6 +364,7 @@ class Trainer:
             logs["discriminator"] = loss_d_sum / len(parts)
         self.dist.broadcast_buffers(self.networks)
         self.dist.broadcast_buffers(self.discriminator)
+        self._update_weight_average(step)
         self.step += 1
         self._last = (b, torch.cat(predictions))
         return logs
@@ -362,16 +393,17 @@ class Trainer:
         """Mean PSNR (dB) and SSIM of the model (sharp source, eval mode) and of copying the source: the
         still photo is the bar a held-out face must beat."""
         assert self.val_batch is not None
-        self.networks.eval()
         preds = []
-        for i in range(0, len(self.val_batch["source"]), chunk):
-            src = self.val_batch["source"][i:i + chunk].to(self.device)
-            drv = self.val_batch["driving"][i:i + chunk].to(self.device)
-            x_c = self.networks.kp_detector(src)
-            kp_s = transform_keypoints(x_c, motion_of(self.networks, src)[0])
-            kp_d = transform_keypoints(x_c, motion_of(self.networks, drv)[0])
-            preds.append(self.networks.generator(src, kp_s, kp_d).prediction.float().clamp(0, 1).cpu())
-        self.networks.train()
+        with self.averaged_weights() as nets:
+            nets.eval()
+            for i in range(0, len(self.val_batch["source"]), chunk):
+                src = self.val_batch["source"][i:i + chunk].to(self.device)
+                drv = self.val_batch["driving"][i:i + chunk].to(self.device)
+                x_c = nets.kp_detector(src)
+                kp_s = transform_keypoints(x_c, motion_of(nets, src)[0])
+                kp_d = transform_keypoints(x_c, motion_of(nets, drv)[0])
+                preds.append(nets.generator(src, kp_s, kp_d).prediction.float().clamp(0, 1).cpu())
+            nets.train()
         pred = torch.cat(preds)
         drv, src = self.val_batch["driving"], self.val_batch["source"]
         return {"psnr_model": _psnr(pred, drv), "psnr_copy_source": _psnr(src, drv),
