@@ -369,7 +369,8 @@ def test_pretrained_losses_and_a_two_scale_discriminator_train(prepared: Path, t
 
 def test_killed_and_resumed_run_matches_uninterrupted(prepared: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    # The resumed run must follow the lr curve, and switch the GAN (two scales) on at step 3 after its warm-up.
+    # The resumed run must follow the lr curve, switch the GAN (two scales) on at step 3 after its warm-up, and
+    # carry the weight average across the stop.
     decay = {"lr_schedule": [{"start": 1, "end": 4, "final_factor": 0.1}], "gan_start_step": 3,
              "discriminator_scales": [1.0, 0.5], "ema_decay": 0.5}
     full = train(_tiny_cfg(prepared, tmp_path / "full", **decay), progress=False)
