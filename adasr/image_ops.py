@@ -9,6 +9,15 @@ import torch
 from adasr.errors import InputError
 
 
+#: ITU-R BT.601 luma weights, as OpenCV's RGB → grey.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] RGB → [B, 1, H, W] BT.601 luma (OpenCV's grey), in the images' dtype and device."""
+    return (images[:, :3] * images.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Grey, RGB or RGBA, uint8 or float in [0, 1] → HWC RGB uint8 (alpha dropped)."""
     arr = np.asarray(image)

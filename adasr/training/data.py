@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from adasr.errors import InputError
+from adasr.image_ops import luma
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
 from adasr.training.face_regions import expression_region_map
 from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, read_image
@@ -429,7 +430,7 @@ class PairDataset(Dataset):
             mean = imgs.mean(dim=(1, 2, 3), keepdim=True)
             imgs = (imgs - mean) * (1 + aug.contrast * (2 * draws[2] - 1)) + mean
         if aug.saturation:
-            grey = (imgs * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            grey = luma(imgs)
             imgs = (imgs - grey) * (1 + aug.saturation * (2 * draws[3] - 1)) + grey
         if aug.channel_shuffle and perm_draw < aug.channel_shuffle:
             imgs = imgs[:, torch.from_numpy(perm)]

@@ -28,6 +28,7 @@ import yaml
 
 from adasr.dataclass_io import build_dataclass, to_plain
 from adasr.errors import ConfigError
+from adasr.image_ops import luma
 
 __all__ = [
     "KERNEL_TYPES",
@@ -55,9 +56,6 @@ KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau
 
 #: Interpolation modes accepted anywhere a resize mode is configured (torch ``F.interpolate`` names).
 _INTERP_MODES = ("nearest", "area", "bilinear", "bicubic")
-
-#: ITU-R BT.601 luma weights, used to make grey (colour-free) Poisson noise.
-_LUMA = (0.299, 0.587, 0.114)
 
 _PI = math.pi
 
@@ -583,8 +581,7 @@ def _poisson_noise(x: torch.Tensor, gray: torch.Tensor, rnd: _Random) -> torch.T
         noise[idx] = _shot_noise(x[idx], rnd)
     idx = gray.nonzero().flatten()
     if idx.numel():
-        luma = (x[idx] * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        noise[idx] = _shot_noise(luma, rnd).expand(-1, 3, -1, -1)
+        noise[idx] = _shot_noise(luma(x[idx]), rnd).expand(-1, 3, -1, -1)
     return noise
 
 

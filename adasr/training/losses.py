@@ -39,6 +39,7 @@ from torch import nn
 
 from adasr.blocks import make_coordinate_grid, tapped_features
 from adasr.discriminator import DiscriminatorOutput
+from adasr.image_ops import luma
 from adasr.pretrained.sface import FaceBox, FaceIdentity, cosine_distance
 
 #: torchvision's VGG19 ``features`` layout: conv widths, "M" for max-pool.
@@ -334,15 +335,10 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, window: int = 7, data_r
     return s.mean()
 
 
-#: ITU-R BT.601 luma weights, as OpenCV's RGB → grey.
-_LUMA = (0.299, 0.587, 0.114)
-
-
 def detail_energy(x: torch.Tensor, window: int = 8) -> torch.Tensor:
     """Mean |Laplacian| of the luma of [B, 3, H, W] images over ``window``² tiles: [B, 1, H/w, W/w]."""
-    luma = (x[:, :3] * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
     kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-    laplacian = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernel)
+    laplacian = F.conv2d(F.pad(luma(x), (1, 1, 1, 1), mode="replicate"), kernel)
     return F.avg_pool2d(laplacian.abs(), window)
 
 
