@@ -140,6 +140,11 @@ class GeneratorConfig:
     through a learned mask (the decoder paints only where the warped photo is wrong). With driving = source
     the photo comes back exactly, and fine detail (eyes, glasses, hair) is the photo's, not re-invented.
     Needs detail_channels; adds 3·16 / reshape_depth volume channels."""
+    source_interpolation: Literal["bilinear", "cubic"] = "bilinear"
+    """How the blended source photo is resampled under the motion. Bilinear sampling between pixel centres
+    is a low-pass filter: the photo came back softer the further the head moved. ``cubic`` (Catmull-Rom)
+    keeps its fine detail: f_s also carries the photo's second differences (9 more channels before
+    packing), sampled with the photo; identity motion still returns the photo exactly. Needs blend_source."""
     dense_motion_params: DenseMotionConfig = field(default_factory=DenseMotionConfig)
     """Dense motion network."""
     decoder: SPADEDecoderConfig = field(default_factory=SPADEDecoderConfig)
@@ -147,8 +152,10 @@ class GeneratorConfig:
 
     @property
     def detail_map_channels(self) -> int:
-        """Channels of the full-resolution map packed into f_s: the learned detail, then the source RGB."""
-        return self.detail_channels + (3 if self.blend_source else 0)
+        """Channels of the full-resolution map packed into f_s: the learned detail, then the source RGB and,
+        for a cubic source warp, its three second differences."""
+        photo = 3 * (4 if self.source_interpolation == "cubic" else 1) if self.blend_source else 0
+        return self.detail_channels + photo
 
 
 @dataclass
@@ -193,6 +200,19 @@ class ModelConfig:
         """Extra f_s channels that carry the full-resolution detail map (space-to-depth, 4×4 → S/4)."""
         return self.generator.detail_map_channels * 16 // self.generator.reshape_depth
 
+    @property
+    def derived_volume_channels(self) -> int:
+        """The last f_s channels, which a receiver derives from the photo before them (a cubic source warp's
+        second differences): a sent state leaves them out (``realtime.source_state_codec``)."""
+        g = self.generator
+        cubic = g.blend_source and g.source_interpolation == "cubic"
+        return 9 * 16 // g.reshape_depth if cubic else 0
+
+    def sent_volume_shape(self) -> tuple[int, int, int, int]:
+        """(C, D, H, W) of the f_s a sender puts on the wire: ``source_volume_shape`` less the derived channels."""
+        c, d, h, w = self.source_volume_shape()
+        return (c - self.derived_volume_channels, d, h, w)
+
     def source_volume_shape(self) -> tuple[int, int, int, int]:
         """(C, D, H, W) of the f_s this model's source encoder makes: the one shape a renderer accepts."""
         g = self.generator
@@ -223,8 +243,12 @@ class ModelConfig:
             (len(self.he_estimator.widths) == 4 and len(self.he_estimator.blocks) == 4,
              "he_estimator.widths and blocks need 4 stages"),
             (g.detail_channels >= 0 and (g.detail_map_channels * 16) % g.reshape_depth == 0,
-             "generator.detail_channels (+3 with blend_source)·16 must be a non-negative multiple of reshape_depth"),
+             "generator.detail_map_channels·16 must be a non-negative multiple of reshape_depth"),
             (not g.blend_source or g.detail_channels > 0, "generator.blend_source needs detail_channels > 0"),
+            (g.source_interpolation in ("bilinear", "cubic"),
+             f"generator.source_interpolation must be 'bilinear' or 'cubic', got '{g.source_interpolation}'"),
+            (g.source_interpolation == "bilinear" or g.blend_source,
+             "generator.source_interpolation 'cubic' needs blend_source"),
             (dec.num_up_blocks == 2 or (dec.num_up_blocks == 1 and dec.up_channels == dec.out_channels),
              "decoder.num_up_blocks must be 2, or 1 with up_channels equal to out_channels"),
             (0 < dm.motion_scale <= 1 and (1 / dm.motion_scale).is_integer(),

@@ -5,7 +5,9 @@ finer: the soft face of the first lite model. This path encodes a full-resolutio
 once, warps it every frame with the 2-D flow implied by the 3-D deformation (a learned softmax over
 depth picks which depth slice's motion each pixel follows), masks it with its own occlusion map and
 adds it to the decoder after its last up block. With driving = source the flow is the identity and
-the map comes back pixel for pixel, so the renderer can give the source back.
+the map comes back pixel for pixel, so the renderer can give the source back. The source photo blended
+into the output can be resampled Catmull-Rom from bilinear samples of it and its second differences
+(``second_differences``, ``catmull_rom``): bilinear sampling between pixel centres blurs the photo.
 
 The map travels inside f_s, reshaped to S/4 × S/4 planes as extra volume channels, so the SourceState,
 the ONNX graphs and the wire format keep their single appearance tensor.
@@ -59,9 +61,69 @@ def sample_border(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     height, width = image.shape[-2:]
     if height != width:
         raise ValueError(f"sample_border takes square images, got {height}×{width}")
-    limit = 1.0 - 1.0 / int(width)  # the outermost pixel centres, in normalised units
-    return F.grid_sample(image, grid.clamp(-limit, limit), mode="bilinear", padding_mode="zeros",
+    return F.grid_sample(image, clamp_to_centres(grid, int(width)), mode="bilinear", padding_mode="zeros",
                          align_corners=False)
+
+
+def clamp_to_centres(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """A sampling grid clamped to the outermost pixel centres of a square S × S image (normalised units)."""
+    limit = 1.0 - 1.0 / size
+    return grid.clamp(-limit, limit)
+
+
+def second_differences(image: torch.Tensor) -> torch.Tensor:
+    """[B, N, S, S] → [B, 3N, S, S]: the second differences across x, across y, and across both.
+
+    Each is ``2p − left − right`` with replicated borders (the edge pixel repeats, as border padding
+    does). Bilinear samples of these, weighted by ``catmull_rom_weights``, turn a bilinear sample of
+    the image into a Catmull-Rom cubic one; computed once per source, they cost nothing per frame.
+    """
+    def across_x(p: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(p, (1, 1, 0, 0), mode="replicate")
+        return 2 * p - padded[..., :-2] - padded[..., 2:]
+
+    def across_y(p: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(p, (0, 0, 1, 1), mode="replicate")
+        return 2 * p - padded[..., :-2, :] - padded[..., 2:, :]
+
+    dx = across_x(image)
+    return torch.cat([dx, across_y(image), across_y(dx)], dim=1)
+
+
+def with_photo_differences(f_s: torch.Tensor, feature_channel: int, detail_channels: int) -> torch.Tensor:
+    """f_s whose packed map ends with the photo [B, C, D, h, w] → f_s with the photo's packed
+    ``second_differences`` appended (what a cubic source warp samples).
+
+    They are derived from the photo alone, so they need not travel: a sender strips them from the
+    state it sends and the receiver appends them again with this function, as the encoder does.
+    """
+    depth = f_s.shape[2]
+    photo = unpack_detail(f_s[:, feature_channel:])[:, detail_channels:detail_channels + 3]
+    return torch.cat([f_s, pack_detail(second_differences(photo), depth)], dim=1)
+
+
+def catmull_rom_weights(grid: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid [B, S', S', 2] on an S × S image → the weights f(1 − f)/2 per axis [B, 1, S', S'].
+
+    f is the fractional pixel position of each (clamped) sampling point; the weights vanish on pixel
+    centres, so identity motion still gives the photo back exactly.
+    """
+    pixel = (clamp_to_centres(grid, size) + 1) * (size / 2) - 0.5
+    fraction = pixel - torch.floor(pixel)
+    weight = (fraction * (1 - fraction) * 0.5).permute(0, 3, 1, 2)  # B, 2, S', S'
+    return weight[:, :1], weight[:, 1:]
+
+
+def catmull_rom(samples: torch.Tensor, weight_x: torch.Tensor, weight_y: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples [B, 4N, ·] of an image and its ``second_differences`` → Catmull-Rom samples [B, N, ·].
+
+    Catmull-Rom in one dimension is linear interpolation plus f(1 − f)/2 times the linear
+    interpolation of the second difference; the separable 2-D kernel multiplies out to the four
+    terms below. A cubic GridSample would take one op, but ONNX Runtime's CPU kernel for it costs several
+    times the extra bilinear channels (``benchmarks/photo_warp_cost.py`` times both).
+    """
+    image, across_x, across_y, across_both = samples.chunk(4, dim=1)
+    return image + weight_x * across_x + weight_y * across_y + weight_x * weight_y * across_both
 
 
 class DetailEncoder(nn.Module):

@@ -16,7 +16,8 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
-from adasr.detail_path import DetailEncoder, DetailFlow, pack_detail, sample_border, unpack_detail
+from adasr.detail_path import (DetailEncoder, DetailFlow, catmull_rom, catmull_rom_weights, pack_detail,
+                               sample_border, unpack_detail, with_photo_differences)
 from adasr.spade_decoder import SPADEDecoder
 from adasr.warp import WarpFn, grid_sample_3d
 
@@ -60,6 +61,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if g.detail_channels else None
         self.detail_flow = DetailFlow(self.dense_motion_network.hourglass.out_channels, g.reshape_depth,
                                       g.dense_motion_params.occlusion_kernel_size) if g.detail_channels else None
+        self.cubic_source = g.blend_source and g.source_interpolation == "cubic"
+        self.detail_channels = g.detail_channels
 
     @property
     def blend_source(self) -> bool:
@@ -70,7 +73,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         """Source image [B, 3, S, S] in [0, 1] → appearance feature volume f_s [B, C, D, S/4, S/4].
 
         With a detail path, C also counts the packed full-resolution detail map's channels (and, with
-        ``blend_source``, the source RGB after them).
+        ``blend_source``, the source RGB after them, then its second differences for a cubic warp).
         """
         first = self.first(source)  # B, be, S, S
         out = first
@@ -84,7 +87,10 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         detail = self.detail_encoder(first, source)
         if self.blend_source:
             detail = torch.cat([detail, source], dim=1)
-        return torch.cat([volume, pack_detail(detail, self.reshape_depth)], dim=1)
+        f_s = torch.cat([volume, pack_detail(detail, self.reshape_depth)], dim=1)
+        if self.cubic_source:
+            f_s = with_photo_differences(f_s, self.feature_channel, self.detail_channels)
+        return f_s
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
                warp: WarpFn = grid_sample_3d) -> RenderOutput:
@@ -110,7 +116,11 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
         warped = sample_border(unpack_detail(packed_detail), grid)
         if self.blend_source:
-            detail, warped_source = warped[:, :-3] * detail_occlusion, warped[:, -3:]
+            photo_channels = 12 if self.cubic_source else 3
+            detail, warped_source = warped[:, :-photo_channels] * detail_occlusion, warped[:, -photo_channels:]
+            if self.cubic_source:
+                # a cubic overshoots at sharp edges; the photo, and so the frame, stays in [0, 1]
+                warped_source = catmull_rom(warped_source, *catmull_rom_weights(grid, size)).clamp(0, 1)
             prediction = self.decoder(out, detail, warped_source)
         else:
             prediction = self.decoder(out, warped * detail_occlusion)

@@ -153,7 +153,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     checkpoint = save_checkpoint(work / "lite128.pth", AdaSRNetworks(config))
     head = TalkingHead(TorchBackend(load_model(checkpoint)))
-    c, d, h, w = config.source_volume_shape()
+    c, d, h, w = config.sent_volume_shape()
     k = config.num_kp
     rng = np.random.default_rng(0)
     x_c = rng.standard_normal((1, k, 3)).astype(np.float32)

@@ -37,19 +37,18 @@ from engines.talking_head import TalkingHead
 from clip_faces import mean_psnr, psnr, sender_motion, track_clip
 from realtime.motion_codec import DEFAULT_QUANTIZER, MotionFlags, MotionQuantizer, encode_motion, num_keypoints
 from realtime.protocol import decode
-from realtime.source_payload import measure_source_error, pack_source_state, unpack_source_state
+from realtime.source_messages import SourceKind
+from realtime.source_payload import Quantization, measure_source_error
+from realtime.source_state_codec import decode_state, encode_state
 
 GROUPS = {"angle": slice(0, 3), "t": slice(3, 6), "delta": slice(6, None)}
 
 
-def roundtrip_state(state: SourceState, quantization: str) -> tuple[SourceState, int]:
-    """The state after pack/unpack with ``quantization`` (zlib), and the payload's bytes."""
-    arrays = {"f_s": state.f_s.cpu().numpy(), "x_c": state.x_c.cpu().numpy(), "motion": state.motion.to_vector()}
-    payload = pack_source_state(arrays, quantization=quantization, compression="zlib")  # type: ignore[arg-type]
-    back = unpack_source_state(payload)
-    device = state.f_s.device
-    return SourceState(torch.from_numpy(back["f_s"]).to(device), torch.from_numpy(back["x_c"]).to(device),
-                       Motion.from_vector(back["motion"], device), state.model_id), len(payload)
+def roundtrip_state(head: TalkingHead, state: SourceState, quantization: Quantization) -> tuple[SourceState, int]:
+    """The state as a receiver gets it after the sender's encoding with ``quantization`` (zlib), and the
+    payload's bytes (``realtime.source_state_codec``: what a call sends)."""
+    payload = encode_state(state, head.backend.config, quantization=quantization, compression="zlib")
+    return decode_state(payload, SourceKind.FEATURE_VOLUME, head), len(payload)
 
 
 def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_every: int,
@@ -64,7 +63,7 @@ def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_ev
     errors = np.abs(np.stack(quantised).astype(np.float64) - np.stack(vectors).astype(np.float64))
     ref_f, ref_q = Motion.from_vector(vectors[0]), Motion.from_vector(quantised[0])
 
-    variants = {q: roundtrip_state(state, q) for q in ("fp16", "int8")}
+    variants = {q: roundtrip_state(head, state, q) for q in ("fp16", "int8")}
     motion_pairs, state_pairs = [], {q: [] for q in variants}
     for i, (vf, vq) in enumerate(zip(vectors, quantised)):
         exact = head.render_image(state, Motion.from_vector(vf), ref_f)
@@ -73,8 +72,9 @@ def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_ev
             for q, (st, _) in variants.items():
                 state_pairs[q].append((exact, head.render_image(st, Motion.from_vector(vf), ref_f)))
     per_frame = [psnr(a, b) for a, b in motion_pairs]
-    fp32_bytes = len(pack_source_state({"f_s": state.f_s.cpu().numpy()}, quantization="fp32", compression="zlib"))
-    state_error = measure_source_error({"f_s": state.f_s.cpu().numpy()}, "int8")["f_s"]
+    fp32_bytes = len(encode_state(state, head.backend.config, quantization="fp32", compression="zlib"))
+    sent_f_s = state.f_s[:, :head.backend.config.sent_volume_shape()[0]].cpu().numpy()
+    state_error = measure_source_error({"f_s": sent_f_s}, "int8")["f_s"]
     return {
         "clip": str(path),
         "frames": len(vectors),

@@ -206,7 +206,8 @@ class Sender:
         if opts.send_image:
             return encode_image(crop, compression=opts.compression), SourceKind.SOURCE_IMAGE
         state = self.head.prepare_source(crop)
-        payload = encode_state(state, quantization=opts.quantization, compression=opts.compression)
+        payload = encode_state(state, self.head.backend.config, quantization=opts.quantization,
+                               compression=opts.compression)
         return payload, SourceKind.FEATURE_VOLUME
 
     async def send_source(self) -> None:

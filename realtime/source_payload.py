@@ -12,7 +12,7 @@ SOURCE_IMAGE: the portrait crop as raw uint8 (then compressed): about 10× fewer
 receiver runs the source encoder (hundreds of ms on a CPU) before the first frame.
 
 Every shape is hostile until checked: the receiver knows the one shape each array must have
-(``source_state_codec.expected_shapes``, from ``ModelConfig.source_volume_shape``), and hands
+(``source_state_codec.expected_shapes``, from ``ModelConfig.sent_volume_shape``), and hands
 ``unpack_source_state`` the most decompressed bytes those shapes can take (``max_raw_bytes``) and a
 ``check`` that refuses an array of any other shape as its header is read, before its data is decoded or
 a value allocated. Only then does one test render run, so a payload that passes every check but does

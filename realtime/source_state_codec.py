@@ -2,7 +2,7 @@
 
 * ``encode_state`` / ``encode_image`` / ``decode_state``: a SourceState or a portrait crop ↔ a
   payload of one of two kinds (``SourceKind``), checked against the receiving model's shapes
-  (``expected_shapes``, from ``ModelConfig.source_volume_shape``) before any array is decoded
+  (``expected_shapes``, from ``ModelConfig.sent_volume_shape``) before any array is decoded
   (``max_raw_bytes`` and a shape check handed to ``realtime.source_payload.unpack_source_state``);
 * ``wire_model_id``: the identity both peers compare before a transfer.
 
@@ -18,6 +18,7 @@ import torch
 
 from adasr import motion_layout
 from adasr.config import ModelConfig
+from adasr.detail_path import with_photo_differences
 from adasr.inference import SourceState
 from adasr.keypoints import Motion
 from engines.talking_head import TalkingHead
@@ -37,9 +38,10 @@ MAX_IMAGE_SCALE = 4
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The one shape of each FEATURE_VOLUME array this model's renderer accepts."""
+    """The one shape of each FEATURE_VOLUME array of this model on the wire (f_s without the channels the
+    receiver derives itself: ``ModelConfig.derived_volume_channels``)."""
     k = config.num_kp
-    return {"f_s": (1, *config.source_volume_shape()), "x_c": (1, k, 3), "motion": (motion_layout.vector_size(k),)}
+    return {"f_s": (1, *config.sent_volume_shape()), "x_c": (1, k, 3), "motion": (motion_layout.vector_size(k),)}
 
 
 def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:
@@ -86,11 +88,13 @@ def wire_model_id(head: TalkingHead) -> bytes:
 
 
 def encode_state(
-    state: SourceState, *, quantization: Quantization = "fp16", compression: Compression = "zlib"
+    state: SourceState, config: ModelConfig, *, quantization: Quantization = "fp16", compression: Compression = "zlib"
 ) -> bytes:
-    """SourceState → FEATURE_VOLUME payload."""
+    """SourceState of the model ``config`` describes → FEATURE_VOLUME payload, without the f_s channels the
+    receiver derives (a cubic source warp's second differences: a quarter of the lite state's bytes)."""
+    sent_channels = config.sent_volume_shape()[0]
     arrays = {
-        "f_s": state.f_s.detach().float().cpu().numpy(),
+        "f_s": state.f_s[:, :sent_channels].detach().float().cpu().numpy(),
         "x_c": state.x_c.detach().float().cpu().numpy(),
         "motion": state.motion.to_vector(),
     }
@@ -119,9 +123,11 @@ def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceS
     else:
         if set(arrays) != set(FEATURE_ARRAYS):
             raise ProtocolError(f"FEATURE_VOLUME payload holds {sorted(arrays)}, expected {sorted(FEATURE_ARRAYS)}")
-        f_s, x_c, motion = arrays["f_s"], arrays["x_c"], arrays["motion"]
+        f_s, x_c, motion = torch.from_numpy(arrays["f_s"]), arrays["x_c"], arrays["motion"]
+        if config.derived_volume_channels:
+            f_s = with_photo_differences(f_s, config.feature_channel, config.generator.detail_channels)
         device = head.backend.device
-        state = SourceState(torch.from_numpy(f_s).to(device), torch.from_numpy(x_c).to(device),
+        state = SourceState(f_s.to(device), torch.from_numpy(x_c).to(device),
                             Motion.from_vector(motion, device), head.backend.model_id)
     try:
         frame = head.render(state, state.motion)

@@ -138,7 +138,7 @@ def test_receiver_refuses_other_model_and_corrupt_state_and_stays_up(fast_head, 
     from realtime.source_state_codec import encode_state, wire_model_id
 
     state = fast_head.prepare_source(astronaut_face)
-    payload = encode_state(state)
+    payload = encode_state(state, fast_head.backend.config)
 
     async def scenario() -> Receiver:
         receiver = Receiver(fast_head, ReceiverOptions(stats_interval_s=0))

@@ -154,7 +154,7 @@ class GatedHead:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.decode_ended = False
-        config = SimpleNamespace(name="gated", image_size=8, num_kp=15, source_volume_shape=self._blocked)
+        config = SimpleNamespace(name="gated", image_size=8, num_kp=15, sent_volume_shape=self._blocked)
         self.backend = SimpleNamespace(model_id="gated", config=config, device=torch.device("cpu"))
         self.size = 8
 

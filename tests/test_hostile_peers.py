@@ -136,7 +136,7 @@ def test_f2_a_source_state_of_any_wrong_shape_is_refused_before_its_data_is_read
 
     caplog.set_level(logging.DEBUG, logger="realtime.receiver")
     config = fast_head.backend.config
-    c, d, h, w = config.source_volume_shape()
+    c, d, h, w = config.sent_volume_shape()
     k = config.num_kp
     fp16, fp32 = 1, 0
     good_x_c = ("x_c", fp32, (1, k, 3), bytes(4 * 3 * k))
@@ -156,7 +156,8 @@ def test_f2_a_source_state_of_any_wrong_shape_is_refused_before_its_data_is_read
             receiver = served.receiver
             assert receiver is not None
             seq = 0
-            for index, payload in enumerate([*payloads, encode_state(fast_head.prepare_source(astronaut_face))]):
+            good = encode_state(fast_head.prepare_source(astronaut_face), config)
+            for index, payload in enumerate([*payloads, good]):
                 for message in split_source(payload, wire_model_id(fast_head), SourceKind.FEATURE_VOLUME,
                                             first_seq=seq, transfer_id=index):
                     hostile.channels.control.send(message)

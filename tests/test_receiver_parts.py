@@ -218,7 +218,7 @@ def test_the_inbox_decodes_a_good_state_and_refuses_a_wrong_shape_loudly_three_t
     inbox = inbox_for(fast_head)
     model = wire_model_id(fast_head)
     state = fast_head.prepare_source(astronaut_face)
-    for message in transfer(encode_state(state), model, 8, max_message=16384):
+    for message in transfer(encode_state(state, fast_head.backend.config), model, 8, max_message=16384):
         done = inbox.feed(message)
     complete = inbox.take()
     assert done and complete is not None
@@ -235,3 +235,31 @@ def test_the_inbox_decodes_a_good_state_and_refuses_a_wrong_shape_loudly_three_t
         inbox.refuse(str(refused.value))
     levels = [r.levelno for r in caplog.records if r.getMessage().startswith("refused the source state")]
     assert levels == [logging.ERROR] * 3 + [logging.DEBUG] * 2 and inbox.stats.source_errors == 5
+
+
+def test_a_sent_state_leaves_out_the_photo_differences_and_the_receiver_derives_them(
+        fast_head, astronaut_face) -> None:  # type: ignore[no-untyped-def]
+    """The lite state's last channels are the photo's second differences (the cubic source warp): derived from
+    the photo, so the payload leaves them out and the decoded state has them again, as the encoder made them
+    (up to the photo's fp16 rounding); the receiver renders the sender's frame."""
+    from realtime.source_payload import unpack_source_state
+    from realtime.source_state_codec import decode_state
+
+    config = fast_head.backend.config
+    derived = config.derived_volume_channels
+    assert derived == 9 * 16 // config.generator.reshape_depth
+    state = fast_head.prepare_source(astronaut_face)
+    payload = encode_state(state, config, quantization="fp32")
+    sent = unpack_source_state(payload)["f_s"]
+    assert sent.shape == (1, *config.sent_volume_shape()) and sent.shape[1] == state.f_s.shape[1] - derived
+    back = decode_state(payload, SourceKind.FEATURE_VOLUME, fast_head)
+    assert back.f_s.shape == state.f_s.shape
+    assert (back.f_s - state.f_s).abs().max() < 1e-6
+    fp16 = decode_state(encode_state(state, config), SourceKind.FEATURE_VOLUME, fast_head)
+    assert (fp16.f_s[:, -derived:] - state.f_s[:, -derived:]).abs().max() < 4e-3  # from the fp16 photo
+    full = len(pack_source_state({"f_s": state.f_s.numpy(), "x_c": state.x_c.numpy(),
+                                  "motion": state.motion.to_vector()}))
+    assert len(encode_state(state, config)) < 0.8 * full
+    motion = state.motion
+    sender, receiver = (fast_head.render_image(s, motion, motion).astype(int) for s in (state, fp16))
+    assert np.abs(sender - receiver).max() <= 2

@@ -276,6 +276,7 @@ def flood_head():  # type: ignore[no-untyped-def]
     config = dataclasses.replace(load_model_config("lite"), image_size=128, name="lite-128-flood-test")
     config.generator.detail_channels = 0
     config.generator.blend_source = False
+    config.generator.source_interpolation = "bilinear"
     return TalkingHead(TorchBackend(LoadedModel(AdaSRNetworks(config).eval(), config, "lite-128-flood-test",
                                                 Path("random"))))
 
@@ -288,7 +289,7 @@ def test_token_size_cap_busy_flood_and_bad_source_states_then_the_next_call(
     from realtime.source_state_codec import encode_state, wire_model_id
 
     caplog.set_level(logging.ERROR, logger="realtime.receiver")
-    payload = encode_state(flood_head.prepare_source(astronaut_face))
+    payload = encode_state(flood_head.prepare_source(astronaut_face), flood_head.backend.config)
     portrait = tmp_path / "face.png"
     cv2.imwrite(str(portrait), cv2.cvtColor(astronaut_face, cv2.COLOR_RGB2BGR))
     token = generate_token()

@@ -138,7 +138,7 @@ def test_one_render_thread_serves_every_face_in_turn_and_never_queues_more_than_
 
 def test_remote_face_checks_its_messages_installs_one_state_and_skips_its_repeat(fast_head, astronaut_face) -> None:  # type: ignore[no-untyped-def]
     state = fast_head.prepare_source(astronaut_face)
-    payload = encode_state(state)
+    payload = encode_state(state, fast_head.backend.config)
     face = RemoteFace(9, "A", fast_head, FaceOptions(silence_timeout_s=5.0), now_us=0)
     messages = split_source(payload, wire_model_id(fast_head), SourceKind.FEATURE_VOLUME, first_seq=0)
     vector = state.motion.to_vector()
@@ -162,7 +162,7 @@ def test_remote_face_checks_its_messages_installs_one_state_and_skips_its_repeat
 
 
 def test_remote_face_from_another_model_is_refused_and_not_asked_again(fast_head, astronaut_face) -> None:  # type: ignore[no-untyped-def]
-    payload = encode_state(fast_head.prepare_source(astronaut_face))
+    payload = encode_state(fast_head.prepare_source(astronaut_face), fast_head.backend.config)
     face = RemoteFace(9, "B", fast_head, FaceOptions(source_request_s=2.0), now_us=0)
     assert face.wants_source(0)
     face.requested(0)
