@@ -151,11 +151,15 @@ class GeneratorConfig:
     """SPADE decoder."""
 
     @property
+    def photo_differences_channels(self) -> int:
+        """Map channels of the source RGB's three second differences, which a cubic source warp samples (else 0)."""
+        return 3 * 3 if self.blend_source and self.source_interpolation == "cubic" else 0
+
+    @property
     def detail_map_channels(self) -> int:
         """Channels of the full-resolution map packed into f_s: the learned detail, then the source RGB and,
         for a cubic source warp, its three second differences."""
-        photo = 3 * (4 if self.source_interpolation == "cubic" else 1) if self.blend_source else 0
-        return self.detail_channels + photo
+        return self.detail_channels + (3 if self.blend_source else 0) + self.photo_differences_channels
 
 
 @dataclass
@@ -204,9 +208,7 @@ class ModelConfig:
     def derived_volume_channels(self) -> int:
         """The last f_s channels, which a receiver derives from the photo before them (a cubic source warp's
         second differences): a sent state leaves them out (``realtime.source_state_codec``)."""
-        g = self.generator
-        cubic = g.blend_source and g.source_interpolation == "cubic"
-        return 9 * 16 // g.reshape_depth if cubic else 0
+        return self.generator.photo_differences_channels * 16 // self.generator.reshape_depth
 
     def sent_volume_shape(self) -> tuple[int, int, int, int]:
         """(C, D, H, W) of the f_s a sender puts on the wire: ``source_volume_shape`` less the derived channels."""

@@ -61,7 +61,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if g.detail_channels else None
         self.detail_flow = DetailFlow(self.dense_motion_network.hourglass.out_channels, g.reshape_depth,
                                       g.dense_motion_params.occlusion_kernel_size) if g.detail_channels else None
-        self.cubic_source = g.blend_source and g.source_interpolation == "cubic"
+        self.photo_differences = g.photo_differences_channels  # 0 unless the photo is warped Catmull-Rom
         self.detail_channels = g.detail_channels
 
     @property
@@ -88,7 +88,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         if self.blend_source:
             detail = torch.cat([detail, source], dim=1)
         f_s = torch.cat([volume, pack_detail(detail, self.reshape_depth)], dim=1)
-        if self.cubic_source:
+        if self.photo_differences:
             f_s = with_photo_differences(f_s, self.feature_channel, self.detail_channels)
         return f_s
 
@@ -116,9 +116,9 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
         warped = sample_border(unpack_detail(packed_detail), grid)
         if self.blend_source:
-            photo_channels = 12 if self.cubic_source else 3
+            photo_channels = 3 + self.photo_differences
             detail, warped_source = warped[:, :-photo_channels] * detail_occlusion, warped[:, -photo_channels:]
-            if self.cubic_source:
+            if self.photo_differences:
                 # a cubic overshoots at sharp edges; the photo, and so the frame, stays in [0, 1]
                 warped_source = catmull_rom(warped_source, *catmull_rom_weights(grid, size)).clamp(0, 1)
             prediction = self.decoder(out, detail, warped_source)
