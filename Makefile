@@ -24,23 +24,31 @@ $(STAMP): pyproject.toml | $(PY)
 $(FACE_MODEL): | $(STAMP)
 	PYTHON=$(PY) bash scripts/fetch_face_model.sh $@
 
-install: $(STAMP) $(FACE_MODEL)
+# The browser page's packages (web/package-lock.json, exact versions), installed as locked; without npm the page
+# cannot be served and its tests skip.
+WEB_MODULES := web/node_modules/.package-lock.json
+$(WEB_MODULES): web/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix web --no-audit --no-fund && touch $@; \
+	else echo "npm not installed: adasr receive serves no page and the browser tests skip"; fi
 
-# Programs the tests run beside Python: coturn (the TURN relay), Janus (the SFU of group calls) and iproute2 (the
-# network namespace Janus runs in). Installed where apt-get exists and we are root; elsewhere the tests that need
-# them skip and say why.
-SYSTEM_PACKAGES := coturn janus iproute2
+install: $(STAMP) $(FACE_MODEL) $(WEB_MODULES)
+
+# Programs the tests run beside Python: coturn (the TURN relay), Janus (the SFU of group calls), iproute2 (the
+# network namespace Janus runs in), node/npm (the page's packages and tests) and chromium (the browser peer's tests,
+# headless). Installed where apt-get exists and we are root; elsewhere the tests that need them skip and say why.
+SYSTEM_PACKAGES := coturn janus iproute2 nodejs npm chromium
 system-packages:
-	@if command -v turnserver >/dev/null && command -v janus >/dev/null && command -v ip >/dev/null; then :; \
+	@if command -v turnserver >/dev/null && command -v janus >/dev/null && command -v ip >/dev/null \
+		&& command -v npm >/dev/null && command -v chromium >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) \
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); } \
-		|| echo "could not install $(SYSTEM_PACKAGES): the TURN and Janus tests will skip"; \
-	else echo "$(SYSTEM_PACKAGES) not installed (needs apt-get as root): the TURN and Janus tests will skip"; fi
+		|| echo "could not install $(SYSTEM_PACKAGES): the TURN, Janus and browser tests will skip"; \
+	else echo "$(SYSTEM_PACKAGES) not installed (needs apt-get as root): the TURN, Janus and browser tests will skip"; fi
 
 # Lint and type-check first: a finding fails `make test` before the suite runs.
 LINTED := adasr adasr_cli engines export realtime benchmarks tests
-test: install system-packages
+test: system-packages install
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -49,4 +57,4 @@ demo: install
 	$(VENV)/bin/adasr demo
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache web/node_modules

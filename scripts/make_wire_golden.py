@@ -1,0 +1,77 @@
+"""Write web/golden/wire-v1.json: byte vectors of the wire protocol, made once by the Python implementation.
+
+Both implementations are tested against the file (tests/test_web_wire.py, web/test/wire.test.js), so
+the page's JavaScript and ``realtime`` cannot drift apart. Rerun only for a new protocol version:
+    .venv/bin/python scripts/make_wire_golden.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from realtime.messages import CallStats, GoodbyeReason, encode_clock, encode_goodbye, encode_reset_reference, \
+    encode_stats
+from realtime.motion_codec import MotionFlags, encode_motion
+from realtime.source_messages import SourceKind, split_source
+from realtime.source_payload import pack_source_state
+
+GOLDEN = Path(__file__).resolve().parent.parent / "web" / "golden" / "wire-v1.json"
+
+
+def motion_vectors() -> dict[str, np.ndarray]:
+    """Float32 vectors (K = 15) that reach every quantiser path: in range, zero, clamped, edges, float32 edges."""
+    rng = np.random.default_rng(26)
+    inside = np.concatenate([rng.uniform(-99, 99, 3), rng.uniform(-0.49, 0.49, 3), rng.uniform(-0.29, 0.29, 45)])
+    edges = np.concatenate([[100.0, -100.0, 0.0], [0.5, -0.5, 0.0], np.tile([0.3, -0.3, 0.0], 15)])
+    clamped = np.concatenate([[180.0, -250.0, 99.9], [0.7, -3.0, 0.25], np.full(45, -0.31)])
+    ties = np.concatenate([[0.0, 100 / 2046, -100 / 2046], [1 / 508, -1 / 508, 0.0],
+                           np.tile([0.3 / 14, -0.3 / 14, 0.6 / 14], 15)])
+    return {name: v.astype(np.float32) for name, v in
+            (("inside", inside), ("edges", edges), ("clamped", clamped), ("ties", ties))}
+
+
+def cases() -> dict[str, object]:
+    """Every golden case: the inputs as JSON and the bytes as hex."""
+    motion = []
+    for (name, vector), (seq, ts, flags) in zip(motion_vectors().items(), (
+            (0, 0, MotionFlags.NONE), (0xFFFFFFFF, 2**64 - 1, MotionFlags.FACE_LOST),
+            (7, 2**53 + 1, MotionFlags.NONE), (123456, 987654321012, MotionFlags.FACE_LOST))):
+        motion.append({"name": name, "seq": seq, "timestamp_us": str(ts), "flags": int(flags),
+                       "vector": [float(x) for x in vector], "hex": encode_motion(seq, ts, vector, flags).hex()})
+    stats = CallStats(frames_captured=301, frames_sent=300, face_lost_frames=4, packets_received=2**32 + 5)
+    image = np.arange(16 * 20 * 3, dtype=np.uint32).reshape(16, 20, 3).astype(np.uint8)  # H=16, W=20
+    payload = pack_source_state({"image": image}, compression="none")
+    model_id = bytes(range(32))
+    return {
+        "protocol_version": 1,
+        "motion": motion,
+        "stats": {"seq": 3, "timestamp_us": "1000000", "counters": {"frames_captured": 301, "frames_sent": 300,
+                  "face_lost_frames": 4, "packets_received": 2**32 + 5},
+                  "hex": encode_stats(3, 1_000_000, stats).hex()},
+        "goodbye": {"seq": 9, "timestamp_us": "42", "reason": int(GoodbyeReason.ERROR), "text": "caméra fermée",
+                    "hex": encode_goodbye(9, 42, GoodbyeReason.ERROR, "caméra fermée").hex()},
+        "clock": {"seq": 1, "timestamp_us": "5000", "wall_us": "1764806400000000",
+                  "hex": encode_clock(1, 5000, 1_764_806_400_000_000).hex()},
+        "reset_reference": {"seq": 2, "timestamp_us": "77", "from_motion_seq": 4294967295,
+                            "hex": encode_reset_reference(2, 77, 0xFFFFFFFF).hex()},
+        "source_image": {
+            "height": 16, "width": 20, "rgb_hex": image.tobytes().hex(), "payload_hex": payload.hex(),
+            "model_id_hex": model_id.hex(), "kind": int(SourceKind.SOURCE_IMAGE), "max_message": 256,
+            "first_seq": 10, "timestamp_us": "99",
+            "messages_hex": [m.hex() for m in split_source(payload, model_id, SourceKind.SOURCE_IMAGE, 256,
+                                                           first_seq=10, timestamp_us=99)],
+        },
+    }
+
+
+def main() -> None:
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    GOLDEN.write_text(json.dumps(cases(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {GOLDEN}")
+
+
+if __name__ == "__main__":
+    main()
