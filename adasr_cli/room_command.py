@@ -30,7 +30,8 @@ def add_room(sub: SubParsers) -> None:
         "Join (or create) a Janus VideoRoom: publish this person's voice and face motion once (Janus forwards them "
         "to every other participant), send the portrait's source state to each participant as it subscribes, and "
         "render every other participant's face into one grid. Run one per participant. Ctrl-C (or SIGTERM) leaves."))
-    p.add_argument("--janus", required=True, metavar="URL", help="Janus's HTTP API, e.g. http://HOST:8088/janus")
+    p.add_argument("--janus", required=True, metavar="URL",
+                   help="Janus's HTTP API, e.g. https://HOST:8089/janus (plain http:// only to this machine)")
     p.add_argument("--room", required=True, type=int, help="the room's numeric id")
     p.add_argument("--source", required=True, type=Path, help="portrait image the others will see")
     src = p.add_mutually_exclusive_group(required=True)
@@ -51,6 +52,9 @@ def add_room(sub: SubParsers) -> None:
     access.add_argument("--room-secret", default=None, help="the room's secret, set on a room we create")
     access.add_argument("--api-secret", default=os.environ.get(API_SECRET_ENV_VAR),
                         help=f"Janus's API secret (default ${API_SECRET_ENV_VAR})")
+    access.add_argument("--janus-plain-http", action="store_true",
+                        help="allow a plain http:// --janus on another machine: the API secret, the PIN and the "
+                             "streams' keys then cross the network readable and rewritable (trusted networks only)")
     access.add_argument("--no-create", dest="create", action="store_false", help="join only an existing room")
     access.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
                         help="address to offer as ICE host candidate (repeatable; default every interface)")
@@ -104,7 +108,7 @@ def run_room(args: argparse.Namespace) -> int:
                      device=args.vcam_device)
     options = GroupCallOptions(
         participant=ParticipantOptions(
-            JanusOptions(args.janus, api_secret=args.api_secret),
+            JanusOptions(args.janus, api_secret=args.api_secret, plain_http=args.janus_plain_http),
             RoomOptions(args.room, args.display or getpass.getuser(), pin=args.pin, secret=args.room_secret,
                         create=args.create),
             TransportOptions(ice_hosts=tuple(args.ice_host) if args.ice_host else None)),
@@ -128,9 +132,17 @@ def run_room(args: argparse.Namespace) -> int:
     print(f"adasr room: joining room {args.room} at {args.janus}", file=sys.stderr)
     report = asyncio.run(run())
     _write_json(args.stats_json, report)
-    faces = ", ".join(f"{face['display']}: {face['frames_rendered']} frames" + (f" (left: {face['left']})"
-                                                                                 if face["left"] else "")
-                      for face in report["faces"].values())
-    print(f"adasr room: left ({report['end_reason']}); faces: {faces or 'none'}; wire bytes sent "
-          f"{report['wire_bytes_sent']}, received {report['wire_bytes_received']}")
+    print(summary_line(report))
     return 0
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """The line printed when we leave. Names, departure and end reasons are other people's (or Janus's) words:
+    escaped, whatever escaped them before."""
+    from realtime.peer_text import escaped
+
+    faces = ", ".join(f"{escaped(face['display'])}: {face['frames_rendered']} frames"
+                      + (f" (left: {escaped(face['left'])})" if face["left"] else "")
+                      for face in report["faces"].values())
+    return (f"adasr room: left ({escaped(report['end_reason'])}); faces: {faces or 'none'}; wire bytes sent "
+            f"{report['wire_bytes_sent']}, received {report['wire_bytes_received']}")

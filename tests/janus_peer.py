@@ -95,7 +95,7 @@ class Peer:
         callbacks = RoomCallbacks(feed_joined=self.on_joined, message=self.on_message,
                                   audio_frame=self.on_audio, feed_left=self.on_left)
         options = ParticipantOptions(
-            JanusOptions(args.url, api_secret=args.api_secret),
+            JanusOptions(args.url, api_secret=args.api_secret, plain_http=True),  # the test namespace is ours alone
             RoomOptions(args.room, self.name, pin=args.pin, secret=args.room_secret),
             TransportOptions(ice_hosts=(ADDRESS,)))
         self.room = RoomParticipant(options, callbacks, audio=ToneTrack(args.tone_hz))
@@ -225,8 +225,9 @@ async def refusals(args: argparse.Namespace) -> dict[str, Any]:
             if session is not None:
                 await session.destroy()
 
-    good = JanusOptions(args.url, api_secret=args.api_secret)
-    await refused("api_secret", JanusOptions(args.url, api_secret="wrong"), RoomOptions(args.room, "X"))
+    good = JanusOptions(args.url, api_secret=args.api_secret, plain_http=True)
+    await refused("api_secret", JanusOptions(args.url, api_secret="wrong", plain_http=True),
+                  RoomOptions(args.room, "X"))
     await refused("pin", good, RoomOptions(args.room, "X", pin="wrong"))
     await refused("missing_room", good, RoomOptions(args.room + 1, "X", create=False))
     return codes

@@ -17,7 +17,7 @@ RETRY_S = 0.1
 
 
 async def wait_for_janus(url: str, timeout_s: float) -> dict[str, object]:
-    options = JanusOptions(url, request_timeout_s=2.0)
+    options = JanusOptions(url, request_timeout_s=2.0, plain_http=True)  # the test namespace is ours alone
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:

@@ -77,7 +77,8 @@ def test_three_participants_see_and_hear_each_other_and_one_leaving_is_dropped(
     for index, name in enumerate(NAMES):
         voice = write_tone(tmp_path / f"{name}.wav", 400.0 + 200 * index, 900.0)
         processes[name] = janus_server.spawn_python("adasr_cli", [
-            "room", "--janus", janus_server.url, "--api-secret", janus_server.api_secret, "--room", "5150",
+            "room", "--janus", janus_server.url, "--janus-plain-http", "--api-secret", janus_server.api_secret,
+            "--room", "5150",
             "--pin", "room-pin", "--room-secret", "room-secret", "--display", name, "--ice-host", ADDRESS,
             "--source", str(portrait), "--video", str(clip), "--loop", "--fps", "10", "--audio", str(voice),
             "--sink", "none", "--stats-json", str(stats[name]), "--checkpoint", str(fast_checkpoint),

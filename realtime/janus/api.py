@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from realtime.errors import CallError
+from realtime.peer_text import escaped
+from realtime.signaling import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +46,10 @@ class JanusError(CallError):
         self.code = code
         """Janus's error code (``janus.h`` for the core, the plugin's own, e.g. 426 no such room), None when
         the failure is ours (timeout, connection, malformed reply)."""
-        self.reason = reason
-        """Janus's words, or ours."""
+        self.reason = escaped(reason)
+        """Janus's words (escaped: a terminal shows them), or ours."""
         suffix = f" (Janus error {code})" if code is not None else ""
-        super().__init__(f"Janus refused {request!r}: {reason}{suffix}")
+        super().__init__(f"Janus refused {request!r}: {self.reason}{suffix}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ class JanusOptions:
     """Where Janus is and how long to wait for it."""
 
     url: str
-    """Base URL of the HTTP API, e.g. ``http://janus.example:8088/janus``."""
+    """Base URL of the HTTP API, e.g. ``https://janus.example:8089/janus`` (``http://`` to loopback only, unless
+    ``plain_http``)."""
     api_secret: str | None = None
     """Janus's ``api_secret`` (``janus.jcfg``), sent with every request when set."""
     request_timeout_s: float = 10.0
@@ -65,11 +68,22 @@ class JanusOptions:
     poll_hold_s: float = 30.0
     """How long Janus holds a long-poll open with nothing to say (30 s in Janus 1.x); the poll's own bound
     is this plus ``request_timeout_s``."""
+    plain_http: bool = False
+    """Allow ``http://`` to a Janus that is not on this machine: anyone on the way reads the API secret and the
+    room's PIN and can rewrite Janus's SDP (the DTLS fingerprints, so every stream). Only where the network is
+    trusted end to end (a test namespace)."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"the Janus URL must be http(s)://host:port/path, got {self.url!r}")
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            if not self.plain_http:
+                raise CallError(f"refusing plain http:// to the Janus at {parts.hostname}: anyone on the way could "
+                                "read the API secret and the room's PIN and rewrite every stream; use its https:// "
+                                "URL (or, on a network you trust end to end, --janus-plain-http)")
+            logger.warning("talking to Janus at %s over plain http://: the API secret, the PIN and the streams' keys "
+                           "cross the network in the clear", parts.hostname)
         if self.request_timeout_s <= 0 or self.poll_hold_s <= 0 or self.max_events < 1:
             raise ValueError("request_timeout_s and poll_hold_s must be > 0 and max_events ≥ 1")
 
@@ -276,11 +290,16 @@ class JanusSession:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
                 self._lose(f"the long-poll to Janus failed: {error!r}")
                 return
-            for event in reply if isinstance(reply, list) else [reply]:
-                if isinstance(event, dict):
-                    self._dispatch(event)
-                else:
-                    logger.warning("ignoring a malformed Janus event %r", event)
+            try:
+                for event in reply if isinstance(reply, list) else [reply]:
+                    if isinstance(event, dict):
+                        self._dispatch(event)
+                    else:
+                        logger.warning("ignoring a malformed Janus event %r", event)
+            except Exception as error:  # a reply we failed to read: the session is lost, said so, never silently
+                logger.exception("reading Janus's events failed")
+                self._lose(f"reading Janus's events failed: {error!r}")
+                return
 
     def _dispatch(self, event: JsonObject) -> None:
         kind = event.get("janus")
@@ -298,7 +317,8 @@ class JanusSession:
             if not waiter.done():
                 waiter.set_result(event)
             return
-        handle = self._handles.get(event.get("sender"))  # type: ignore[arg-type]
+        sender = event.get("sender")
+        handle = self._handles.get(sender) if isinstance(sender, int) else None
         if handle is None:
             logger.debug("Janus event for no known handle: %r", event)
             return

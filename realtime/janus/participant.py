@@ -36,6 +36,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
 from realtime.errors import CallError
+from realtime.peer_text import escaped
 from realtime.janus.api import JanusError, JanusHandle, JanusSession, JanusOptions, JsonObject, plugin_reply
 from realtime.janus.videoroom import (
     VIDEOROOM,
@@ -47,6 +48,7 @@ from realtime.janus.videoroom import (
     join_as_publisher,
     join_as_subscriber,
     publish,
+    require_pin,
     start,
 )
 from realtime.transport import (
@@ -101,6 +103,11 @@ class RemoteFeed:
 
 def _ignore(*_: object) -> None:
     return None
+
+
+def _reason(event: JsonObject) -> str:
+    """A hang-up's reason as Janus gave it, escaped (it ends up in logs and on the terminal)."""
+    return escaped(str(event.get("reason", "no reason given")))
 
 
 @dataclass
@@ -213,7 +220,8 @@ class RoomParticipant:
         try:
             self._session = await JanusSession.create(self.options.janus, on_lost=self._end)
             publisher = await self._session.attach(VIDEOROOM, self._on_publisher_event)
-            await ensure_room(publisher, room)
+            if not await ensure_room(publisher, room) and room.pin is not None:
+                await require_pin(self._session, room)
             joined = await join_as_publisher(publisher, room)
             self.feed_id, self._private_id = joined.feed_id, joined.private_id
             self._pc = pc = create_peer_connection(transport)
@@ -262,7 +270,7 @@ class RoomParticipant:
     def _on_publisher_event(self, event: JsonObject) -> None:
         kind = event.get("janus")
         if kind == "hangup":
-            self._end(f"Janus hung up our connection ({event.get('reason', 'no reason given')})")
+            self._end(f"Janus hung up our connection ({_reason(event)})")
         elif kind == "event":
             try:
                 data = plugin_reply(event, "event").data
@@ -357,7 +365,7 @@ class RoomParticipant:
 
     def _on_subscriber_event(self, sub: _Subscription, event: JsonObject) -> None:
         if event.get("janus") == "hangup":
-            self._drop(sub, f"Janus hung up ({event.get('reason', 'no reason given')})")
+            self._drop(sub, f"Janus hung up ({_reason(event)})")
 
     def _on_subscription_state(self, sub: _Subscription) -> None:
         if sub.pc is not None and sub.pc.connectionState == "failed":

@@ -5,22 +5,33 @@ already published; ``publish`` with an SDP offer answers with Janus's SDP answer
 a handle of its own: ``join`` (``ptype: subscriber``, the feeds wanted) answers with Janus's SDP
 offer; ``start`` carries our answer. Afterwards the publisher handle receives the room's news as
 events: ``publishers`` (new feeds), ``unpublished`` and ``leaving`` (feeds gone).
+
+Janus lets a participant who gives a PIN into a room that has none, so a room someone else created
+open first would take us in silently: ``require_pin`` asks Janus whether the room checks PINs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import secrets
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiortc import RTCSessionDescription
 
-from realtime.janus.api import JanusError, JanusHandle, JsonObject
+from realtime.janus.api import JanusError, JanusHandle, JanusSession, JsonObject
+from realtime.messages import MAX_FEED_ID
+from realtime.peer_text import escaped
+
+logger = logging.getLogger(__name__)
 
 #: The plugin's package name, for ``attach``.
 VIDEOROOM = "janus.plugin.videoroom"
 #: VideoRoom error codes used here (``janus_videoroom.c``).
 NO_SUCH_ROOM = 426
 ROOM_EXISTS = 427
+NO_SUCH_FEED = 428
+UNAUTHORIZED = 433
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class Feed:
     id: int
     """Janus's id of the feed (the publisher's id in the room)."""
     display: str
-    """The name its publisher gave (may be empty; not unique, not authenticated)."""
+    """The name its publisher gave, escaped (may be empty; not unique, not authenticated)."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +86,26 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _feed_id(value: Any) -> int | None:
+    """A feed id as the rest of the call can use it (SOURCE_REQUEST carries it): an integer in [1, 2⁵³), else None.
+    A publisher picks its own id, so the check is here, where Janus hands it over."""
+    ident = _integer(value)
+    if ident is not None and 1 <= ident <= MAX_FEED_ID:
+        return ident
+    if value is not None:
+        logger.warning("ignoring a feed with the id %s: feed ids are integers in [1, 2^53)", escaped(repr(value), 40))
+    return None
+
+
 def feeds_in(data: JsonObject) -> tuple[Feed, ...]:
-    """The feeds a ``joined`` answer or a ``publishers`` event lists (malformed entries skipped)."""
+    """The feeds a ``joined`` answer or a ``publishers`` event lists (malformed entries and unusable ids skipped)."""
     entries = data.get("publishers")
     feeds = []
     for entry in entries if isinstance(entries, list) else []:
-        ident = _integer(entry.get("id")) if isinstance(entry, dict) else None
+        ident = _feed_id(entry.get("id")) if isinstance(entry, dict) else None
         if ident is not None:
             display = entry.get("display")
-            feeds.append(Feed(ident, display if isinstance(display, str) else ""))
+            feeds.append(Feed(ident, escaped(display) if isinstance(display, str) else ""))
     return tuple(feeds)
 
 
@@ -91,7 +113,8 @@ def departed_feed(data: JsonObject) -> int | None:
     """The feed an ``unpublished`` or ``leaving`` event withdraws (None for other events and for our own,
     which Janus reports as ``"ok"``)."""
     for key in ("unpublished", "leaving"):
-        ident = _integer(data.get(key))
+        value = data.get(key)
+        ident = _feed_id(value) if value != "ok" else None
         if ident is not None:
             return ident
     return None
@@ -120,13 +143,36 @@ async def ensure_room(handle: JanusHandle, options: RoomOptions) -> bool:
     return True
 
 
+async def require_pin(session: JanusSession, options: RoomOptions) -> None:
+    """JanusError unless the room checks PINs: a subscription with a wrong PIN (on a handle of its own, to a feed
+    that does not exist) must be refused as unauthorised. Janus answers a room without a PIN by looking for the
+    feed instead. Only for a room we did not create, when we were given a PIN."""
+    probe = await session.attach(VIDEOROOM, lambda event: None)
+    try:
+        await join_as_subscriber(probe, replace(options, pin=secrets.token_hex(16)), secrets.randbelow(2**52) + 1,
+                                 None)
+    except JanusError as error:
+        if error.code == UNAUTHORIZED:
+            return
+        if error.code != NO_SUCH_FEED:
+            raise
+    finally:
+        try:
+            await probe.detach()
+        except JanusError as error:
+            logger.debug("detaching the PIN probe: %s", error)
+    raise JanusError("join", f"room {options.room} has no PIN, yet a PIN was given: someone created it open before "
+                     "us (anyone may join it and see everyone); not joining. Use another room id, or join without "
+                     "--pin if an open room is what you want")
+
+
 async def join_as_publisher(handle: JanusHandle, options: RoomOptions) -> Joined:
     """``join`` as a publisher: our feed id and the feeds already there."""
     body: JsonObject = {"request": "join", "ptype": "publisher", "room": options.room, "display": options.display}
     if options.pin is not None:
         body["pin"] = options.pin
     data = (await handle.message(body)).data
-    feed_id = _integer(data.get("id"))
+    feed_id = _feed_id(data.get("id"))
     if data.get("videoroom") != "joined" or feed_id is None:
         raise JanusError("join", f"unexpected answer {data!r}")
     return Joined(feed_id, _integer(data.get("private_id")), feeds_in(data))
