@@ -56,6 +56,13 @@ def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:
     return 2 + sum(per_array + 4 * math.prod(shape) + 8 * max(shape) for shape in shapes.values())
 
 
+def max_payload_bytes(config: ModelConfig) -> int:
+    """Most bytes a valid payload of any kind can take on the wire for this model: the largest decompressed body
+    plus the payload header and what zlib or xz add to data they cannot compress (well under 1 %)."""
+    raw = max(max_raw_bytes(kind, config) for kind in SourceKind)
+    return raw + raw // 100 + 4096
+
+
 def _shape_check(kind: SourceKind, config: ModelConfig) -> ShapeCheck:
     """What ``unpack_source_state`` asks before decoding each array: is this name and shape what the model takes?"""
     expected = expected_shapes(config)

@@ -147,7 +147,7 @@ def test_remote_face_checks_its_messages_installs_one_state_and_skips_its_repeat
     assert face.motion(motion, 1) is None and face.stats.frames_before_source == 1  # type: ignore[arg-type]
     complete = [face.source(face.receive(m, 2), 2) for m in messages]  # type: ignore[arg-type]
     assert complete[-1] and not any(complete[:-1])
-    transfer_id, transfer = face.take()  # type: ignore[misc]
+    transfer_id, transfer = face.take(2)  # type: ignore[misc]
     face.installed(transfer_id, face.inbox.decode(transfer), len(payload), transfer.kind.name, 0.0)
     assert face.state is not None and not face.wants_source(10**9)
     again = split_source(payload, wire_model_id(fast_head), SourceKind.FEATURE_VOLUME, first_seq=len(messages))

@@ -106,6 +106,20 @@ class SourceInbox:
         self._waiting = CompleteTransfer(payload, begin.kind)
         return True
 
+    @property
+    def receiving(self) -> bool:
+        """Whether a transfer is announced and not complete (its chunks are held)."""
+        return self._assembler.in_progress
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a complete transfer waits for its decode."""
+        return self._waiting is not None
+
+    def abandon(self) -> None:
+        """Drop the transfer being received and free its chunks (it took too long)."""
+        self._assembler.reset()
+
     def take(self) -> CompleteTransfer | None:
         """The newest complete transfer waiting for its decode (it waits no more), or None."""
         transfer, self._waiting = self._waiting, None

@@ -44,6 +44,12 @@ class FaceQueue(ClosableHandOver, Generic[T]):
         with self._cond:
             self._jobs.pop(face, None)
 
+    def forget(self, face: int) -> None:
+        """Forget ``face`` altogether: its waiting job and its count of dropped jobs (it left for good)."""
+        with self._cond:
+            self._jobs.pop(face, None)
+            self.dropped.pop(face, None)
+
     def poke(self) -> None:
         """Wake the renderer to show the grid again (it changed without a new frame)."""
         with self._cond:

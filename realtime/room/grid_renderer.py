@@ -80,6 +80,12 @@ class GridRenderer:
         if self.grid.remove(face):
             self._queue.poke()
 
+    def forget(self, face: int) -> None:
+        """The face left for good: out of the grid, its counters dropped too."""
+        self.remove(face)
+        self.faces.pop(face, None)
+        self._queue.forget(face)
+
     def refuse(self, face: int, reason: str) -> None:
         """Show the face as refused; its waiting frame is forgotten."""
         self._queue.discard(face)

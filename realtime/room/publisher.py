@@ -5,6 +5,7 @@ The ``RoomParticipant`` is a ``Channel``: the ``Sender`` writes MOTION and its c
 forwards them to whoever subscribes. The source state is encoded once and sent again whenever a
 subscriber asks (SOURCE_REQUEST naming our feed): one transfer at a time, requests that arrive
 during one make exactly one more after it, so N late joiners cost at most two uploads in a row.
+The room decides which requests count (each feed's are rate-limited, ``FaceOptions.source_requests``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Publisher:
         """Times the source state went out (the first, and again on requests)."""
         self.source_requests = 0
         """SOURCE_REQUESTs for our feed received."""
+        self.source_requests_refused = 0
+        """Of those, requests that came too soon after the same feed's last one: not answered."""
         self.source_sent = asyncio.Event()
         """Set once the source state went out the first time."""
         self._wanted = asyncio.Event()
@@ -41,10 +44,14 @@ class Publisher:
     def stats(self) -> SenderStats:
         return self.sender.stats
 
-    def request_source(self) -> None:
-        """A subscriber asked for our source state: send it again (after the upload in progress, if any)."""
+    def request_source(self, *, allowed: bool = True) -> None:
+        """A subscriber asked for our source state: send it again (after the upload in progress, if any) when
+        ``allowed``; otherwise only counted."""
         self.source_requests += 1
-        self._wanted.set()
+        if allowed:
+            self._wanted.set()
+        else:
+            self.source_requests_refused += 1
 
     async def serve_source(self) -> None:
         """Encode and send the source state, then send it again on each request, until cancelled."""

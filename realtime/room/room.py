@@ -4,8 +4,11 @@
 are checked and routed per feed (``RemoteFace``), poses handed to the one render thread
 (``GridRenderer``), source states decoded on one decode thread, one at a time. A feed that
 leaves (Janus says so, or it says GOODBYE) or goes silent for ``FaceOptions.silence_timeout_s``
-leaves the grid at once; a silent one comes back if it speaks again. The call ends on ``stop``
-(Ctrl-C, SIGTERM), after ``max_seconds``, when our capture ends, or when Janus puts us out.
+leaves the grid at once; a silent one comes back if it speaks again. One that left is forgotten:
+its face and source state freed, a short summary kept (the last ``DEPARTURES_KEPT``). Whatever one
+feed sends, it costs that feed only: its requests for our state and its decodes are rate-limited
+(``FaceOptions``), and a fault while the watch looks at it drops it, not the watch. The call ends
+on ``stop`` (Ctrl-C, SIGTERM), after ``max_seconds``, when our capture ends, or when Janus puts us out.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +47,8 @@ logger = logging.getLogger(__name__)
 ROOM_DECODE_THREAD = "adasr-room-decode"
 #: How often the room looks at silences, source requests and the time limit.
 WATCH_PERIOD_S = 0.25
+#: Departures (and the last report of each departed face) kept for the report; older ones are only counted.
+DEPARTURES_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,12 @@ class GroupCall:
         width, height = options.grid_size or (2 * head.size, 2 * head.size)
         self.renderer = GridRenderer(head, sink, Grid(width, height))
         self.members: dict[int, _Member] = {}
-        self.departures: list[dict[str, Any]] = []
-        """Each feed that left: who, why, when (s since we joined), and the frames rendered per face then."""
+        """The feeds in the room now (one that leaves is forgotten)."""
+        self.departures: deque[dict[str, Any]] = deque(maxlen=DEPARTURES_KEPT)
+        """The latest feeds that left: who, why, when (s since we joined), and the frames rendered per face then."""
+        self.departures_total = 0
+        """Feeds that left, all of them."""
+        self._departed_faces: deque[tuple[str, dict[str, Any]]] = deque(maxlen=DEPARTURES_KEPT)
         self.end_reason = ""
         self.participant: RoomParticipant | None = None
         self.publisher: Publisher | None = None
@@ -158,7 +168,7 @@ class GroupCall:
         while True:
             await asyncio.sleep(WATCH_PERIOD_S)
             now = monotonic_us()
-            for member in self.members.values():
+            for member in list(self.members.values()):
                 self._look_at(member, now)
             if self.options.max_seconds and self._joined_us is not None \
                     and (now - self._joined_us) / 1e6 >= self.options.max_seconds:
@@ -168,9 +178,19 @@ class GroupCall:
                 on_report(self.report())
 
     def _look_at(self, member: _Member, now: int) -> None:
+        try:
+            self._watch_one(member, now)
+        except Exception:  # whatever this feed made go wrong costs this feed, not the watch that serves every feed
+            logger.exception("feed %d failed: dropped", member.face.feed)
+            self._depart(member, "dropped after a fault")
+
+    def _watch_one(self, member: _Member, now: int) -> None:
         face = member.face
         if member.left:
             return
+        face.expire(now)
+        if face.decode_due(now) and not member.decoding:
+            self._start_decode(member)
         if not face.silent and face.watch.vanished(now):
             face.silent = True
             member.silenced += 1
@@ -196,13 +216,19 @@ class GroupCall:
             self._depart(member, reason)
 
     def _depart(self, member: _Member, reason: str) -> None:
+        """The feed left: summarise it for the report, then forget it (its face, source state and counters)."""
+        now = monotonic_us()
+        feed = member.face.feed
         member.left = reason
-        self.renderer.remove(member.face.feed)
+        self.departures_total += 1
         self.departures.append({
-            "feed": member.face.feed, "display": member.face.display, "reason": reason,
-            "at_s": self._since_join(monotonic_us()),
+            "feed": feed, "display": member.face.display, "reason": reason, "at_s": self._since_join(now),
             "frames_rendered": {m.face.display: self.renderer.faces[f].frames_rendered
                                 for f, m in self.members.items() if f in self.renderer.faces}})
+        self._departed_faces.append((f"{member.face.display}#{feed}", self._face_report(member, now)))
+        self.renderer.forget(feed)
+        if self.members.get(feed) is member:
+            del self.members[feed]
 
     def _message(self, feed: RemoteFeed, data: bytes) -> None:
         member = self.members.get(feed.id)
@@ -221,13 +247,12 @@ class GroupCall:
                 self.renderer.offer(face.feed, job)
         elif isinstance(message, (SourceBegin, SourceChunk)):
             if face.source(message, now) and not member.decoding:
-                member.decoding = True
-                self._tasks.spawn(self._decode(member), f"adasr-room-decode-{face.feed}")
+                self._start_decode(member)
             if face.refused and face.state is None:
                 self.renderer.refuse(face.feed, face.refused)
         elif isinstance(message, SourceRequest):
             if self.publisher is not None and self.participant is not None and message.feed == self.participant.feed_id:
-                self.publisher.request_source()
+                self.publisher.request_source(allowed=face.requests.allow(now))
         elif isinstance(message, StatsMessage):
             face.stats.peer = message.stats
         elif isinstance(message, ResetReference):
@@ -236,11 +261,16 @@ class GroupCall:
             face.stats.goodbye = f"{message.reason.name}: {escaped(message.text)}"
             self._depart(member, f"said goodbye ({face.stats.goodbye})")
 
+    def _start_decode(self, member: _Member) -> None:
+        member.decoding = True
+        self._tasks.spawn(self._decode(member), f"adasr-room-decode-{member.face.feed}")
+
     async def _decode(self, member: _Member) -> None:
-        """Decode the feed's complete transfers one at a time, the newest waiting one next, on the decode thread."""
+        """Decode the feed's complete transfers one at a time, the newest waiting one next, on the decode thread, as
+        often as its decode budget allows (the watch starts this again when a waiting one becomes due)."""
         face, loop = member.face, asyncio.get_running_loop()
         try:
-            while (item := face.take()) is not None:
+            while not member.left and (item := face.take(monotonic_us())) is not None:
                 transfer_id, transfer = item
                 start = time.perf_counter()
                 try:
@@ -250,8 +280,9 @@ class GroupCall:
                     if face.refused and not member.left:
                         self.renderer.refuse(face.feed, face.refused)
                     continue
-                face.installed(transfer_id, state, len(transfer.payload), transfer.kind.name,
-                               time.perf_counter() - start)
+                if not member.left:
+                    face.installed(transfer_id, state, len(transfer.payload), transfer.kind.name,
+                                   time.perf_counter() - start)
         finally:
             member.decoding = False
 
@@ -272,7 +303,9 @@ class GroupCall:
             "in_room_s": self._since_join(now), "end_reason": self.end_reason,
             "wire_bytes_sent": sent, "wire_bytes_received": received,
             "grid_frames_shown": self.renderer.frames_shown, "render_pending": self.renderer.pending(),
-            "departures": self.departures, "faces": {},
+            "faces_in_room": len(self.members), "departures": list(self.departures),
+            "departures_total": self.departures_total,
+            "faces": dict(self._departed_faces),
         }
         if publisher is not None:
             s = publisher.stats
@@ -280,6 +313,7 @@ class GroupCall:
                 "frames_captured": s.frames_captured, "frames_sent": s.frames_sent, "motion_bytes": s.motion_bytes,
                 "source_state_bytes": s.source_state_bytes, "source_wire_bytes": s.source_wire_bytes,
                 "source_uploads": publisher.source_uploads, "source_requests": publisher.source_requests,
+                "source_requests_refused": publisher.source_requests_refused,
                 "voice_frames": self.voice.frames_encoded if self.voice is not None else 0,
                 "voice_payload_bytes": self.voice.payload_bytes if self.voice is not None else 0}
         for feed_id, member in self.members.items():
@@ -303,7 +337,8 @@ class GroupCall:
             "render_ms_p50": percentile(rendered.render_ms, 50) if rendered else None,
             "first_face_s": self._since_join(first) if first is not None else None,
             "source_accepted": s.sources_accepted, "source_errors": s.source_errors, "refused": face.refused,
-            "sources_repeated": s.sources_repeated, "source_requests_sent": s.source_requests_sent,
+            "sources_repeated": s.sources_repeated, "sources_superseded": s.sources_superseded,
+            "transfers_expired": s.transfers_expired, "source_requests_sent": s.source_requests_sent,
             "motion_rejected": s.motion.dropped, "control_rejected": s.control.dropped,
             "peer_frames_sent": s.peer.frames_sent if s.peer is not None else None,
         }
