@@ -17,6 +17,7 @@ Nothing here is tied to a 1:1 call: a group call keeps one ``LipSync`` per remot
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -88,7 +89,9 @@ class DelayLine(Generic[T]):
     def __init__(self, deliver: Callable[[T], None], on_superseded: Callable[[T], None]) -> None:
         self.deliver = deliver
         self.on_superseded = on_superseded
-        self._held: dict[int, tuple[asyncio.TimerHandle, T]] = {}
+        # keyed by our own count, not the peer's sequence number: a peer can repeat a number while one is held
+        self._held: dict[int, tuple[asyncio.TimerHandle, int, T]] = {}
+        self._puts = itertools.count()
         self._newest: int | None = None
 
     def put(self, seq: int, item: T, delay_s: float) -> None:
@@ -96,11 +99,12 @@ class DelayLine(Generic[T]):
         if delay_s <= 0:
             self._release(seq, item)
             return
-        handle = asyncio.get_running_loop().call_later(delay_s, self._due, seq)
-        self._held[seq] = (handle, item)
+        key = next(self._puts)
+        handle = asyncio.get_running_loop().call_later(delay_s, self._due, key)
+        self._held[key] = (handle, seq, item)
 
-    def _due(self, seq: int) -> None:
-        _, item = self._held.pop(seq)
+    def _due(self, key: int) -> None:
+        _, seq, item = self._held.pop(key)
         self._release(seq, item)
 
     def _release(self, seq: int, item: T) -> None:
@@ -117,6 +121,6 @@ class DelayLine(Generic[T]):
     def clear(self) -> None:
         """Drop what is held (each counted through ``on_superseded``): the call is ending."""
         held, self._held = self._held, {}
-        for handle, item in held.values():
+        for handle, _, item in held.values():
             handle.cancel()
             self.on_superseded(item)

@@ -104,7 +104,7 @@ class PlayoutStats:
     late_frames: int = 0
     """Frames dropped: their time had already been played."""
     resyncs: int = 0
-    """Timestamp jumps over ``max_gap_s``: played on without filling."""
+    """Timestamp jumps over ``max_gap_s``, or past what the local clock allows: played on without (full) filling."""
     started_at: float | None = None
     """Local monotonic seconds when the first sample was handed to the sink (where a recording starts)."""
     delay_ms: deque[float] = field(default_factory=lambda: deque(maxlen=6000))
@@ -126,11 +126,14 @@ class AudioPlayout:
     """Consumes a remote audio track into a sink until the track ends; the playout clock for lip sync."""
 
     def __init__(self, track: MediaStreamTrack, sink: AudioSink, clock: SenderClock | None = None,
-                 max_gap_s: float = 1.0) -> None:
+                 max_gap_s: float = 1.0, max_lead_s: float = 0.5) -> None:
         self.track = track
         self.sink = sink
         self.clock = clock
         self.max_gap = int(max_gap_s * SAMPLE_RATE)
+        self.max_lead_s = max_lead_s
+        """How far what was written may run ahead of the local clock through filled gaps: a sender whose timestamps
+        run faster than time (a jump per packet) gets no more silence than that."""
         self.stats = PlayoutStats()
         self.point: PlayoutPoint | None = None
         """The last frame written, on both clocks; None until a sender report has mapped one."""
@@ -172,9 +175,19 @@ class AudioPlayout:
         if gap > self.max_gap:
             self.stats.resyncs += 1
             gap = 0
+        elif gap > (allowed := self._silence_allowed(samples.size)):
+            self.stats.resyncs += 1
+            gap = allowed
         self._next_pts = pts + samples.size
         self.stats.gap_samples += gap
         return np.concatenate([np.zeros(gap, np.int16), samples]) if gap else samples
+
+    def _silence_allowed(self, frame_samples: int) -> int:
+        """Silence that may precede a frame: what the local clock has run since the first sample was written, plus
+        ``max_lead_s``, less what was written and the frame itself."""
+        started = self.stats.started_at
+        elapsed = 0.0 if started is None else time.monotonic() - started
+        return max(int((elapsed + self.max_lead_s) * SAMPLE_RATE) - self.stats.samples - frame_samples, 0)
 
     def _note_played(self, frame: av.AudioFrame, written: int) -> None:
         self.stats.frames += 1
