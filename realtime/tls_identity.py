@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,10 @@ CERTIFICATE_FILE = "receiver-cert.pem"
 KEY_FILE = "receiver-key.pem"
 #: A pinned certificate is trusted for its key, not its dates; ten years keeps a noted pin valid.
 VALIDITY = datetime.timedelta(days=3650)
+#: Mode bits that let other users plant files (the folder, the certificate).
+WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+#: Mode bits that let other users read or replace the private key.
+KEY_OPEN_TO_OTHERS = stat.S_IRWXG | stat.S_IRWXO
 
 
 def default_config_dir() -> Path:
@@ -63,9 +68,12 @@ def load_or_create_identity(folder: Path | None = None, name: str = "adasr recei
     """The identity kept in ``folder`` (default ``default_config_dir()``), made there on first use."""
     folder = Path(folder) if folder is not None else default_config_dir()
     cert_path, key_path = folder / CERTIFICATE_FILE, folder / KEY_FILE
-    if cert_path.exists() or key_path.exists():
-        return _load(cert_path, key_path)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _refuse_if_open(folder, WRITABLE_BY_OTHERS, "700")
+    if cert_path.exists() or key_path.exists():
+        _refuse_if_open(key_path, KEY_OPEN_TO_OTHERS, "600")
+        _refuse_if_open(cert_path, WRITABLE_BY_OTHERS, "644")
+        return _load(cert_path, key_path)
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = _self_signed(key, name)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -73,6 +81,33 @@ def load_or_create_identity(folder: Path | None = None, name: str = "adasr recei
     _write_new(key_path, key_pem, 0o600)
     _write_new(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     return TlsIdentity(cert_path, key_path, fingerprint_hex(certificate))
+
+
+def _refuse_if_open(path: Path, forbidden: int, fix_mode: str) -> None:
+    """CallError when ``path`` (links followed) belongs to another user or has a ``forbidden`` mode bit: whoever can
+    write the folder or the key can plant a key pair that we would serve (and print the fingerprint of) as ours."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.geteuid():
+        raise CallError(f"refusing the receiver's TLS identity: {path} belongs to another user (uid {info.st_uid}), "
+                        f"who could plant a key; use a --config-dir of your own")
+    if mode & forbidden:
+        others = "readable or writable by others" if forbidden & stat.S_IROTH else "writable by others"
+        raise CallError(f"refusing the receiver's TLS identity: {path} is {others} (mode {mode:o}), so another user "
+                        f"could plant a key; fix it with `chmod {fix_mode} {path}` (and delete {CERTIFICATE_FILE} and "
+                        f"{KEY_FILE} if you did not make them)")
+
+
+def load_identity(certificate: Path, key: Path) -> TlsIdentity:
+    """A certificate and key the user brings (``adasr receive --cert --key``): one a CA signed, which browsers
+    trust without a warning, as they cannot check a pinned fingerprint."""
+    for path in (certificate, key):
+        if not Path(path).is_file():
+            raise CallError(f"--cert/--key: {path} is not a file")
+    return _load(Path(certificate), Path(key))
 
 
 def _self_signed(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
