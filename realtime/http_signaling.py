@@ -417,12 +417,15 @@ class HttpSignaling:
         where the token came from, for the message when the receiver refuses it."""
         if not token:
             raise CallError(f"calling over HTTP needs the receiver's token: --token TOKEN (or ${TOKEN_ENV_VAR})")
+        if pin is not None and not pin.strip():
+            raise CallError("--pin is empty (an unset shell variable?): give the SHA-256 fingerprint `adasr receive` "
+                            "printed, or leave --pin out to trust the system's certificate authorities instead")
         self.url = offer_url(url)
         parts = urlsplit(self.url)
         self._tls: aiohttp.Fingerprint | bool
         if parts.scheme == "https":
-            self._tls = aiohttp.Fingerprint(parse_pin(pin)) if pin else True
-        elif pin:
+            self._tls = aiohttp.Fingerprint(parse_pin(pin)) if pin is not None else True
+        elif pin is not None:
             raise CallError(f"--pin needs an https:// URL (a pin cannot protect {self.url})")
         elif not is_loopback(parts.hostname or ""):
             raise CallError(f"refusing to send the token over plain http:// to {parts.hostname}: anyone on the way "
@@ -494,7 +497,8 @@ class HttpSignaling:
 
 
 def _error_text(text: str) -> str:
+    """The receiver's error message, escaped: it goes into a CallError that a terminal shows."""
     try:
-        return str(json.loads(text)["error"])
+        return escaped(str(json.loads(text)["error"]))
     except (ValueError, KeyError, TypeError):
-        return text[:200]
+        return escaped(text)
