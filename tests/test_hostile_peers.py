@@ -413,3 +413,380 @@ def test_a_peer_that_only_sends_stats_is_hung_up_on_at_the_source_deadline(fast_
     first, second = asyncio.run(scenario())
     assert first.end_reason.startswith("no usable source state within 1 s")
     assert second.end_reason  # the following peer was answered and its call ended
+
+
+# ==== issue #28: hostile room participants, Janus servers and local neighbours ==============================
+
+def _group_call(fast_head: Any, tmp_path: Path) -> Any:
+    """A GroupCall as the room's callbacks drive it, with no Janus: we are feed 1, our uploads are counted."""
+    from realtime.capture import CaptureOptions
+    from realtime.janus.api import JanusOptions
+    from realtime.janus.participant import ParticipantOptions
+    from realtime.janus.videoroom import RoomOptions
+    from realtime.room.publisher import Publisher
+    from realtime.room.room import GroupCall, GroupCallOptions
+    from realtime.sender import SenderOptions, SourceOptions
+    from realtime.sinks import NullSink
+
+    sender = SenderOptions(capture=CaptureOptions(images=tmp_path), source=SourceOptions(tmp_path / "face.png"))
+    options = GroupCallOptions(ParticipantOptions(JanusOptions("http://127.0.0.1:1/janus"), RoomOptions(9, "me")),
+                               sender)
+    call = GroupCall(fast_head, options, NullSink())
+    call.participant = SimpleNamespace(feed_id=1, wire_bytes=lambda: (0, 0))
+    channel = SimpleNamespace(readyState="open", bufferedAmount=0, sent=[])
+    channel.send = channel.sent.append
+    call.publisher = Publisher(fast_head, sender, channel)  # type: ignore[arg-type]
+    call.uploads = []
+
+    async def counted_upload() -> None:
+        call.uploads.append(len(call.uploads))
+    call.publisher.sender.send_source = counted_upload
+    return call
+
+
+def test_g1_a_participant_asking_for_our_source_state_over_and_over_gets_few_uploads(
+        fast_head, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from realtime.janus.participant import RemoteFeed
+    from realtime.messages import encode_source_request
+
+    async def scenario() -> tuple[int, int]:
+        call = _group_call(fast_head, tmp_path)
+        serving = asyncio.ensure_future(call.publisher.serve_source())
+        mallory = RemoteFeed(7, "mallory")
+        call._joined(mallory)
+        for seq in range(200):  # 200 requests naming our feed, the upload loop free to run between them
+            call._message(mallory, encode_source_request(seq, seq, 1))
+            for _ in range(3):
+                await asyncio.sleep(0)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        return len(call.uploads), call.publisher.source_requests
+
+    uploads, requests = asyncio.run(scenario())
+    assert requests == 200
+    assert uploads <= 2, f"200 requests from one feed made {uploads} uploads"  # the first, and at most one answer
+
+
+def test_g2_a_feed_id_beyond_2_53_is_dropped_at_the_boundary_and_cannot_stop_the_room_s_watch(
+        fast_head, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from realtime.janus.participant import RemoteFeed
+    from realtime.janus.videoroom import departed_feed, feeds_in
+    from realtime.room.room import GroupCallOptions
+
+    huge = 1 << 53
+    assert [f.id for f in feeds_in({"publishers": [{"id": huge, "display": "m"}, {"id": 5, "display": "b"},
+                                                   {"id": -3}, {"id": 0}]})] == [5]
+    assert departed_feed({"leaving": huge}) is None and departed_feed({"unpublished": 5}) == 5
+
+    async def scenario() -> tuple[str, dict[int, Any]]:
+        call = _group_call(fast_head, tmp_path)
+        call.options = dataclasses_replace(call.options, max_seconds=0.5)
+        call._joined_us = call._started_us
+        call._joined(RemoteFeed(6, "bob"))
+        call._joined(RemoteFeed(huge, "mallory"))  # past the boundary: it must cost this feed, not the watch
+        watch = asyncio.ensure_future(call._watch(None))
+        await asyncio.wait_for(call._stop.wait(), 30)  # the watch lived on to apply --max-seconds
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        return call.end_reason, call.members
+
+    assert GroupCallOptions  # imported for the replace below
+    reason, members = asyncio.run(scenario())
+    assert reason == "0.5 s in the room"
+    assert huge not in members and 6 in members
+
+
+def dataclasses_replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def test_g3_departed_participants_are_freed_and_what_is_kept_of_them_is_bounded(
+        fast_head, astronaut_face, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import gc
+    import json
+    import weakref
+
+    from realtime.janus.participant import RemoteFeed
+    from realtime.room.room import DEPARTURES_KEPT
+
+    state = fast_head.prepare_source(astronaut_face)
+
+    async def scenario() -> tuple[Any, list[Any], int]:
+        call = _group_call(fast_head, tmp_path)
+        faces = []
+        for cycle in range(3 * DEPARTURES_KEPT):  # join, show a face, leave, again and again
+            feed = RemoteFeed(100 + cycle, f"churn{cycle}")
+            call._joined(feed)
+            face = call.members[feed.id].face
+            face.installed(cycle, state, 1000, "FEATURE_VOLUME", 0.0)
+            faces.append(weakref.ref(face))
+            call._left(feed, "left the room")
+        del face
+        gc.collect()
+        return call, faces, len(json.dumps(call.report()))
+
+    call, faces, report_bytes = asyncio.run(scenario())
+    assert call.members == {}
+    assert all(ref() is None for ref in faces), "a departed participant's face (and source state) is still held"
+    assert len(call.departures) == DEPARTURES_KEPT and call.departures_total == 3 * DEPARTURES_KEPT
+    assert all(len(d["frames_rendered"]) <= 1 for d in call.departures)
+    assert report_bytes < 2000 * DEPARTURES_KEPT
+
+
+def test_g4_a_remote_janus_over_plain_http_is_refused_unless_asked_for_loudly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from adasr_cli.main import build_parser
+    from realtime.janus.api import JanusOptions
+
+    with pytest.raises(CallError, match="https://"):
+        JanusOptions("http://janus.example.org:8088/janus")
+    with pytest.raises(CallError, match="https://"):
+        JanusOptions("http://198.51.100.7:8088/janus", api_secret="s")
+    JanusOptions("https://janus.example.org:8089/janus")
+    JanusOptions("http://127.0.0.1:8088/janus")  # nothing leaves this machine
+    caplog.set_level(logging.WARNING)
+    JanusOptions("http://198.51.100.7:8088/janus", plain_http=True)
+    assert any("in the clear" in r.getMessage() for r in caplog.records)
+    room = build_parser()._subparsers._group_actions[0].choices["room"]  # type: ignore[union-attr]
+    janus_help = next(a.help for a in room._actions if a.dest == "janus")
+    assert "https://" in janus_help and "http://HOST" not in janus_help
+
+
+def test_g6_voice_timestamps_stepped_by_a_second_per_packet_add_no_more_silence_than_the_clock_allows(
+        tmp_path: Path) -> None:
+    import time
+    import wave
+    from fractions import Fraction
+
+    import av
+
+    from realtime.audio.opus import SAMPLE_RATE
+    from realtime.audio.playout import AudioPlayout, WavSink
+    from tests.test_audio import _FrameTrack
+
+    def frame(pts: int) -> av.AudioFrame:
+        out = av.AudioFrame.from_ndarray(np.full((1, 2 * 960), 100, np.int16), format="s16", layout="stereo")
+        out.sample_rate, out.pts, out.time_base = SAMPLE_RATE, pts, Fraction(1, SAMPLE_RATE)
+        return out
+
+    frames = [frame(i * (SAMPLE_RATE - 100)) for i in range(50)]  # each packet ~1 s after the previous
+    began = time.monotonic()
+    stats = asyncio.run(AudioPlayout(_FrameTrack(frames), WavSink(tmp_path / "out.wav")).run())  # type: ignore[arg-type]
+    elapsed = time.monotonic() - began
+    with wave.open(str(tmp_path / "out.wav")) as wav:
+        written = wav.getnframes()
+    assert stats.frames == 50 and written == stats.samples
+    assert written <= SAMPLE_RATE * (elapsed + 1.0) + 50 * 960, f"{written / SAMPLE_RATE:.1f} s in {elapsed:.1f} s"
+
+
+def test_g7_room_source_transfers_are_bounded_by_the_model_a_deadline_and_a_decode_budget(
+        fast_head, astronaut_face) -> None:  # type: ignore[no-untyped-def]
+    from realtime.room.remote_face import FaceOptions, RemoteFace
+    from realtime.source_messages import encode_source_chunk
+    from realtime.source_state_codec import encode_state, wire_model_id
+    from realtime.source_messages import SourceChunk
+
+    model_id = wire_model_id(fast_head)
+    chunk = max_chunk_data(DEFAULT_MAX_MESSAGE)
+    options = FaceOptions()
+    face = RemoteFace(9, "mallory", fast_head, options, now_us=0)
+    seq = 0
+
+    def send(message: bytes, now_us: int) -> bool:
+        parsed = face.receive(message, now_us)
+        assert parsed is not None, face.stats.control.last_error
+        return face.source(parsed, now_us)  # type: ignore[arg-type]
+
+    # (1) an announcement beyond the largest state this model has is refused (it was 64 MiB for any model)
+    announced = 60 * 1024 * 1024
+    send(encode_source_begin(SourceBegin(seq, 0, 1, announced, chunk, -(-announced // chunk),
+                                         SourceKind.FEATURE_VOLUME, bytes(32), model_id)), 0)
+    seq += 1
+    assert face.stats.source_errors == 1 and "limit" in face.stats.last_source_error
+    # (2) an unfinished transfer is dropped at its deadline, its chunks freed
+    send(encode_source_begin(SourceBegin(seq, 0, 2, 10 * chunk, chunk, 10, SourceKind.FEATURE_VOLUME, bytes(32),
+                                         model_id)), 0)
+    seq += 1
+    send(encode_source_chunk(SourceChunk(seq, 0, 2, 0, 10, bytes(chunk))), 0)
+    seq += 1
+    assert face.inbox.receiving
+    face.expire(int(options.transfer_timeout_s * 1e6) - 1)
+    assert face.inbox.receiving
+    face.expire(int(options.transfer_timeout_s * 1e6) + 1)
+    assert not face.inbox.receiving
+    # (3) a flood of distinct complete transfers: one decode now, the next only after the feed's decode backoff
+    payload = encode_state(fast_head.prepare_source(astronaut_face), fast_head.backend.config)
+    now = 10**9
+    decoded = 0
+    for transfer in range(100, 120):
+        for message in split_source(payload, model_id, SourceKind.FEATURE_VOLUME, first_seq=seq,
+                                    transfer_id=transfer):
+            send(message, now)
+            seq += 1
+        if face.take(now) is not None:
+            decoded += 1
+    assert decoded == 1
+    assert face.take(now + int(options.decode_backoff.first_s * 1e6) + 1) is not None  # the newest, later
+    # (4) transfer ids remembered are bounded
+    for transfer in range(1000, 3000):
+        send(encode_source_begin(SourceBegin(seq, 0, transfer, chunk, chunk, 1, SourceKind.FEATURE_VOLUME, bytes(32),
+                                             b"\x01" * 32)), now)
+        seq += 1
+    assert len(face._known_transfers) <= 64
+
+
+def test_g8_a_janus_event_naming_a_list_as_its_sender_does_not_end_the_long_poll() -> None:
+    from realtime.janus.api import JanusSession
+    from tests.test_janus_api import HANDLE, FakeJanus, _serve
+
+    async def scenario() -> tuple[list[Any], list[str]]:
+        fake = FakeJanus()
+        runner, options = await _serve(fake)
+        events: list[Any] = []
+        lost: list[str] = []
+        got = asyncio.Event()
+        try:
+            session = await JanusSession.create(options, on_lost=lost.append)
+            await session.attach("janus.plugin.videoroom", lambda event: (events.append(event), got.set()))
+            await fake.events.put({"janus": "event", "sender": [HANDLE], "plugindata": {}})
+            await fake.events.put({"janus": "event", "sender": {"a": 1}})
+            await fake.events.put({"janus": "event", "sender": HANDLE, "plugindata": {"data": {"n": 2}}})
+            await asyncio.wait_for(got.wait(), 10)
+            await session.destroy()
+            return events, lost
+        finally:
+            await runner.cleanup()
+
+    events, lost = asyncio.run(scenario())
+    assert [e["plugindata"]["data"]["n"] for e in events] == [2] and lost == []
+
+
+FORGED = "Bob\x1b[2J\x1b]0;owned\x07\nWARNING realtime: forged"
+
+
+def _unescaped(text: str) -> bool:
+    return bool(set(text) & set("\n\r\x1b\x07"))
+
+
+def test_g9_names_and_reasons_a_server_or_peer_wrote_are_escaped_before_they_reach_a_terminal() -> None:
+    from aiohttp import web
+
+    from realtime.janus.api import JanusError, JanusOptions, plugin_reply
+    from realtime.janus.participant import ParticipantOptions, RoomCallbacks, RoomParticipant
+    from realtime.janus.videoroom import RoomOptions, feeds_in
+
+    assert not _unescaped(feeds_in({"publishers": [{"id": 5, "display": FORGED}]})[0].display)
+    with pytest.raises(JanusError) as refused:
+        plugin_reply({"plugindata": {"data": {"error_code": 433, "error": FORGED}}}, "join")
+    assert not _unescaped(str(refused.value)) and "\\x1b[2J" in str(refused.value)
+    ended: list[str] = []
+    participant = RoomParticipant(ParticipantOptions(JanusOptions("http://127.0.0.1:1/janus"), RoomOptions(1, "me")),
+                                  RoomCallbacks(ended=ended.append))
+    participant._on_publisher_event({"janus": "hangup", "reason": FORGED})
+    assert ended and not _unescaped(ended[0]) and not _unescaped(participant.end_reason or "")
+
+    async def receiver_error() -> str:
+        async def refuse(request: web.Request) -> web.Response:
+            return web.json_response({"error": FORGED}, status=500)
+        app = web.Application()
+        app.router.add_route("*", "/offer", refuse)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        try:
+            with pytest.raises(CallError) as error:
+                await HttpSignaling(f"http://{host}:{port}", "t" * 32).probe()
+            return str(error.value)
+        finally:
+            await runner.cleanup()
+
+    message = asyncio.run(receiver_error())
+    assert "HTTP 500" in message and not _unescaped(message)
+
+
+def test_g9_the_room_summary_escapes_display_names_and_the_end_reason() -> None:
+    from adasr_cli.room_command import summary_line
+
+    report = {"end_reason": f"out of the room: {FORGED}", "wire_bytes_sent": 1, "wire_bytes_received": 2,
+              "faces": {"x#5": {"display": FORGED, "frames_rendered": 3, "left": FORGED}}}
+    line = summary_line(report)
+    assert not _unescaped(line) and line.count("\\x1b[2J") == 3
+
+
+def _receive(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    from adasr_cli.main import main
+
+    code = main(["receive", "--config-dir", str(config_dir), "--sink", "none", "--port", "0", "--token", "t" * 32,
+                 "--checkpoint", str(TINY_CHECKPOINT), "--config", str(TINY_CONFIG)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_g10_a_config_folder_or_key_that_others_can_write_is_refused_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from realtime.tls_identity import KEY_FILE, load_or_create_identity
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # a folder anyone can write: a planted key pair would be served as ours
+    load_or_create_identity(tmp_path / "planted")  # a pair made properly, then loosened below
+    os.chmod(tmp_path / "planted" / KEY_FILE, 0o666)
+    with pytest.raises(CallError, match="writable by others.*chmod"):
+        load_or_create_identity(shared)
+    with pytest.raises(CallError, match=f"{KEY_FILE}.*chmod 600"):
+        load_or_create_identity(tmp_path / "planted")
+    code, lines = _receive(shared, capsys)
+    assert code == 2 and len(lines) == 1 and "writable by others" in lines[0], lines
+    os.chmod(shared, 0o700)
+    os.chmod(tmp_path / "planted" / KEY_FILE, 0o600)
+    assert load_or_create_identity(shared).fingerprint != load_or_create_identity(tmp_path / "planted").fingerprint
+
+
+def test_g11_an_empty_pin_is_an_error_not_no_pin(
+        tmp_path: Path, astronaut_face, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    from adasr_cli.main import main
+
+    with pytest.raises(CallError, match="--pin is empty"):
+        HttpSignaling("https://192.0.2.1:8443", "t" * 32, pin="")
+    portrait = tmp_path / "face.png"
+    cv2.imwrite(str(portrait), cv2.cvtColor(astronaut_face, cv2.COLOR_RGB2BGR))
+    code = main(["send", "--url", "https://192.0.2.1:8443", "--token", "t" * 32, "--pin", "", "--source",
+                 str(portrait), "--images", str(tmp_path), "--no-audio"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "--pin is empty" in lines[0], lines
+
+
+def test_g12_crafted_sequence_numbers_cannot_collide_while_faces_are_held_for_lip_sync() -> None:
+    from realtime.lip_sync import DelayLine
+
+    async def scenario() -> tuple[list[str], list[str], list[Any]]:
+        delivered: list[str] = []
+        superseded: list[str] = []
+        errors: list[Any] = []
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: errors.append(context.get("exception")))
+
+        def settle(into: list[str]) -> Any:
+            def take(item: str) -> None:
+                into.append(item)
+                if len(delivered) + len(superseded) == 4:
+                    done.set()
+            return take
+
+        line: DelayLine[str] = DelayLine(settle(delivered), settle(superseded))
+        for seq, item, delay in ((0, "a", 0.05), (1431655765, "b", 0.1), (2863311530, "c", 0.15), (0, "d", 0.2)):
+            line.put(seq, item, delay)  # each step is "newer" (< 2^31 ahead): the numbers come round to 0
+        await asyncio.wait_for(done.wait(), 10)
+        while line.pending():
+            await asyncio.sleep(0.05)
+        return delivered, superseded, errors
+
+    delivered, superseded, errors = asyncio.run(scenario())
+    assert errors == [] and sorted(delivered + superseded) == ["a", "b", "c", "d"]
+    assert delivered[0] == "a"  # the first face shown is the first one due, not the one that reused its number
