@@ -74,6 +74,12 @@ def face_model() -> Path:
     return Path(override) if override else data_dir() / "models" / "face_landmarker.task"
 
 
+def web_dir() -> Path:
+    """The browser peer's page: ``web/``, its ``src/`` and the packages ``npm ci`` installed in ``node_modules/``
+    (a wheel carries the files the page serves)."""
+    return data_dir() / "web"
+
+
 def cache_dir() -> Path:
     """Files derived once and kept between runs (the demo portrait as a PNG): the checkout's ``outputs/``
     when running from one, else ``$XDG_CACHE_HOME/adasr`` (default ``~/.cache/adasr``): an installed

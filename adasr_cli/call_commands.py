@@ -291,11 +291,18 @@ def add_receive(sub: SubParsers) -> None:
                       help="serve plain HTTP instead of HTTPS: only on a loopback --bind (nothing leaves the machine)")
     http.add_argument("--config-dir", type=Path, default=None,
                       help="where the certificate is made once and kept (default ~/.config/adasr)")
+    http.add_argument("--cert", type=Path, default=None, metavar="PEM",
+                      help="serve this certificate instead (with --key): one a CA signed, which a browser trusts "
+                           "without a warning (a browser cannot check --pin)")
+    http.add_argument("--key", type=Path, default=None, metavar="PEM", help="the private key of --cert")
     http.add_argument("--bind", default="127.0.0.1",
                       help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
     http.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
     _add_token_arguments(http, "the secret senders must present (default: a new random one, printed at start)")
     http.add_argument("--max-calls", type=int, default=0, help="exit after N calls (default 0: serve until Ctrl-C)")
+    http.add_argument("--no-page", dest="page", action="store_false",
+                      help="serve no browser page (by default the server also serves the page a caller with only a "
+                           "browser opens, and prints its link)")
     _add_network_arguments(p)
     add_backend_arguments(p)
     p.set_defaults(func=run_receive)
@@ -332,7 +339,7 @@ def run_receive(args: argparse.Namespace) -> int:
     from realtime.errors import CallError
     from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token, invitation
     from realtime.signaling import is_loopback
-    from realtime.tls_identity import load_or_create_identity
+    from realtime.tls_identity import load_identity, load_or_create_identity
     from realtime.receiver import ReceiverOptions
     from realtime.signaling import tcp_signaling
     from realtime.sinks import ThreadedSink, open_sink, require_display
@@ -365,9 +372,18 @@ def run_receive(args: argparse.Namespace) -> int:
     if args.plain_http and not is_loopback(args.bind):
         raise CallError(f"--plain-http would send the token and the session in clear text: only on a loopback "
                         f"--bind, not {args.bind}")
-    tls = None if args.plain_http else load_or_create_identity(args.config_dir)
+    if (args.cert is None) != (args.key is None):
+        raise CallError("--cert and --key go together: a certificate and its private key")
+    tls = None if args.plain_http else load_identity(args.cert, args.key) if args.cert is not None \
+        else load_or_create_identity(args.config_dir)
     server = OfferServerOptions(token=token, host=args.bind, port=args.port, tls=tls)  # refuses a short token now
     head = head_from_args(args)
+    if args.page:
+        from dataclasses import replace
+
+        from adasr_cli.browser_page import page_routes
+
+        server = replace(server, page=page_routes(head, options.max_message))
     sink = open_sink(kind, width=head.size, height=head.size, fps=args.fps, output=args.output,
                      device=args.vcam_device)
     if not isinstance(sink, ThreadedSink):  # every call renders on its own thread: one output thread for all
@@ -379,6 +395,11 @@ def run_receive(args: argparse.Namespace) -> int:
         print(f"adasr receive: waiting for calls on {url}/offer", file=sys.stderr)
         line = invitation(url, token if not given else "<the token you gave>", offers.pin)
         print(f"adasr receive: give the caller this line: {line} --source PORTRAIT --camera 0", file=sys.stderr)
+        if server.page is not None:
+            from realtime.web_page import page_link
+
+            link = page_link(url, token if not given else "<the token you gave>")
+            print(f"adasr receive: or, to someone with only a browser, this link: {link}", file=sys.stderr)
 
     def on_call_end(stats: Any) -> None:
         summary = _receive_summary(stats)

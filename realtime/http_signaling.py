@@ -120,6 +120,8 @@ class OfferServerOptions:
     """Connections open at once; more are closed as they arrive, so half-sent requests cannot use up file handles."""
     tls: TlsIdentity | None = None
     """Serve HTTPS with this certificate (``load_or_create_identity``); None: plain HTTP (loopback use)."""
+    page: Callable[[web.Application, Callable[[web.Request], bool]], None] | None = None
+    """Adds further routes to the server, given its token check: the browser peer's page (``realtime.web_page``)."""
 
     def __post_init__(self) -> None:
         if len(self.token) < 8:
@@ -213,6 +215,8 @@ class OfferServer:
         app = web.Application(client_max_size=self.options.max_body)
         app.router.add_post(OFFER_PATH, self._handle_offer)
         app.router.add_get(OFFER_PATH, self._handle_probe)
+        if self.options.page is not None:
+            self.options.page(app, self.authorized)
         # aiohttp's keep-alive timer runs from the moment a connection opens and closes it while no full
         # request has arrived: it is the header timeout as well as the idle one.
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.options.header_timeout_s)
@@ -243,6 +247,10 @@ class OfferServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def authorized(self, request: web.Request) -> bool:
+        """Whether ``request`` carries this server's token (``Authorization: Bearer TOKEN``)."""
+        return self._authorized(request.headers.get("Authorization", ""))
 
     def _authorized(self, header: str) -> bool:
         """Constant-time token check that cannot raise: aiohttp hands undecodable header bytes over as surrogates."""

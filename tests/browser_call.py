@@ -1,0 +1,113 @@
+"""A whole browser → Python call on this machine: ``serve_calls`` (the receiver ``adasr receive`` runs) serving the
+page, and headless Chromium opening its link with a fake camera and microphone. Shared by tests/test_browser_peer.py
+and benchmarks/browser_peer.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adasr import resources
+from engines.talking_head import TalkingHead
+from realtime.audio.playout import WavSink
+from realtime.call import serve_calls
+from realtime.http_signaling import OfferServer, OfferServerOptions, OfferServerStats, generate_token
+from realtime.messages import DEFAULT_MAX_MESSAGE
+from realtime.receiver import ReceiverOptions, ReceiverStats
+from realtime.sinks import FrameInfo
+from realtime.source_state_codec import wire_model_id
+from realtime.tls_identity import load_or_create_identity
+from realtime.transport import LOOPBACK, TransportOptions
+from realtime.web_page import PageOptions, add_page_routes
+from tests.headless_chromium import FakeMedia, open_page
+
+#: What the page reports once it has ended, failed or been stopped (window.adasr).
+PAGE_DONE = "['ended', 'failed'].includes(window.adasr?.phase) && window.adasr"
+
+
+class RecordingSink:
+    """The receiver's frames: how many, when the first came, and every ``keep_every``-th one."""
+
+    def __init__(self, keep_every: int = 5) -> None:
+        self.keep_every = keep_every
+        self.count = 0
+        self.first_at: float | None = None
+        self.kept: list[np.ndarray] = []
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        if self.count % self.keep_every == 0:
+            self.kept.append(frame.copy())
+        self.count += 1
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class BrowserCall:
+    """What one browser call did, on both sides."""
+
+    page: dict[str, Any]
+    """The page's ``window.adasr`` at the end (phase, error, frames sent, timings)."""
+    receiver: list[ReceiverStats]
+    """The receiver's statistics of each call it served (empty: no call got through)."""
+    offers: OfferServerStats
+    """What the offer endpoint did (401s included)."""
+    sink: RecordingSink
+    """The frames the receiver rendered."""
+    link_to_first_face_s: float | None
+    """From opening the link to the receiver's first rendered face."""
+    voice_wav: Path
+    """The caller's voice as the receiver played it."""
+    screenshots: list[Path] = field(default_factory=list)
+    """The page during the call (``screenshot_after`` frames sent)."""
+
+
+def page_options(head: TalkingHead, graphs: Path) -> PageOptions:
+    """The page for ``head``'s model, running the motion extractor of ``graphs`` (an ``adasr export`` folder)."""
+    config = head.backend.config
+    return PageOptions(web_dir=resources.web_dir(), face_model=resources.face_model(),
+                       motion_graph=graphs / "motion_extractor.onnx", model_id=wire_model_id(head),
+                       image_size=config.image_size, num_kp=config.num_kp, max_message=DEFAULT_MAX_MESSAGE)
+
+
+async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: FakeMedia, workdir: Path, *,
+                       query: str = "auto=1&frames=40&fps=10", link_token: str | None = None,
+                       screenshot_after: int | None = None, timeout_s: float = 400.0) -> BrowserCall:
+    """Serve one call and open its link in Chromium (``link_token``: a different token in the link); returns once
+    the page has ended or failed and the receiver has finished with it."""
+    token = generate_token()
+    options = page_options(head, graphs)
+    server = OfferServerOptions(token=token, port=0, tls=load_or_create_identity(workdir / "tls"),
+                                page=lambda app, authorized: add_page_routes(app, options, authorized))
+    sink = RecordingSink()
+    voice_wav = workdir / "voice.wav"
+    ready: asyncio.Future[OfferServer] = asyncio.get_running_loop().create_future()
+    serving = asyncio.ensure_future(serve_calls(
+        head, ReceiverOptions(), sink, server, TransportOptions(ice_hosts=LOOPBACK), max_calls=1,
+        on_ready=ready.set_result, audio_sink=lambda: WavSink(voice_wav)))
+    offers = await asyncio.wait_for(ready, 60)
+    link = f"{offers.url}/?{query}#token={link_token or token}"
+    screenshots: list[Path] = []
+    opened = time.monotonic()
+    try:
+        async with open_page(chromium, link, media, workdir / "profile") as page:
+            if screenshot_after is not None:
+                await page.wait_for(f"(window.adasr?.framesSent >= {screenshot_after}) || ({PAGE_DONE})",
+                                    timeout_s=timeout_s)
+                screenshots.append(await page.screenshot(workdir / "page.png"))
+            state = await page.wait_for(PAGE_DONE, timeout_s=timeout_s)
+        results = await asyncio.wait_for(asyncio.shield(serving), 60) if state["phase"] == "ended" else []
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    first = None if sink.first_at is None else sink.first_at - opened
+    return BrowserCall(state, list(results), offers.stats, sink, first, voice_wav, screenshots)
+

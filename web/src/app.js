@@ -1,0 +1,193 @@
+// The page: check the link's token, load the tracker and the motion extractor, take a portrait, then call the
+// receiver and drive the portrait with the camera, as `adasr send` does. `?auto=1` joins at once with a camera
+// snapshot as the portrait (kiosks, tests); `?frames=N` hangs up after N motion packets; `?fps=F` caps the rate.
+// window.adasr holds the page's state and figures for whoever drives it (the tests read it).
+import { FaceLandmarker, FilesetResolver } from '/mp/vision_bundle.mjs';
+
+import { Call, CallError, monotonicUs, probe } from './call.js';
+import { expressionFeatures, NUM_FEATURES } from './expression.js';
+import { BoxSmoother, boxFromCenter, cropInto, MotionSmoother, rawBox, toChw, toRgb } from './face.js';
+import { configureRuntime, MotionExtractor } from './motion.js';
+import { Compression, imageBody, MotionFlags, SourceKind, sourcePayload, zlibCompress } from './wire.js';
+
+const params = new URLSearchParams(location.search);
+const options = {
+  auto: params.get('auto') === '1',
+  frames: Number(params.get('frames') ?? 0),
+  fps: Number(params.get('fps') ?? 30),
+};
+const token = new URLSearchParams(location.hash.slice(1)).get('token');
+const $ = (id) => document.getElementById(id);
+const state = window.adasr = {
+  phase: 'starting', error: null, framesSent: 0, faceLost: 0, peerRendered: null,
+  trackMs: [], extractMs: [], loopMs: [], crossOriginIsolated: window.crossOriginIsolated,
+  downloadBytes: null, firstMotionMs: null, sourceBytes: null, ended: null,
+};
+
+function show(text, phase) {
+  $('status').textContent = text;
+  if (phase) state.phase = phase;
+}
+
+function fail(message) {
+  state.error = message;
+  show(message, 'failed');
+  $('status').classList.add('error');
+}
+
+async function fetchPrivate(path) {
+  const reply = await fetch(path, { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+  if (!reply.ok) throw new CallError(`could not load ${path} (HTTP ${reply.status})`);
+  return reply;
+}
+
+function median(values) {
+  if (!values.length) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function showFigures() {
+  const rate = (ms) => (ms ? (1000 / ms).toFixed(1) : '–');
+  $('figures').textContent = `sent ${state.framesSent} motions (${state.faceLost} without a face) · ` +
+    `tracker ${rate(median(state.trackMs))} fps · motion extractor ${rate(median(state.extractMs))} fps · ` +
+    `loop ${rate(median(state.loopMs))} fps · rendered there: ${state.peerRendered ?? '–'}`;
+}
+
+/** A still of ``source`` (image or video) as a canvas at its natural size. */
+function still(source, width, height) {
+  const canvas = document.createElement('canvas');
+  [canvas.width, canvas.height] = [width, height];
+  canvas.getContext('2d').drawImage(source, 0, 0, width, height);
+  return canvas;
+}
+
+/** The portrait's face crop at the model's size, RGB bytes; CallError when it has no face. */
+function portraitCrop(landmarker, image, side) {
+  const result = landmarker.detect(image);
+  if (!result.faceLandmarks.length) {
+    throw new CallError('No face found in the portrait: pick a photo where your face is clearly visible.');
+  }
+  const points = result.faceLandmarks[0].map((p) => ({ x: p.x * image.width, y: p.y * image.height }));
+  const canvas = $('portrait');
+  [canvas.width, canvas.height] = [side, side];
+  return toRgb(cropInto(canvas, image, boxFromCenter(rawBox(points))));
+}
+
+function waitPortrait(camera) {
+  return new Promise((resolve) => {
+    $('portrait-step').hidden = false;
+    $('snapshot').onclick = () => resolve(still(camera, camera.videoWidth, camera.videoHeight));
+    $('portrait-file').onchange = async () => {
+      const file = $('portrait-file').files[0];
+      if (file) {
+        const bitmap = await createImageBitmap(file);
+        resolve(still(bitmap, bitmap.width, bitmap.height));
+      }
+    };
+  });
+}
+
+/** Camera frames → MOTION packets until the call ends (or ``frames`` were sent): latest frame wins, no queue. */
+async function stream(call, camera, landmarker, extractor, side) {
+  const crop = $('crop');
+  [crop.width, crop.height] = [side, side];
+  const boxes = new BoxSmoother();
+  const smoother = new MotionSmoother();
+  const neutral = new Float32Array(NUM_FEATURES);
+  let last = new Float32Array(6 + 3 * extractor.numKp);
+  let lastMs = null;
+  let box = null;
+  const periodMs = 1000 / options.fps;
+  let ended = false;
+  call.ended.then(() => { ended = true; });
+  while (!ended && !(options.frames && call.stats.frames_sent >= options.frames)) {
+    const t0 = performance.now();
+    const captureUs = monotonicUs();
+    call.stats.frames_captured += 1;
+    const result = landmarker.detectForVideo(camera, t0);
+    const t1 = performance.now();
+    state.trackMs.push(t1 - t0);
+    const dt = lastMs === null ? 1 / options.fps : (t0 - lastMs) / 1000;
+    lastMs = t0;
+    if (result.faceLandmarks.length) {
+      const points = result.faceLandmarks[0].map((p) => ({ x: p.x * camera.videoWidth, y: p.y * camera.videoHeight }));
+      box = boxFromCenter(boxes.step(rawBox(points), dt));
+      const pixels = cropInto(crop, camera, box);
+      const expression = extractor.wantsExpression ? expressionFeatures(points) : neutral;
+      const raw = await extractor.run(toChw(pixels, side), expression);
+      state.extractMs.push(performance.now() - t1);
+      last = smoother.step(raw, dt);
+      call.sendMotion(last, MotionFlags.NONE, captureUs);
+    } else {
+      boxes.reset();
+      smoother.reset();
+      call.sendMotion(last, MotionFlags.FACE_LOST, captureUs);
+    }
+    state.firstMotionMs ??= performance.now();
+    Object.assign(state, { framesSent: call.stats.frames_sent, faceLost: call.stats.face_lost_frames,
+      peerRendered: call.peerStats?.frames_rendered ?? null });
+    state.loopMs.push(performance.now() - t0);
+    if (state.loopMs.length % 10 === 0) showFigures();
+    const wait = periodMs - (performance.now() - t0);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 0)));
+  }
+}
+
+function downloadBytes() {
+  const entries = [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')];
+  return entries.reduce((n, e) => n + (e.encodedBodySize || 0), 0);
+}
+
+async function main() {
+  if (!token) throw new CallError('This link has no token. Open the whole link `adasr receive` printed ' +
+    '(https://HOST:PORT/#token=…).');
+  show('Checking the link…', 'probing');
+  await probe(token);
+  show('Loading the face tracker and the motion extractor…', 'loading');
+  const config = await (await fetchPrivate('/call/config.json')).json();
+  const [faceModel, graph] = await Promise.all(['/call/face_landmarker.task', '/call/motion_extractor.onnx']
+    .map(async (path) => new Uint8Array(await (await fetchPrivate(path)).arrayBuffer())));
+  configureRuntime(Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)));
+  const fileset = await FilesetResolver.forVisionTasks('/mp/wasm');
+  const landmarker = await FaceLandmarker.createFromOptions(fileset, {
+    baseOptions: { modelAssetBuffer: faceModel, delegate: 'CPU' },
+    runningMode: 'IMAGE', numFaces: 1,
+    minFaceDetectionConfidence: 0.5, minFacePresenceConfidence: 0.5, minTrackingConfidence: 0.5,
+  });
+  const extractor = await MotionExtractor.create(graph, config.image_size);
+  extractor.numKp = config.num_kp;
+  show('Allow the camera and the microphone…', 'media');
+  const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  const camera = $('camera');
+  camera.srcObject = media;
+  await camera.play();
+  show(options.auto ? 'Taking a snapshot as your portrait…' : 'Pick your portrait: a photo, or a snapshot.',
+    'portrait');
+  const image = options.auto ? still(camera, camera.videoWidth, camera.videoHeight) : await waitPortrait(camera);
+  const portrait = portraitCrop(landmarker, image, config.image_size);
+  $('portrait-step').hidden = true;
+  landmarker.setOptions({ runningMode: 'VIDEO' });
+  show('Calling…', 'calling');
+  const call = await Call.connect(token, media.getAudioTracks()[0]);
+  $('hangup').hidden = false;
+  $('hangup').onclick = () => call.hangUp();
+  const body = imageBody(portrait, config.image_size, config.image_size);
+  const payload = sourcePayload(body, Compression.ZLIB, await zlibCompress(body));
+  const modelId = Uint8Array.from(config.model_id.match(/../g), (h) => parseInt(h, 16));
+  state.sourceBytes = await call.sendSource(payload, modelId, SourceKind.SOURCE_IMAGE, config.max_message);
+  show('In the call: your face drives your portrait on the other screen.', 'streaming');
+  state.downloadBytes = downloadBytes();
+  await stream(call, camera, landmarker, extractor, config.image_size);
+  if (options.frames) await call.hangUp('the page sent its frames');
+  state.ended = await call.ended;
+  state.peerRendered = call.peerStats?.frames_rendered ?? state.peerRendered;
+  media.getTracks().forEach((track) => track.stop());
+  showFigures();
+  show(`The call ended: ${state.ended}.`, 'ended');
+}
+
+main().catch((error) => {
+  console.error(error);
+  fail(error instanceof CallError ? error.message : `The call failed: ${error.message ?? error}`);
+});
