@@ -17,6 +17,7 @@ import yaml
 from adasr import resources
 from adasr.dataclass_io import build_dataclass, to_plain
 from adasr.errors import ConfigError
+from adasr.expression_signal import NUM_FEATURES
 
 CONFIG_DIR = resources.config_dir()
 #: Bounds of image_size: below, the networks have no room for their down-sampling; above, one frame
@@ -59,6 +60,11 @@ class HEEstimatorConfig:
     """Stage widths (hard-coded in the official code); bottleneck width is w // 4."""
     blocks: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
     """Bottleneck blocks per stage (stages 2–4 open with a stride-2 block)."""
+    expression_inputs: int = 0
+    """Length of the tracker's expression vector (``adasr.expression_signal``) that a small network turns into
+    keypoint offsets added to δ; 0: none (the released design)."""
+    expression_hidden: int = 64
+    """Width of that network's two hidden layers."""
 
 
 @dataclass
@@ -244,6 +250,9 @@ class ModelConfig:
              f"image_size {self.image_size} must be divisible by 4·2^num_blocks of the dense-motion hourglass"),
             (len(self.he_estimator.widths) == 4 and len(self.he_estimator.blocks) == 4,
              "he_estimator.widths and blocks need 4 stages"),
+            (self.he_estimator.expression_inputs in (0, NUM_FEATURES) and self.he_estimator.expression_hidden > 0,
+             f"he_estimator.expression_inputs must be 0 or {NUM_FEATURES} (adasr.expression_signal's features), "
+             "expression_hidden > 0"),
             (g.detail_channels >= 0 and (g.detail_map_channels * 16) % g.reshape_depth == 0,
              "generator.detail_map_channels·16 must be a non-negative multiple of reshape_depth"),
             (not g.blend_source or g.detail_channels > 0, "generator.blend_source needs detail_channels > 0"),

@@ -1,7 +1,8 @@
 """The three deployable networks of DESIGN.md, as modules with fixed tensor inputs and outputs.
 
-1. ``SourceEncoder`` (once per call): source → f_s, x_c and the source's own motion.
-2. ``MotionExtractor`` (every frame, sender): face crop → yaw, pitch, roll (degrees), t, δ.
+1. ``SourceEncoder`` (once per call): source (+ its expression vector) → f_s, x_c and the source's own motion.
+2. ``MotionExtractor`` (every frame, sender): face crop (+ the tracker's expression vector, for a model with
+   an expression mapper: ``adasr.expression_signal``) → yaw, pitch, roll (degrees), t, δ.
 3. ``Renderer`` (every frame, receiver): f_s, x_s, x_d → frame.
 
 They share weights with ``AdaSRNetworks``; every backend (PyTorch, ONNX Runtime, TensorRT) runs
@@ -42,6 +43,12 @@ class SourceTensors(NamedTuple):
     delta: torch.Tensor
 
 
+def motion_inputs(image: torch.Tensor, expression: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The motion extractor's (and source encoder's) graph inputs: the image, and the expression vector for a
+    model with an expression mapper (its graphs take both; the released design's take the image alone)."""
+    return (image,) if expression is None else (image, expression)
+
+
 class MotionExtractor(nn.Module):
     """Image [B, 3, S, S] in [0, 1] → MotionTensors (angles decoded from their 66 bins)."""
 
@@ -49,8 +56,9 @@ class MotionExtractor(nn.Module):
         super().__init__()
         self.he_estimator = networks.he_estimator
 
-    def forward(self, image: torch.Tensor) -> MotionTensors:
-        he = self.he_estimator(image)
+    def forward(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> MotionTensors:
+        """``expression`` [B, E]: the tracker's expression vector, for a model with an expression mapper."""
+        he = self.he_estimator(image, expression)
         delta = he.exp.view(he.exp.shape[0], -1, 3)  # B, K, 3
         return MotionTensors(bins_to_degrees(he.yaw), bins_to_degrees(he.pitch), bins_to_degrees(he.roll), he.t, delta)
 
@@ -64,8 +72,8 @@ class SourceEncoder(nn.Module):
         self.generator = networks.generator
         self.motion = MotionExtractor(networks)
 
-    def forward(self, image: torch.Tensor) -> SourceTensors:
-        return SourceTensors(self.generator.encode(image), self.kp_detector(image), *self.motion(image))
+    def forward(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> SourceTensors:
+        return SourceTensors(self.generator.encode(image), self.kp_detector(image), *self.motion(image, expression))
 
 
 class Renderer(nn.Module):

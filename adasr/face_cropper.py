@@ -46,6 +46,11 @@ class FaceCrop:
     """The square it was cut from, in image pixels (it may extend outside the image)."""
     origin: BoxOrigin
     """Whether the box is this image's face, a kept one, or the centre square."""
+    landmarks: np.ndarray | None = None
+    """[478, 3] float32 in crop pixels when the tracker found the face in this image (what the expression vector
+    is measured from), else None."""
+    pose: tuple[float, float, float] | None = None
+    """The tracker's (yaw, pitch, roll) in degrees when it found the face in this image, else None."""
 
     @property
     def face_found(self) -> bool:
@@ -115,7 +120,10 @@ class FaceCropper:
         if observation is not None:
             if self._stream:
                 self._box = observation.box
-            return FaceCrop(crop_face(image, observation.box, self.size), observation.box, BoxOrigin.FACE)
+            box = observation.box
+            landmarks = (observation.landmarks - np.array([box.x0, box.y0, 0], np.float32)) * (self.size / box.size)
+            return FaceCrop(crop_face(image, box, self.size), box, BoxOrigin.FACE, landmarks,
+                            (observation.yaw, observation.pitch, observation.roll))
         if self._box is not None:
             return FaceCrop(crop_face(image, self._box, self.size), self._box, BoxOrigin.LAST_FACE)
         return centre_crop(image, self.size)

@@ -1,8 +1,11 @@
-"""Head pose and expression estimator (the motion extractor): image → yaw, pitch, roll, t, δ.
+"""Head pose and expression estimator (the motion extractor): image (+ expression vector) → yaw, pitch, roll, t, δ.
 
 A Hopenet-like ResNet-50 bottleneck stack with 66-bin angle heads. The released weights name
 their heads crosswise: the output ``yaw`` comes from ``fc_roll`` and ``roll`` from ``fc_yaw``;
 this module keeps that mapping so the released checkpoint means what it meant.
+
+The lite preset adds ``ExpressionMapper``: the tracker's mouth and eye ratios → keypoint offsets, added to
+the image's δ (the crop alone taught the small network pose, not expression).
 """
 
 from __future__ import annotations
@@ -55,6 +58,23 @@ class ResBottleneck(nn.Module):
         return F.relu(out + x)
 
 
+class ExpressionMapper(nn.Module):
+    """Expression vector [B, E] → keypoint offsets [B, K·3]: two hidden layers, the last layer zero-initialised
+    so that a model trained without it renders exactly as before until training moves it."""
+
+    def __init__(self, inputs: int, hidden: int, num_kp: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(inputs, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                                    nn.LeakyReLU(0.2), nn.Linear(hidden, 3 * num_kp))
+        last = self.layers[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, expression: torch.Tensor) -> torch.Tensor:
+        return self.layers(expression)
+
+
 class HEEstimator(nn.Module):
     """[B, 3, S, S] in [0, 1] → HeadPoseOutput. Stem ×4 down, then stages at widths w1..w4."""
 
@@ -86,6 +106,9 @@ class HEEstimator(nn.Module):
         self.fc_yaw = nn.Linear(w4, cfg.num_bins)
         self.fc_t = nn.Linear(w4, 3)
         self.fc_exp = nn.Linear(w4, 3 * num_kp)
+        self.expression_inputs = cfg.expression_inputs
+        self.expression_mapper = (ExpressionMapper(cfg.expression_inputs, cfg.expression_hidden, num_kp)
+                                  if cfg.expression_inputs else None)
 
     @staticmethod
     def _stack(prefix: str, channels: int, count: int) -> nn.Sequential:
@@ -94,7 +117,8 @@ class HEEstimator(nn.Module):
             stack.add_module(f"{prefix}_{i}", ResBottleneck(channels, stride=1))
         return stack
 
-    def forward(self, image: torch.Tensor) -> HeadPoseOutput:
+    def forward(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> HeadPoseOutput:
+        """``expression`` [B, expression_inputs]: required when the model has an expression mapper, else unused."""
         out = F.relu(self.norm1(self.conv1(image)))  # B, be, S/2, S/2
         out = F.max_pool2d(out, 3, stride=2, padding=1)  # B, be, S/4, S/4
         out = self.block1(F.relu(self.norm2(self.conv2(out))))  # B, w1, S/4
@@ -103,5 +127,12 @@ class HEEstimator(nn.Module):
         out = self.block7(self.block6(F.relu(self.norm5(self.conv5(out)))))  # B, w4, S/32
         feat = out.mean(dim=(2, 3))  # B, w4
         # Crosswise on purpose: the released weights' 'yaw' head is the layer named fc_roll.
+        exp = self.fc_exp(feat)
+        if self.expression_mapper is not None:
+            if expression is None or expression.shape != (image.shape[0], self.expression_inputs):
+                got = None if expression is None else tuple(expression.shape)
+                raise ValueError(f"this motion extractor needs an expression vector [B, {self.expression_inputs}], "
+                                 f"got {got}")
+            exp = exp + self.expression_mapper(expression.to(exp.dtype))
         return HeadPoseOutput(yaw=self.fc_roll(feat), pitch=self.fc_pitch(feat), roll=self.fc_yaw(feat),
-                              t=self.fc_t(feat), exp=self.fc_exp(feat))
+                              t=self.fc_t(feat), exp=exp)

@@ -51,12 +51,13 @@ class Backend(Protocol):
     device: torch.device
     """Where inputs should live and outputs come back."""
 
-    def encode_source(self, image: torch.Tensor) -> SourceTensors:
-        """[1, 3, S, S] float32 in [0, 1] → SourceTensors."""
+    def encode_source(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> SourceTensors:
+        """[1, 3, S, S] float32 in [0, 1] (+ expression [1, E] for a model with an expression mapper) →
+        SourceTensors."""
         ...
 
-    def extract_motion(self, image: torch.Tensor) -> MotionTensors:
-        """[1, 3, S, S] float32 in [0, 1] → MotionTensors."""
+    def extract_motion(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> MotionTensors:
+        """[1, 3, S, S] float32 in [0, 1] (+ expression [1, E], as for ``encode_source``) → MotionTensors."""
         ...
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
@@ -79,12 +80,12 @@ class Head(Protocol):
     size: int
     """The model's image size."""
 
-    def prepare_source(self, image: np.ndarray) -> SourceState:
-        """Run the source encoder once."""
+    def prepare_source(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> SourceState:
+        """Run the source encoder once; ``landmarks`` [478, ≥2]: the tracker's, for the expression vector."""
         ...
 
-    def extract_motion(self, image: np.ndarray) -> Motion:
-        """Run the motion extractor on one face crop."""
+    def extract_motion(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> Motion:
+        """Run the motion extractor on one face crop (``landmarks`` as for ``prepare_source``)."""
         ...
 
     def render_image(self, state: SourceState, motion: Motion, reference: Motion | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from adasr.deployable import MotionTensors, SourceTensors
+from adasr.deployable import MotionTensors, SourceTensors, motion_inputs
 
 
 class GraphBackend(ABC):
@@ -21,11 +21,11 @@ class GraphBackend(ABC):
     def _run(self, name: str, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         """Run graph ``name`` on device tensors; outputs in the graph's order."""
 
-    def encode_source(self, image: torch.Tensor) -> SourceTensors:
-        return SourceTensors(*self._run("source_encoder", (image,)))
+    def encode_source(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> SourceTensors:
+        return SourceTensors(*self._run("source_encoder", motion_inputs(image, expression)))
 
-    def extract_motion(self, image: torch.Tensor) -> MotionTensors:
-        return MotionTensors(*self._run("motion_extractor", (image,)))
+    def extract_motion(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> MotionTensors:
+        return MotionTensors(*self._run("motion_extractor", motion_inputs(image, expression)))
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
         return self._run("renderer", (f_s, kp_source, kp_driving))[0]

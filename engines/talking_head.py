@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from adasr.expression_signal import expression_features, neutral_features
 from adasr.image_ops import image_to_tensor, tensor_to_image
 from adasr.inference import Backend, SourceState
 from adasr.keypoints import Motion, relative_keypoints, transform_keypoints
@@ -25,20 +26,30 @@ class TalkingHead:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.size = backend.config.image_size
+        self.uses_expression = backend.config.he_estimator.expression_inputs > 0
 
     def to_input(self, image: np.ndarray) -> torch.Tensor:
         """HWC RGB image → [1, 3, S, S] float32 in [0, 1] on the backend's device."""
         return image_to_tensor(image, self.size).to(self.backend.device)
 
-    def prepare_source(self, image: np.ndarray) -> SourceState:
-        """Run the source encoder once."""
-        out = self.backend.encode_source(self.to_input(image))
+    def expression_input(self, landmarks: np.ndarray | None) -> torch.Tensor | None:
+        """The expression vector [1, E] from the tracker's landmarks [478, ≥2] (any pixel frame: the features are
+        ratios) for a model that takes one, else None. Without landmarks (no face found) the neutral vector: in
+        relative motion a constant expression moves nothing."""
+        if not self.uses_expression:
+            return None
+        features = neutral_features() if landmarks is None else expression_features(landmarks)
+        return torch.from_numpy(features)[None].to(self.backend.device)
+
+    def prepare_source(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> SourceState:
+        """Run the source encoder once; ``landmarks``: the tracker's, for a model that takes the expression."""
+        out = self.backend.encode_source(self.to_input(image), self.expression_input(landmarks))
         return SourceState(out.f_s, out.x_c, Motion(out.yaw, out.pitch, out.roll, out.t, out.delta),
                            self.backend.model_id)
 
-    def extract_motion(self, image: np.ndarray) -> Motion:
-        """Run the motion extractor on one face crop."""
-        return Motion(*self.backend.extract_motion(self.to_input(image)))
+    def extract_motion(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> Motion:
+        """Run the motion extractor on one face crop (``landmarks`` as for ``prepare_source``)."""
+        return Motion(*self.backend.extract_motion(self.to_input(image), self.expression_input(landmarks)))
 
     def driving_keypoints(self, state: SourceState, motion: Motion, reference: Motion | None) -> torch.Tensor:
         """x_d from the source's x_c and a driving motion; relative to ``reference`` when given.

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from adasr.checkpoint import LoadedModel
-from adasr.deployable import MotionExtractor, MotionTensors, Renderer, SourceEncoder, SourceTensors
+from adasr.deployable import MotionExtractor, MotionTensors, Renderer, SourceEncoder, SourceTensors, motion_inputs
 from adasr.errors import ConfigError
 from adasr.folding import fold_for_inference
 
@@ -157,15 +157,19 @@ class TorchBackend:
         image = image.to(self.device)
         return image.contiguous(memory_format=torch.channels_last) if self.options.channels_last else image
 
-    def encode_source(self, image: torch.Tensor) -> SourceTensors:
-        with self._mode(reduced=False):
-            return SourceTensors(*self.source_encoder(self._image(image)))
+    def _motion_inputs(self, image: torch.Tensor, expression: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        return motion_inputs(self._image(image), None if expression is None else expression.to(self.device))
 
-    def extract_motion(self, image: torch.Tensor) -> MotionTensors:
-        if self._motion_graph is not None:
-            return MotionTensors(*self._motion_graph(self._image(image)))
+    def encode_source(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> SourceTensors:
         with self._mode(reduced=False):
-            return MotionTensors(*self.motion_extractor(self._image(image)))
+            return SourceTensors(*self.source_encoder(*self._motion_inputs(image, expression)))
+
+    def extract_motion(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> MotionTensors:
+        inputs = self._motion_inputs(image, expression)
+        if self._motion_graph is not None:
+            return MotionTensors(*self._motion_graph(*inputs))
+        with self._mode(reduced=False):
+            return MotionTensors(*self.motion_extractor(*inputs))
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
         inputs = (f_s.to(self.device), kp_source.to(self.device), kp_driving.to(self.device))

@@ -63,10 +63,11 @@ OPSET = 20
 WarpName = Literal["auto", "grid_sample", "stacked", "trt"]
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "source_encoder": ("image",),
-    "motion_extractor": ("image",),
+    "source_encoder": ("image", "expression"),
+    "motion_extractor": ("image", "expression"),
     "renderer": ("f_s", "kp_source", "kp_driving"),
 }
+"""The graphs' input names; a model without an expression mapper takes the image alone (the first name)."""
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "source_encoder": SourceTensors._fields,
     "motion_extractor": MotionTensors._fields,
@@ -163,14 +164,20 @@ def verification_cases(model: LoadedModel, nets: AdaSRNetworks, verify_image: np
     face = verify_image if verify_image is not None else astronaut_face(size)
     source = image_to_tensor(face, size)
     driving = torch.flip(source, dims=[3])  # the mirrored face: another head pose, still a face
+    inputs_s: tuple[torch.Tensor, ...] = (source,)
+    inputs_d: tuple[torch.Tensor, ...] = (driving,)
+    features = model.config.he_estimator.expression_inputs
+    if features:  # an expression far from neutral on both sides, so the mapper's path is checked too
+        expression = torch.linspace(-1.5, 1.5, features)[None]
+        inputs_s, inputs_d = (source, expression), (driving, expression.flip(-1))
     with torch.no_grad():  # not inference_mode: the tracer must be able to record these tensors
-        src = SourceEncoder(nets)(source)
-        drv = MotionExtractor(nets)(driving)
+        src = SourceEncoder(nets)(*inputs_s)
+        drv = MotionExtractor(nets)(*inputs_d)
         x_s = transform_keypoints(src.x_c, Motion(src.yaw, src.pitch, src.roll, src.t, src.delta))
         x_d = transform_keypoints(src.x_c, Motion(*drv))
         frame = Renderer(nets)(src.f_s, x_s, x_d)
-    return {"source_encoder": ((source,), tuple(src)),
-            "motion_extractor": ((driving,), tuple(drv)),
+    return {"source_encoder": (inputs_s, tuple(src)),
+            "motion_extractor": (inputs_d, tuple(drv)),
             "renderer": ((src.f_s, x_s, x_d), (frame,))}
 
 
@@ -200,7 +207,7 @@ def _export_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Pat
         warnings.simplefilter("ignore")  # tracer notes on frozen sizes and the exporter's deprecation notice
         torch.onnx.export(
             _Graph(module).eval(), inputs, str(path), opset_version=OPSET, dynamo=False,
-            input_names=list(INPUT_NAMES[name]), output_names=list(OUTPUT_NAMES[name]),
+            input_names=list(INPUT_NAMES[name][:len(inputs)]), output_names=list(OUTPUT_NAMES[name]),
             do_constant_folding=True,
         )
 

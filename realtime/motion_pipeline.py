@@ -54,10 +54,10 @@ class MotionPipeline:
     def process(self, frame: CapturedFrame) -> MotionSample:
         """Track, crop, extract and smooth one frame."""
         t0 = time.perf_counter()
-        found = True
+        found, landmarks = True, None
         if self.cropper is not None:  # before any face: the centre square, only to have something to show
             face = self.cropper.crop(frame.image, frame.timestamp_us // 1000)
-            crop, found = face.crop, face.face_found
+            crop, found, landmarks = face.crop, face.face_found, face.landmarks
         else:
             crop = resize_square(frame.image, self.head.size)
         t1 = time.perf_counter()
@@ -71,7 +71,7 @@ class MotionPipeline:
         if self._lost:
             logger.info("face found again at frame %d", frame.index)
             self._lost = False
-        raw = self.head.extract_motion(crop).to_vector()
+        raw = self.head.extract_motion(crop, landmarks).to_vector()
         t2 = time.perf_counter()
         vector = self.smoother(raw, frame.timestamp_us / 1e6)
         self._last = vector

@@ -20,6 +20,11 @@ ground truth, so PSNR/SSIM are null, and:
 * ``aed``: identity distance of the output from the portrait (copy-source: 0 by construction).
 * ``identity``: the same with SFace (cosine distance, no dlib needed; the ``train`` extra).
 
+Expression, both tasks (``adasr.evaluation.expression_tracking``, dlib's 68 points, the optional ``eval``
+extra): ``mouth_corr`` and ``eye_corr``, the correlation over a clip of the output's mouth and eye opening
+with the driver's, and ``mouth_change_error``. The model is driven with the tracker's landmarks of each
+driving crop (its expression vector), as the sender drives it.
+
 Every measure is also computed for the baseline "output = the source frame" (``copy_source``),
 so a reader sees what the model adds. Landmark measures are *paired*: a frame counts only when the
 tracker finds a face in the reference and in every method's output, so model and baseline are
@@ -44,6 +49,7 @@ import torch
 from tqdm import tqdm
 
 from adasr.errors import InputError, NoFaceError
+from adasr.evaluation.expression_tracking import EXPRESSION_MEASURES, Dlib68, OpeningTrack, expression_measures
 from adasr.evaluation.metrics import (
     SFACE_SAME_PERSON_DISTANCE,
     FaceIdentityEmbedder,
@@ -69,8 +75,9 @@ from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, FrameWri
 logger = logging.getLogger(__name__)
 
 #: Measures of the reconstruction table, in order (fid is set-level: mean only).
-RECON_METRICS = ("psnr", "ssim", "akd", "expression", "aed", "identity", "detail", "pose_error", "identity_psnr")
-CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed", "identity")
+RECON_METRICS = ("psnr", "ssim", "akd", "expression", "aed", "identity", "detail", "pose_error", "identity_psnr",
+                 *EXPRESSION_MEASURES)
+CROSS_METRICS = ("psnr", "ssim", "akd", "akd_motion", "aed", "identity", *EXPRESSION_MEASURES)
 METHODS = ("model", "copy_source")
 FID_NEEDS_WEIGHTS = "needs --inception-weights"
 NO_GROUND_TRUTH = "no ground truth in cross-identity driving"
@@ -226,6 +233,8 @@ class _Portrait:
     embedding: np.ndarray | None
     identity: np.ndarray | None
     state: Any
+    opening: OpeningTrack
+    """The portrait's own mouth and eye opening (one frame; empty without dlib)."""
 
 
 class _Measures:
@@ -246,6 +255,24 @@ class _Measures:
         if reason:
             self.reasons["identity"] = reason
             logger.warning("identity (SFace) skipped: %s", reason)
+        self.dlib68, reason = Dlib68.try_create()
+        if reason:
+            self.reasons.update(dict.fromkeys(EXPRESSION_MEASURES, reason))
+            logger.warning("expression measures (mouth/eye correlation) skipped: %s", reason)
+
+    def track(self, track: OpeningTrack, image: np.ndarray) -> None:
+        """Add the image's mouth and eye openings to ``track`` (nothing without dlib)."""
+        if self.dlib68 is not None:
+            track.add(self.dlib68(image))
+
+    def add_expression(self, series: dict[str, _Series], driver: OpeningTrack,
+                       outputs: dict[str, OpeningTrack]) -> None:
+        """The expression measures of each method's output track against the driver's (once per clip)."""
+        if self.dlib68 is None or len(driver.values) < 2:
+            return
+        for method, track in outputs.items():
+            for name, value in expression_measures(driver, track).items():
+                series[method].add(name, value)
 
     def embed(self, image: np.ndarray) -> np.ndarray | None:
         return None if self.embedder is None else self.embedder(image)
@@ -272,8 +299,11 @@ def _load_portraits(head: Head, paths: list[Path], tracker_config: FaceTrackerCo
                 skipped.append({"file": str(path), "reason": str(exc)})
                 continue
             landmarks, pose = measures.landmarks.measure(crop)
+            opening = OpeningTrack()
+            measures.track(opening, crop)
             portraits.append(_Portrait(path.stem, crop, landmarks, measures.embed(crop), measures.identity(crop),
-                                       _posed_state(head.prepare_source(crop), pose, pose_source)))
+                                       _posed_state(head.prepare_source(crop, landmarks), pose, pose_source),
+                                       opening))
     return portraits
 
 
@@ -308,12 +338,13 @@ def evaluate(head: Head, options: EvalOptions, tracker_config: FaceTrackerConfig
                     skipped.append({"file": str(path), "reason": str(exc)})
                     continue
                 video = options.video if not recon_rows else None
-                row, motions, reference, gt = _reconstruct(head, clip, measures, video, bar,
-                                                           fid_sets if fid is not None else None,
-                                                           options.pose_source)
+                row, motions, reference, gt, driver_track = _reconstruct(head, clip, measures, video, bar,
+                                                                         fid_sets if fid is not None else None,
+                                                                         options.pose_source)
                 recon_rows.append(row)
                 for portrait in portraits:
-                    cross_rows.append(_cross(head, portrait, clip, motions, reference, gt, measures, bar))
+                    cross_rows.append(_cross(head, portrait, clip, motions, reference, gt, driver_track, measures,
+                                             bar))
         if not recon_rows:
             raise InputError(f"{options.clips}: no clip with a detectable face")
     finally:
@@ -399,28 +430,33 @@ def _posed_state(state: SourceState, tracker_pose: np.ndarray | None, pose_sourc
 
 def _reconstruct(head: Head, clip: ClipCrops, measures: _Measures, video: Path | None, bar: tqdm,
                  fid_sets: dict[str, list[np.ndarray]] | None, pose_source: str
-                 ) -> tuple[dict[str, Any], list[Motion], Motion, list[tuple[np.ndarray | None, np.ndarray | None]]]:
+                 ) -> tuple[dict[str, Any], list[Motion], Motion, list[tuple[np.ndarray | None, np.ndarray | None]],
+                            OpeningTrack]:
     """Same-identity reconstruction of one clip; also returns what cross-identity reuses.
 
-    Returns the row, every frame's motion, the reference motion (the source frame's), and the
-    ground-truth (landmarks, embedding) per frame.
+    Returns the row, every frame's motion, the reference motion (the source frame's), the
+    ground-truth (landmarks, embedding) per frame, and the driver's mouth and eye openings.
     """
     src_lms, src_pose = measures.landmarks.measure(clip.source)
-    state = _posed_state(head.prepare_source(clip.source), src_pose, pose_source)
-    reference = _posed(head.extract_motion(clip.source), src_pose, pose_source)
+    state = _posed_state(head.prepare_source(clip.source, src_lms), src_pose, pose_source)
+    reference = _posed(head.extract_motion(clip.source, src_lms), src_pose, pose_source)
     src_emb = measures.embed(clip.source)
     src_id = measures.identity(clip.source)
     series = {m: _Series(RECON_METRICS) for m in METHODS}
     series["model"].add("identity_psnr", psnr(head.render_image(state, reference, reference), clip.source))
     motions: list[Motion] = []
     gt_measures: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+    tracks = {"driver": OpeningTrack(), "model": OpeningTrack(), "source": OpeningTrack()}
+    measures.track(tracks["source"], clip.source)
     writer = FrameWriter(video, clip.fps) if video is not None else None
     try:
         for frame in clip.frames:
             (gt_lms, gt_pose), gt_emb = measures.landmarks.measure(frame), measures.embed(frame)
-            motion = _posed(head.extract_motion(frame), gt_pose, pose_source)
+            motion = _posed(head.extract_motion(frame, gt_lms), gt_pose, pose_source)
             motions.append(motion)
             out = head.render_image(state, motion, reference)
+            measures.track(tracks["driver"], frame)
+            measures.track(tracks["model"], out)
             gt_id = measures.identity(frame)
             gt_measures.append((gt_lms, gt_emb))
             if gt_pose is not None and src_pose is not None and pose_source == "model":
@@ -456,19 +492,29 @@ def _reconstruct(head: Head, clip: ClipCrops, measures: _Measures, video: Path |
             writer.close()
     if src_lms is None:
         logger.warning("%s: the tracker finds no face in the source crop in still mode", clip.name)
+    measures.add_expression(series, tracks["driver"], {"model": tracks["model"],
+                                                       "copy_source": _still_track(tracks["source"], len(clip.frames))})
     row = {"clip": clip.name, "source_frame": clip.source_index, "frames": len(clip.frames),
            **{m: series[m].summary() for m in METHODS}}
     logger.info("%s: %s", clip.name, row)
-    return row, motions, reference, gt_measures
+    return row, motions, reference, gt_measures, tracks["driver"]
+
+
+def _still_track(still: OpeningTrack, frames: int) -> OpeningTrack:
+    """A still photo's openings over ``frames`` frames (the copy-source output)."""
+    return OpeningTrack(still.values * frames)
 
 
 def _cross(head: Head, portrait: _Portrait, clip: ClipCrops, motions: list[Motion], reference: Motion,
-           gt: list[tuple[np.ndarray | None, np.ndarray | None]], measures: _Measures, bar: tqdm) -> dict[str, Any]:
+           gt: list[tuple[np.ndarray | None, np.ndarray | None]], driver_track: OpeningTrack, measures: _Measures,
+           bar: tqdm) -> dict[str, Any]:
     """One portrait driven by one clip's frames, relative to the clip's source frame."""
     driver_anchor = measures.landmarks(clip.source)
     series = {m: _Series(CROSS_METRICS) for m in METHODS}
+    model_track = OpeningTrack()
     for motion, (drv_lms, _) in zip(motions, gt):
         out = head.render_image(portrait.state, motion, reference)
+        measures.track(model_track, out)
         out_lms = measures.landmarks(out)
         out_emb = measures.embed(out)
         out_id = measures.identity(out)
@@ -488,6 +534,8 @@ def _cross(head: Head, portrait: _Portrait, clip: ClipCrops, motions: list[Motio
 
         _add_paired_landmarks(series, {m: v[0] for m, v in outputs.items()}, drv_lms, landmark_measures)
         bar.update(1)
+    measures.add_expression(series, driver_track, {"model": model_track,
+                                                   "copy_source": _still_track(portrait.opening, len(motions))})
     return {"portrait": portrait.name, "clip": clip.name, "frames": len(motions),
             **{m: series[m].summary() for m in METHODS}}
 
@@ -521,12 +569,13 @@ def _fmt(value: float | None, digits: int) -> str:
 _DIGITS = {"psnr": 2, "ssim": 4, "detail": 3, "pose_error": 2, "identity_psnr": 2, "akd": 4, "akd_motion": 4,
            "expression": 4,
            "aed": 4, "identity": 4, "fid": 2,
+           "mouth_corr": 3, "eye_corr": 3, "mouth_change_error": 4,
            "no_face_rate": 3}
 
 
 def _table(title: str, rows: Iterator[tuple[str, dict[str, float | None]]], names: tuple[str, ...]) -> list[str]:
-    arrows = {"psnr": "↑", "ssim": "↑", "detail": "→1", "identity_psnr": "↑"}
-    labels = {"no_face_rate": "no face"}
+    arrows = {"psnr": "↑", "ssim": "↑", "detail": "→1", "identity_psnr": "↑", "mouth_corr": "↑", "eye_corr": "↑"}
+    labels = {"no_face_rate": "no face", "mouth_change_error": "mouth_err"}
     header = f"{'':<28}" + "".join(f"{labels.get(n, n) + ' ' + arrows.get(n, '↓'):>13}" for n in names)
     lines = [title, header]
     for label, values in rows:
@@ -560,7 +609,8 @@ def format_table(report: EvalReport) -> str:
 
         lines += [""] + _table(f"cross-identity: {len(cross['pairs'])} portrait×clip pair(s) (akd vs driver, "
                                "akd_motion = displacement error, aed and identity vs portrait)",
-                               cross_rows(), ("akd", "akd_motion", "aed", "identity", "no_face_rate"))
+                               cross_rows(), ("akd", "akd_motion", "aed", "identity", *EXPRESSION_MEASURES,
+                                              "no_face_rate"))
     lines.append("")
     lines.append("akd: over the frames where the tracker finds a face in the reference and in every output "
                  "(paired); 'no face' = share of frames whose output it lost")

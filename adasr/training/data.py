@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from adasr.errors import InputError
+from adasr.expression_signal import expression_features, mirrored
 from adasr.image_ops import luma
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
 from adasr.training.face_regions import expression_region_map
@@ -370,14 +371,19 @@ class PairDataset(Dataset):
 
     Clips are drawn uniformly (as the official sampler draws one clip per identity), then a shot
     weighted by its length, then two distinct frames of it; a share ``identity_fraction`` of the pairs
-    uses the source frame as the driving frame too, so the renderer learns to give the source back.
+    uses the source frame as the driving frame too, so the renderer learns to give the source back; a share
+    ``expression_fraction`` takes, of ``expression_candidates`` frames of the shot, the one whose expression
+    differs most from the source's (most frame pairs of a talking clip show nearly the same mouth and eyes).
     Returns a dict: ``source``, ``driving`` [3, S, S] float in [0, 1]; ``source_pose``,
     ``driving_pose`` [3] tracker degrees (yaw, pitch, roll; flipped with the image); ``regions``
-    [1, S, S]: 1 on the mouth and eyes of either frame (``adasr.training.face_regions``).
+    [1, S, S]: 1 on the mouth and eyes of either frame (``adasr.training.face_regions``);
+    ``source_expression``, ``driving_expression`` [E]: the tracker's expression vectors
+    (``adasr.expression_signal``; left and right swapped with a flip).
     """
 
     def __init__(self, root: Path, clips: Sequence[str] | None = None, seed: int = 0,
-                 augment: AugmentConfig | None = None, length: int = 1 << 30, identity_fraction: float = 0.0) -> None:
+                 augment: AugmentConfig | None = None, length: int = 1 << 30, identity_fraction: float = 0.0,
+                 expression_fraction: float = 0.0, expression_candidates: int = 8) -> None:
         root = Path(root)
         names = list(clips) if clips else sorted(p.name for p in root.iterdir() if (p / DONE_FILE).is_file())
         if not names:
@@ -388,6 +394,9 @@ class PairDataset(Dataset):
         self.augment = augment or AugmentConfig(flip=False, brightness=0, contrast=0, saturation=0)
         self.length = length
         self.identity_fraction = identity_fraction
+        self.expression_fraction = expression_fraction
+        self.expression_candidates = expression_candidates
+        self.expressions = [expression_features(c.landmarks) for c in self.clips]
 
     def __len__(self) -> int:
         return self.length
@@ -400,8 +409,14 @@ class PairDataset(Dataset):
         lengths = np.array([len(s) for s in shots], np.float64)
         members = shots[int(rng.choice(len(shots), p=lengths / lengths.sum()))]
         a, b = rng.choice(len(members), size=2, replace=False)
-        if rng.random() < self.identity_fraction:
+        candidates = rng.choice(len(members), size=min(self.expression_candidates, len(members)), replace=False)
+        identity_draw, expression_draw = rng.random(2)
+        if identity_draw < self.identity_fraction:
             b = a
+        elif expression_draw < self.expression_fraction:
+            expressions = self.expressions[c]
+            distance = np.linalg.norm(expressions[members[candidates]] - expressions[members[a]], axis=-1)
+            b = int(candidates[int(np.argmax(distance))])
         return c, int(members[a]), int(members[b]), rng
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -412,18 +427,21 @@ class PairDataset(Dataset):
         size = imgs.shape[-1]
         regions = torch.from_numpy(np.maximum(expression_region_map(clip.landmarks[i], size),
                                               expression_region_map(clip.landmarks[j], size)))[None]
-        imgs, pose, regions = self._augment(imgs, pose, regions, rng)
+        expression = self.expressions[c][[i, j]]
+        imgs, pose, regions, expression = self._augment(imgs, pose, regions, expression, rng)
+        expression_t = torch.from_numpy(np.ascontiguousarray(expression))
         return {"source": imgs[0], "driving": imgs[1], "source_pose": pose[0], "driving_pose": pose[1],
-                "regions": regions}
+                "regions": regions, "source_expression": expression_t[0], "driving_expression": expression_t[1]}
 
-    def _augment(self, imgs: torch.Tensor, pose: torch.Tensor, regions: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _augment(self, imgs: torch.Tensor, pose: torch.Tensor, regions: torch.Tensor, expression: np.ndarray,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
         aug = self.augment
         draws = rng.random(4)  # always draw the same count so items stay independent of the settings
         perm_draw, perm = rng.random(), rng.permutation(3)
         if aug.flip and draws[0] < 0.5:
             imgs, regions = imgs.flip(-1), regions.flip(-1)
             pose = pose * torch.tensor([-1.0, 1.0, -1.0])
+            expression = mirrored(expression)
         if aug.brightness:
             imgs = imgs * (1 + aug.brightness * (2 * draws[1] - 1))
         if aug.contrast:
@@ -434,7 +452,7 @@ class PairDataset(Dataset):
             imgs = (imgs - grey) * (1 + aug.saturation * (2 * draws[3] - 1)) + grey
         if aug.channel_shuffle and perm_draw < aug.channel_shuffle:
             imgs = imgs[:, torch.from_numpy(perm)]
-        return imgs.clamp(0, 1), pose, regions
+        return imgs.clamp(0, 1), pose, regions, expression
 
     def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
         """Batch of training step ``step``: items step·B … step·B + B − 1, collated."""

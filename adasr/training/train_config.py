@@ -89,6 +89,11 @@ class TrainConfig:
     carry detail through when the source has it, and to restore it when it has not."""
     identity_pair_fraction: float = 0.0
     """Share of training pairs whose driving frame is the source frame itself (identity motion)."""
+    expression_pair_fraction: float = 0.0
+    """Share of the other pairs whose driving frame is, of ``expression_candidates`` frames of the shot, the one
+    whose mouth and eyes differ most from the source's (``adasr.training.data.PairDataset``)."""
+    expression_candidates: int = 8
+    """Frames looked at for each such pair."""
     run_dir: str = "runs/train_lite"
     """Training checkpoint, TensorBoard logs and sample grids."""
     export_path: str = "weights/adasr-lite.pth"

@@ -36,7 +36,9 @@ from adasr.discriminator import MultiScaleDiscriminator
 from adasr.errors import CheckpointError, ConfigError
 from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
+from adasr.expression_signal import expression_features
 from adasr.training.data import DONE_FILE, PairDataset, load_clip
+from adasr.training.face_regions import expression_region_map
 from adasr.training.degradation import DegradationConfig, degrade
 from adasr.training.distributed import Distributed, from_environment, shutdown, split_batch
 from adasr.training.losses import (
@@ -100,9 +102,11 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def motion_of(networks: AdaSRNetworks, image: torch.Tensor) -> tuple[Motion, torch.Tensor]:
-    """Head-pose estimator outputs as a Motion, plus the angles [B, 3] (yaw, pitch, roll) in degrees."""
-    he = networks.he_estimator(image)
+def motion_of(networks: AdaSRNetworks, image: torch.Tensor,
+              expression: torch.Tensor) -> tuple[Motion, torch.Tensor]:
+    """Head-pose estimator outputs as a Motion, plus the angles [B, 3] (yaw, pitch, roll) in degrees.
+    ``expression`` [B, E]: the tracker's expression vectors, used when the model has an expression mapper."""
+    he = networks.he_estimator(image, expression if networks.cfg.he_estimator.expression_inputs else None)
     yaw, pitch, roll = (bins_to_degrees(a.float()) for a in (he.yaw, he.pitch, he.roll))
     motion = Motion(yaw, pitch, roll, he.t.float(), he.exp.float().view(image.shape[0], -1, 3))
     return motion, motion.pose_degrees()
@@ -146,7 +150,9 @@ class Trainer:
             p.name for p in data_dir.iterdir() if (p / DONE_FILE).is_file() and p.name not in cfg.val_clips)
         self.train_clips = train_clips
         self.dataset = PairDataset(data_dir, train_clips, seed=cfg.seed, augment=cfg.augment,
-                                   identity_fraction=cfg.identity_pair_fraction)
+                                   identity_fraction=cfg.identity_pair_fraction,
+                                   expression_fraction=cfg.expression_pair_fraction,
+                                   expression_candidates=cfg.expression_candidates)
         self.val_batch = self._validation_batch(data_dir) if cfg.val_clips else None
         self.weight_average: WeightAverage | None = None
         """The validated and exported weights when ``cfg.ema_decay`` is on, from step ``cfg.ema_start``."""
@@ -270,8 +276,8 @@ class Trainer:
         w = losses_at(self.cfg, step)
         nets = self.networks
         x_c = nets.kp_detector(b["source"]).float()
-        motion_s, angles_s = motion_of(nets, b["source"])
-        motion_d, angles_d = motion_of(nets, b["driving"])
+        motion_s, angles_s = motion_of(nets, b["source"], b["source_expression"])
+        motion_d, angles_d = motion_of(nets, b["driving"], b["driving_expression"])
         kp_s = transform_keypoints(x_c, motion_s)
         kp_d = transform_keypoints(x_c, motion_d)
         prediction = nets.generator(b["generator_source"], kp_s, kp_d).prediction.float()
@@ -301,7 +307,7 @@ class Trainer:
         if w.equivariance:
             tf = RandomTransform(target.shape[0], self.cfg.transform, _step_generator(self.cfg.seed, step, 2),
                                  self.device)
-            motion_t, _ = motion_of(nets, tf.transform_frame(target))
+            motion_t, _ = motion_of(nets, tf.transform_frame(target), b["driving_expression"])  # ratios: unmoved
             terms["equivariance"] = w.equivariance * equivariance_loss(kp_d, transform_keypoints(x_c, motion_t), tf)
         if w.keypoint_prior:
             terms["keypoint_prior"] = w.keypoint_prior * keypoint_prior_loss(kp_d)
@@ -371,43 +377,55 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation and samples
     def _validation_batch(self, data_dir: Path) -> dict[str, torch.Tensor]:
-        """Fixed same-identity pairs: each val clip's first frame drives from evenly spaced frames."""
-        sources, drivings = [], []
+        """Fixed same-identity pairs: each val clip's first frame drives from evenly spaced frames (with their
+        expression vectors and mouth-and-eye regions)."""
+        sources, drivings, expressions, regions = [], [], [], []
         for name in self.cfg.val_clips:
             clip = load_clip(data_dir / name)
             first = np.flatnonzero(clip.shot == clip.shot[0])
             count = self.cfg.val_pairs_per_clip
             picks = (np.arange(1, len(first)) if count <= 0 or count >= len(first) - 1
                      else np.linspace(1, len(first) - 1, count).round().astype(int))
+            features = expression_features(clip.landmarks)
+            size = clip.frames.shape[1]
             for j in picks:
                 sources.append(clip.frames[first[0]])
                 drivings.append(clip.frames[first[j]])
+                expressions.append(features[[first[0], first[j]]])
+                regions.append(np.maximum(expression_region_map(clip.landmarks[first[0]], size),
+                                          expression_region_map(clip.landmarks[first[j]], size))[None])
 
         def to_t(frames: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
 
-        return {"source": to_t(sources), "driving": to_t(drivings)}
+        pair_expressions = torch.from_numpy(np.stack(expressions))
+        return {"source": to_t(sources), "driving": to_t(drivings), "source_expression": pair_expressions[:, 0],
+                "driving_expression": pair_expressions[:, 1], "regions": torch.from_numpy(np.stack(regions))}
 
     @torch.no_grad()
     def validate(self, chunk: int = 8) -> dict[str, float]:
         """Mean PSNR (dB) and SSIM of the model (sharp source, eval mode) and of copying the source: the
-        still photo is the bar a held-out face must beat."""
+        still photo is the bar a held-out face must beat; and the mean error on the mouth and eyes alone, where a
+        still photo is wrong when the expression changes."""
         assert self.val_batch is not None
+        vb = self.val_batch
         preds = []
         with self.averaged_weights() as nets:
             nets.eval()
-            for i in range(0, len(self.val_batch["source"]), chunk):
-                src = self.val_batch["source"][i:i + chunk].to(self.device)
-                drv = self.val_batch["driving"][i:i + chunk].to(self.device)
+            for i in range(0, len(vb["source"]), chunk):
+                part = {k: v[i:i + chunk].to(self.device) for k, v in vb.items()}
+                src = part["source"]
                 x_c = nets.kp_detector(src)
-                kp_s = transform_keypoints(x_c, motion_of(nets, src)[0])
-                kp_d = transform_keypoints(x_c, motion_of(nets, drv)[0])
+                kp_s = transform_keypoints(x_c, motion_of(nets, src, part["source_expression"])[0])
+                kp_d = transform_keypoints(x_c, motion_of(nets, part["driving"], part["driving_expression"])[0])
                 preds.append(nets.generator(src, kp_s, kp_d).prediction.float().clamp(0, 1).cpu())
             nets.train()
         pred = torch.cat(preds)
-        drv, src = self.val_batch["driving"], self.val_batch["source"]
+        drv, src = vb["driving"], vb["source"]
         return {"psnr_model": _psnr(pred, drv), "psnr_copy_source": _psnr(src, drv),
-                "ssim_model": float(ssim(pred, drv)), "ssim_copy_source": float(ssim(src, drv))}
+                "ssim_model": float(ssim(pred, drv)), "ssim_copy_source": float(ssim(src, drv)),
+                "regions_l1_model": float(region_l1(pred, drv, vb["regions"])),
+                "regions_l1_copy_source": float(region_l1(src, drv, vb["regions"]))}
 
     def write_samples(self, path: Path, count: int = 4) -> Path:
         """PNG grid, one row per sample: source, degraded source, driving, output."""
