@@ -98,7 +98,6 @@ async function stream(call, camera, landmarker, extractor, side) {
   let last = new Float32Array(6 + 3 * extractor.numKp);
   let lastMs = null;
   let box = null;
-  const periodMs = 1000 / options.fps;
   let ended = false;
   call.ended.then(() => { ended = true; });
   while (!ended && !(options.frames && call.stats.frames_sent >= options.frames)) {
@@ -126,10 +125,10 @@ async function stream(call, camera, landmarker, extractor, side) {
     }
     state.firstMotionMs ??= performance.now();
     Object.assign(state, { framesSent: call.stats.frames_sent, faceLost: call.stats.face_lost_frames,
-      peerRendered: call.peerStats?.frames_rendered ?? null });
+      peerRendered: call.peerStats?.frames_rendered ?? null, sendFps: call.fps });
     state.loopMs.push(performance.now() - t0);
     if (state.loopMs.length % 10 === 0) showFigures();
-    const wait = periodMs - (performance.now() - t0);
+    const wait = 1000 / call.fps - (performance.now() - t0);
     await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 0)));
   }
 }
@@ -169,7 +168,7 @@ async function main() {
   $('portrait-step').hidden = true;
   landmarker.setOptions({ runningMode: 'VIDEO' });
   show('Calling…', 'calling');
-  const call = await Call.connect(token, media.getAudioTracks()[0]);
+  const call = await Call.connect(token, media.getAudioTracks()[0], options.fps);
   $('hangup').hidden = false;
   $('hangup').onclick = () => call.hangUp();
   const body = imageBody(portrait, config.image_size, config.image_size);

@@ -13,6 +13,45 @@ const KEEPALIVE_MS = 1000;
 /** Source chunks wait while the control channel holds more than this unsent (a big upload is paced). */
 const MAX_BUFFERED = 1 << 20;
 
+/** Never send slower than this; while a lowered rate keeps up, try this much more each time (render_rate.py). */
+const MIN_FPS = 1.0;
+const PROBE_UP = 1.25;
+
+/** The send rate that follows what the receiver renders, from its STATS (realtime/render_rate.py): a receiver
+ * that drops frames (latest wins) renders at most this fast, so more motion is wasted work on both sides. */
+export class RenderRateFollower {
+  constructor(ceilingFps, intervalS = 1.0) {
+    Object.assign(this, { ceilingFps, intervalS, rate: null, last: null });
+  }
+
+  /** The receiver's latest counters at ``nowS``: the rate to send at from now on, or null to keep the current. */
+  update(nowS, { frames_rendered: rendered, frames_dropped: dropped }) {
+    if (this.last === null) {
+      this.last = { nowS, rendered, dropped };
+      return null;
+    }
+    const elapsed = nowS - this.last.nowS;
+    if (elapsed < this.intervalS) return null;
+    const before = this.last;
+    this.last = { nowS, rendered, dropped };
+    let proposed;
+    if (dropped > before.dropped) {
+      if (rendered === before.rendered) return null; // a stall says nothing about its speed
+      proposed = Math.max(MIN_FPS, (rendered - before.rendered) / elapsed);
+    } else if (this.rate !== null) {
+      proposed = this.rate * PROBE_UP;
+    } else {
+      return null;
+    }
+    proposed = Math.min(proposed, this.ceilingFps);
+    if (proposed >= this.ceilingFps && this.rate === null) return null;
+    const current = this.rate ?? this.ceilingFps;
+    if (Math.abs(proposed - current) < 0.05 * current) return null;
+    this.rate = proposed >= this.ceilingFps ? null : proposed;
+    return proposed;
+  }
+}
+
 /** A failure to tell the person as it is: the message is the whole explanation. */
 export class CallError extends Error {}
 
@@ -57,7 +96,7 @@ function waitOpen(channel) {
 
 export class Call {
   /** Offer a call to this page's receiver; resolves once both channels are open. */
-  static async connect(token, voiceTrack) {
+  static async connect(token, voiceTrack, fps) {
     const pc = new RTCPeerConnection({ iceServers: [] });
     if (voiceTrack) pc.addTransceiver(voiceTrack, { direction: 'sendonly' });
     const control = pc.createDataChannel(CONTROL_LABEL, { ordered: true });
@@ -75,7 +114,7 @@ export class Call {
       throw new CallError(`${refusalMessage(reply.status)} ${detail.error ?? ''}`.trim());
     }
     await pc.setRemoteDescription(await reply.json());
-    const call = new Call(pc, control, motion);
+    const call = new Call(pc, control, motion, fps);
     try {
       await Promise.all([waitOpen(control), waitOpen(motion)]);
     } catch (error) {
@@ -86,8 +125,10 @@ export class Call {
     return call;
   }
 
-  constructor(pc, control, motion) {
+  constructor(pc, control, motion, fps) {
     Object.assign(this, { pc, control, motion });
+    this.fps = fps;
+    this.follower = new RenderRateFollower(fps);
     this.controlSeq = 0;
     this.motionSeq = 0;
     this.stats = { frames_captured: 0, frames_sent: 0, face_lost_frames: 0, clamped_frames: 0 };
@@ -164,6 +205,11 @@ export class Call {
       const view = new DataView(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength);
       if (message.payload.length === 32) {
         this.peerStats = { frames_rendered: view.getUint32(20, true), frames_dropped: view.getUint32(24, true) };
+        const rate = this.follower.update(performance.now() / 1000, this.peerStats);
+        if (rate !== null) {
+          console.info(`the receiver renders ${rate.toFixed(1)} fps: sending at that rate`);
+          this.fps = rate;
+        }
       }
     } else if (message.type === MessageType.GOODBYE && message.payload.length >= 2) {
       const text = new TextDecoder().decode(message.payload.subarray(2, 2 + message.payload[1]));
