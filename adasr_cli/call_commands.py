@@ -133,16 +133,9 @@ def add_send(sub: SubParsers) -> None:
         "over WebRTC; the portrait's source state goes once. Type r + Enter to reset the reference pose, q + Enter "
         "to hang up."))
     p.add_argument("--source", required=True, type=Path, help="portrait image the receiver will see")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", type=int, help="camera index (cv2.VideoCapture)")
-    src.add_argument("--video", type=Path, help="video file")
-    src.add_argument("--images", type=Path, help="folder of images, in name order")
+    _add_capture_arguments(p, required=True)
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: the source's; 25 for a folder)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--loop", action="store_true", help="replay a video or folder from the start when it ends")
-    p.add_argument("--no-crop", dest="crop", action="store_false", help="frames already are square face crops")
-    p.add_argument("--no-source-crop", dest="source_crop", action="store_false",
-                   help="the portrait already is a square face crop")
     st = p.add_argument_group("source state")
     st.add_argument("--send-image", action="store_true",
                     help="send the portrait crop instead of the feature volume (fewer bytes; the receiver encodes it)")
@@ -153,19 +146,14 @@ def add_send(sub: SubParsers) -> None:
     p.add_argument("--reset-at", type=int, action="append", default=[], metavar="FRAME",
                    help="reset the receiver's reference pose at this capture frame (repeatable)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    voice = p.add_argument_group("voice (Opus, our own encoder)")
-    source = voice.add_mutually_exclusive_group()
-    source.add_argument("--mic", nargs="?", const="default", default="default", metavar="DEVICE",
-                        help="capture this microphone (index or name; `python -m sounddevice` lists them); on by "
-                             "default with the system's default microphone; none here: the call goes on silent")
-    source.add_argument("--audio", type=Path, default=None, metavar="FILE",
-                        help="send this sound file instead of the microphone (any format PyAV reads)")
-    source.add_argument("--no-audio", action="store_true", help="a silent call")
-    voice.add_argument("--audio-kbps", type=float, default=DEFAULT_AUDIO_KBPS,
-                       help=f"Opus bitrate (default {DEFAULT_AUDIO_KBPS:g})")
-    voice.add_argument("--audio-frame-ms", type=int, choices=AUDIO_FRAME_MS_CHOICES, default=DEFAULT_AUDIO_FRAME_MS,
-                       help=f"audio per packet (default {DEFAULT_AUDIO_FRAME_MS}: the whole call stays under 64 kbps; "
-                            "20 costs ~14 kbps of headers more and ~80 ms less delay)")
+    _add_voice_arguments(p, "voice (Opus, our own encoder)", "on by default with the system's default microphone")
+    watch = p.add_argument_group("the receiver's face and voice (a two-way call, when it answers with them)")
+    watch.add_argument("--sink", choices=SINK_CHOICES, default=None,
+                       help="where the receiver's face goes (default: file when --output is given, else a window where "
+                            "there is a display, else none); none: a one-way call, your face only")
+    watch.add_argument("--output", type=Path, default=None, help="OUT.mp4 or a folder, for --sink file")
+    watch.add_argument("--vcam-device", default=None, help="virtual camera device (e.g. /dev/video10)")
+    _add_hearing_arguments(watch, "the receiver's")
     http = p.add_argument_group("calling a receiver (what `adasr receive` printed)")
     http.add_argument("--url", default=None,
                       help="https://HOST:PORT of `adasr receive` (required unless --signaling tcp)")
@@ -181,6 +169,69 @@ def add_send(sub: SubParsers) -> None:
     p.set_defaults(func=run_send)
 
 
+def _add_capture_arguments(p: argparse.ArgumentParser, required: bool) -> None:
+    """Where this side's face comes from (``send``; ``receive`` answering with its face)."""
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument("--camera", type=int, help="camera index (cv2.VideoCapture)")
+    src.add_argument("--video", type=Path, help="video file")
+    src.add_argument("--images", type=Path, help="folder of images, in name order")
+    p.add_argument("--loop", action="store_true", help="replay a video or folder from the start when it ends")
+    p.add_argument("--no-crop", dest="crop", action="store_false", help="frames already are square face crops")
+    p.add_argument("--no-source-crop", dest="source_crop", action="store_false",
+                   help="the portrait already is a square face crop")
+
+
+def _add_voice_arguments(p: argparse.ArgumentParser, title: str, mic_default: str) -> None:
+    """This side's voice: microphone, file or none, and its coding."""
+    voice = p.add_argument_group(title)
+    source = voice.add_mutually_exclusive_group()
+    source.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
+                        help="capture this microphone (index or name; `python -m sounddevice` lists them); "
+                             f"{mic_default}; none here: the call goes on silent")
+    source.add_argument("--audio", type=Path, default=None, metavar="FILE",
+                        help="send this sound file instead of the microphone (any format PyAV reads)")
+    source.add_argument("--no-audio", action="store_true", help="send no voice")
+    voice.add_argument("--audio-kbps", type=float, default=DEFAULT_AUDIO_KBPS,
+                       help=f"Opus bitrate (default {DEFAULT_AUDIO_KBPS:g})")
+    voice.add_argument("--audio-frame-ms", type=int, choices=AUDIO_FRAME_MS_CHOICES, default=DEFAULT_AUDIO_FRAME_MS,
+                       help=f"audio per packet (default {DEFAULT_AUDIO_FRAME_MS}: the whole call stays under 64 kbps; "
+                            "20 costs ~14 kbps of headers more and ~80 ms less delay)")
+
+
+def _voice(args: argparse.Namespace, microphone: bool) -> Any:
+    """The VoiceOptions the voice arguments ask for (``microphone``: capture it when nothing else is said)."""
+    from realtime.audio.opus import OpusOptions
+    from realtime.audio.voice import VoiceOptions
+
+    if args.no_audio or not (args.audio is not None or args.mic is not None or microphone):
+        return None
+    return VoiceOptions(file=args.audio, microphone=args.audio is None, device=_device(args.mic),
+                        opus=OpusOptions(kbps=args.audio_kbps, frame_ms=args.audio_frame_ms))
+
+
+def _add_hearing_arguments(group: argparse._ArgumentGroup, whose: str) -> None:
+    """Where the peer's voice goes: a speaker or a WAV file."""
+    group.add_argument("--speaker", nargs="?", const="default", default="default", metavar="DEVICE",
+                       help=f"play {whose} voice on this output (index or name); on by default with the system's "
+                            "default output; none here: the call goes on silent")
+    group.add_argument("--audio-out", type=Path, default=None, metavar="FILE.wav",
+                       help=f"write {whose} voice to this WAV file instead of playing it")
+
+
+def _audio_sink(args: argparse.Namespace) -> Any:
+    """Opens where the peer's voice goes (called when it arrives)."""
+    from realtime.audio.playout import open_audio_sink
+
+    return open_audio_sink(args.audio_out, speaker=args.audio_out is None, device=_device(args.speaker))
+
+
+def _capture(args: argparse.Namespace, fps: float | None, max_frames: int | None) -> Any:
+    from realtime.capture import CaptureOptions
+
+    return CaptureOptions(camera=args.camera, video=args.video, images=args.images, fps=fps, max_frames=max_frames,
+                          loop=args.loop)
+
+
 def _smoothing(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
@@ -193,12 +244,33 @@ def _smoothing(args: argparse.Namespace) -> Any:
     return SmoothingOptions(enabled=args.smoothing, filter=replace(params, **changes))
 
 
+def _watch_sink(args: argparse.Namespace) -> SinkKind:
+    """Where ``send`` shows the receiver's face (``none``: a one-way call, the receiver's voice not heard either);
+    a window where none can open is refused now, before the model loads."""
+    from realtime.sinks import require_display
+
+    kind: SinkKind = args.sink or ("file" if args.output is not None else "window" if _has_display() else "none")
+    if kind == "window":
+        require_display()
+    if kind == "none" and args.sink is None:
+        print("adasr send: no display here: the receiver's face is not shown (--sink file --output OUT.mp4 keeps it)",
+              file=sys.stderr)
+    return kind
+
+
+def _has_display() -> bool:
+    from realtime.sinks import require_display
+
+    try:
+        require_display()
+    except Exception:  # noqa: BLE001 (InputError: no display; the default sink then shows nothing)
+        return False
+    return True
+
+
 def run_send(args: argparse.Namespace) -> int:
     from adasr.video_io import read_image
-    from realtime.audio.opus import OpusOptions
-    from realtime.audio.voice import VoiceOptions
     from realtime.call import run_sender
-    from realtime.capture import CaptureOptions
     from realtime.errors import CallError
     from realtime.http_signaling import HttpSignaling, offer_url
     from realtime.sender import SenderOptions, SourceOptions
@@ -223,19 +295,24 @@ def run_send(args: argparse.Namespace) -> int:
         waiting = f"calling {signaling.url}"
         # a wrong address, certificate or token is reported now, not after seconds of loading the model
         asyncio.run(signaling.probe())
-    voice = None if args.no_audio else VoiceOptions(
-        file=args.audio, microphone=args.audio is None, device=_device(args.mic),
-        opus=OpusOptions(kbps=args.audio_kbps, frame_ms=args.audio_frame_ms))
+    voice = _voice(args, microphone=True)
+    watch_sink = _watch_sink(args)
     options = SenderOptions(
-        capture=CaptureOptions(camera=args.camera, video=args.video, images=args.images, fps=args.fps,
-                               max_frames=args.max_frames, loop=args.loop),
+        capture=_capture(args, args.fps, args.max_frames),
         source=SourceOptions(args.source, send_image=args.send_image, quantization=args.quantization,
                              compression=args.compression, crop=args.source_crop),
         smoothing=_smoothing(args), crop=args.crop, reset_at_frames=tuple(args.reset_at), show_progress=args.progress)
     head = head_from_args(args)
     transport = _transport(args, peer_host)
     print(f"adasr send: {waiting}", file=sys.stderr)
-    stats = asyncio.run(run_sender(head, options, signaling, transport, voice=voice))
+    watching = None
+    if watch_sink != "none":
+        from realtime.call import Watching
+        from realtime.sinks import open_sink
+
+        watching = Watching(open_sink(watch_sink, width=head.size, height=head.size, fps=30.0, output=args.output,
+                                      device=args.vcam_device), audio_sink=lambda: _audio_sink(args))
+    stats = asyncio.run(run_sender(head, options, signaling, transport, voice=voice, watching=watching))
     summary = {
         "frames_captured": stats.frames_captured, "frames_sent": stats.frames_sent,
         "frames_skipped": stats.frames_skipped, "face_lost_frames": stats.face_lost_frames,
@@ -247,6 +324,8 @@ def run_send(args: argparse.Namespace) -> int:
         "peer_frames_dropped": stats.peer.frames_dropped if stats.peer else None,
         "ice_pair_type": stats.ice_pair_type, **stats.wire,
     }
+    if stats.peer_face is not None:
+        summary.update({f"peer_{k}": v for k, v in _receive_summary(stats.peer_face).items()})
     _write_json(args.stats_json, summary)
     print("adasr send: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in summary.items()))
@@ -277,12 +356,12 @@ def add_receive(sub: SubParsers) -> None:
     _add_face_lost_argument(p)
     p.add_argument("--peer-timeout", type=float, default=5.0,
                    help="seconds without any message before the sender counts as vanished and the call ends (5)")
-    voice = p.add_argument_group("voice")
-    voice.add_argument("--speaker", nargs="?", const="default", default="default", metavar="DEVICE",
-                       help="play the caller's voice on this output (index or name); on by default with the system's "
-                            "default output; none here: the call goes on silent")
-    voice.add_argument("--audio-out", type=Path, default=None, metavar="FILE.wav",
-                       help="write the caller's voice to this WAV file instead of playing it")
+    _add_hearing_arguments(p.add_argument_group("the caller's voice"), "the caller's")
+    face = p.add_argument_group("answering with your own face (a two-way call; without --source the caller sees none)")
+    face.add_argument("--source", type=Path, default=None, help="your portrait, shown to the caller")
+    _add_capture_arguments(p, required=False)
+    _add_voice_arguments(p, "your voice back to the caller", "on by default with --source, with the system's "
+                                                            "default microphone")
     http = p.add_argument_group("signaling (HTTPS by default)")
     http.add_argument("--signaling", choices=["http", "tcp"], default="http",
                       help="http: serve POST /offer over HTTPS (default); tcp: aiortc's TCP signaling with a sender "
@@ -308,6 +387,26 @@ def add_receive(sub: SubParsers) -> None:
     p.set_defaults(func=run_receive)
 
 
+def _answering(args: argparse.Namespace) -> Any:
+    """What ``receive`` shows and says back to each caller: a face with --source (and a camera, video or images),
+    a voice with --source or --audio/--mic."""
+    from adasr.video_io import read_image
+    from realtime.call import Answering
+    from realtime.errors import CallError
+    from realtime.sender import SenderOptions, SourceOptions
+
+    has_capture = args.camera is not None or args.video is not None or args.images is not None
+    if has_capture != (args.source is not None):
+        raise CallError("answering with your face takes both --source PORTRAIT and --camera, --video or --images")
+    face = None
+    if args.source is not None:
+        read_image(args.source)  # refuse a bad portrait before anything else
+        face = SenderOptions(capture=_capture(args, None, None),
+                             source=SourceOptions(args.source, crop=args.source_crop), crop=args.crop,
+                             show_progress=False)
+    return Answering(face=face, voice=_voice(args, microphone=args.source is not None))
+
+
 def _receive_summary(stats: Any) -> dict[str, Any]:
     from realtime.stats import percentile, summarize
 
@@ -324,6 +423,10 @@ def _receive_summary(stats: Any) -> dict[str, Any]:
     }
     summary.update(summarize(stats.render_ms, "render_ms"))
     summary.update(summarize(stats.e2e_ms, "e2e_latency_ms"))  # one clock only when both peers share a host
+    if stats.own_face is not None:
+        summary.update({"own_frames_sent": stats.own_face.frames_sent,
+                        "own_frames_rendered_by_caller": stats.own_face.peer.frames_rendered
+                        if stats.own_face.peer else None})
     return summary
 
 
@@ -334,7 +437,6 @@ def _print_summary(command: str, summary: dict[str, Any]) -> None:
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    from realtime.audio.playout import open_audio_sink
     from realtime.call import run_receiver, serve_calls
     from realtime.errors import CallError
     from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token, invitation
@@ -349,10 +451,10 @@ def run_receive(args: argparse.Namespace) -> int:
         require_display()  # a headless machine: refused now, not by a Qt abort at the first call's first frame
     options = ReceiverOptions(relative=args.relative, overlay=args.overlay, face_lost=args.face_lost,
                               peer_timeout_s=args.peer_timeout)
-    speaker = args.audio_out is None
+    answering = _answering(args)
 
     def audio_sink() -> Any:  # opened when a caller's voice arrives
-        return open_audio_sink(args.audio_out, speaker=speaker, device=_device(args.speaker))
+        return _audio_sink(args)
 
     if args.signaling == "tcp":
         head = head_from_args(args)
@@ -361,7 +463,8 @@ def run_receive(args: argparse.Namespace) -> int:
         print(f"adasr receive: calling {args.signaling_host}:{args.signaling_port}", file=sys.stderr)
         stats = asyncio.run(run_receiver(head, options, sink, tcp_signaling(args.signaling_host, args.signaling_port,
                                                                             args.connect_timeout),
-                                         _transport(args, args.signaling_host), audio_sink=audio_sink))
+                                         _transport(args, args.signaling_host), audio_sink=audio_sink,
+                                         answering=answering))
         summary = _receive_summary(stats)
         _write_json(args.stats_json, summary)
         _print_summary("receive", summary)
@@ -408,7 +511,8 @@ def run_receive(args: argparse.Namespace) -> int:
         _print_summary("receive", summary)
 
     asyncio.run(serve_calls(head, options, sink, server, _transport(args, args.bind), max_calls=args.max_calls,
-                            on_ready=on_ready, on_call_end=on_call_end, audio_sink=audio_sink))
+                            on_ready=on_ready, on_call_end=on_call_end, audio_sink=audio_sink,
+                            answering=answering))
     return 0
 
 

@@ -1,6 +1,8 @@
 """A call from one side: connect through signaling, wire the channels to a Sender or Receiver, run.
 
-``connect_as_sender`` / ``connect_as_receiver`` give an open connection whatever the signaling;
+``connect_as_sender`` / ``connect_as_receiver`` give an open connection whatever the signaling; the caller
+(sender) may also hear the callee and watch its face, the callee (receiver) may answer with its own face and
+voice on the same connection (``realtime.two_way``; a two-way call);
 ``run_sender`` / ``run_receiver`` are what ``adasr send`` and ``adasr receive`` run (over TCP
 signaling; the HTTP ``/offer`` server of ``realtime.http_signaling`` runs ``serve_connection`` once per
 accepted offer). The demo uses the same pieces with both peers in one process.
@@ -33,12 +35,14 @@ from realtime.lip_sync import LipSync
 from realtime.messages import GoodbyeReason
 from realtime.receiver import Receiver, ReceiverOptions, ReceiverStats
 from realtime.sender import Sender, SenderOptions, SenderStats
+from realtime.sctp_acks import DelayedAcks, delay_acks
 from realtime.signaling import Signaling, answer, offer
 from realtime.sinks import BorrowedSink, Sink
 from realtime.stats import WireOverhead
 from realtime.wire_meter import WireMeter, wire_figures
+from realtime.two_way import FaceReply, PeerFace
 from realtime.transport import (CallChannels, TransportOptions, accept_channels, create_channels,
-                                create_peer_connection, dtls_cipher, wait_open)
+                                create_peer_connection, dtls_cipher, listen_channels, wait_open)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +58,11 @@ class Connection:
     voice_out: OpusTrack | None = None
     """The voice this side sends (None: a silent call)."""
     voice_in: RemoteVoice | None = None
-    """The voice this side plays (None on a sending-only side)."""
+    """The voice this side plays (None on a side that does not listen)."""
+    peer_face: asyncio.Future[CallChannels] | None = None
+    """On the caller: the channels the callee opens to show its own face (None: the caller does not watch)."""
+    acks: DelayedAcks | None = None
+    """This side's SCTP acknowledgement policy (None: aiortc's own, a SACK per packet)."""
 
     async def close(self) -> None:
         """Stop the voice, close the connection, and wait until the voice's playout has ended."""
@@ -70,22 +78,35 @@ async def _open_or_close(pc: RTCPeerConnection, negotiate: Coroutine[Any, Any, C
     """Run the offer/answer exchange, then wait until both channels are open; close ``pc`` on any failure."""
     try:
         channels = await negotiate
+        acks = delay_acks(pc.sctp)  # before any MOTION flows: a two-way call's SACKs would cost ~20 kbps each way
         for channel in (channels.control, channels.motion):
             await wait_open(channel, timeout_s)
     except BaseException:
         await pc.close()
         raise
-    return Connection(pc, channels)
+    return Connection(pc, channels, acks=acks)
 
 
 async def connect_as_sender(signaling: Signaling, transport: TransportOptions,
-                            voice: VoiceOptions | None = None) -> Connection:
+                            voice: VoiceOptions | None = None, *, audio_sink: Callable[[], AudioSink] | None = None,
+                            watch_face: bool = False) -> Connection:
     """Offerer: add the voice track (``voice``: a file, the microphone; None or no microphone here: silent),
-    create the channels, exchange offer and answer, wait until both channels are open."""
+    create the channels, exchange offer and answer, wait until both channels are open.
+
+    ``audio_sink``: the callee's voice, if it answers with one, plays into ``audio_sink()`` (None: not heard);
+    ``watch_face``: ``peer_face`` gets the channels the callee opens for its own face."""
     pc = create_peer_connection(transport)
     track = open_voice(voice) if voice is not None else None
+    voice_in = RemoteVoice(pc, audio_sink) if audio_sink is not None else None  # before the answer is applied
+    # before the offer, which must carry the audio m-line: sendrecv when the callee's voice is wanted
     if track is not None:
-        pc.addTrack(track)  # before the offer, which must carry the audio m-line
+        pc.addTransceiver(track, direction="sendrecv" if voice_in is not None else "sendonly")
+    elif voice_in is not None:
+        pc.addTransceiver("audio", direction="recvonly")
+    # the callee may open its face's channels as soon as it is connected; a caller that does not watch refuses them
+    peer_face = listen_channels(pc) if watch_face else None
+    if peer_face is None:
+        pc.on("datachannel", lambda channel: channel.close())
 
     async def negotiate() -> CallChannels:
         channels = create_channels(pc)
@@ -97,22 +118,38 @@ async def connect_as_sender(signaling: Signaling, transport: TransportOptions,
     except BaseException:
         if track is not None:
             track.stop()
+        if voice_in is not None:
+            await voice_in.stop()
         raise
-    connection.voice_out = track
+    connection.voice_out, connection.voice_in, connection.peer_face = track, voice_in, peer_face
     return connection
 
 
 async def connect_as_receiver(signaling: Signaling, transport: TransportOptions,
-                              audio_sink: Callable[[], AudioSink] = DiscardSink) -> Connection:
+                              audio_sink: Callable[[], AudioSink] = DiscardSink,
+                              voice: VoiceOptions | None = None) -> Connection:
     """Answerer: answer the offer and wait for the sender's two channels; the sender's voice, if any, plays
-    into ``audio_sink()`` (opened when it arrives; by default nowhere, but always consumed)."""
+    into ``audio_sink()`` (opened when it arrives; by default nowhere, but always consumed). ``voice``: this
+    side's own voice back to the caller (a two-way call), when the caller's offer takes one."""
     pc = create_peer_connection(transport)
-    voice = RemoteVoice(pc, audio_sink)  # before the offer is applied: that is when aiortc announces the track
+    heard = RemoteVoice(pc, audio_sink)  # before the offer is applied: that is when aiortc announces the track
+    track = open_voice(voice) if voice is not None else None
+
+    def add_voice() -> None:  # onto the offer's audio transceiver, before the answer is made
+        if track is None:
+            return
+        # aiortc's private record of what the offer allows this side (its direction reversed); None: unknown, try
+        if not any(t.kind == "audio" and getattr(t, "_offerDirection", "sendrecv") in ("sendrecv", "sendonly")
+                   for t in pc.getTransceivers()):
+            logger.warning("the caller does not take a voice back: this side's voice is not sent")
+            track.stop()
+            return
+        pc.addTrack(track)
 
     async def negotiate() -> CallChannels:
         incoming = asyncio.ensure_future(accept_channels(pc, transport.connect_timeout_s))
         try:
-            await answer(pc, signaling, transport)
+            await answer(pc, signaling, transport, before_answer=add_voice)
             return await incoming
         finally:
             incoming.cancel()
@@ -120,9 +157,12 @@ async def connect_as_receiver(signaling: Signaling, transport: TransportOptions,
     try:
         connection = await _open_or_close(pc, negotiate(), transport.connect_timeout_s)
     except BaseException:
-        await voice.stop()
+        if track is not None:
+            track.stop()
+        await heard.stop()
         raise
-    connection.voice_in = voice
+    connection.voice_in = heard
+    connection.voice_out = track if track is not None and track.readyState == "live" else None
     return connection
 
 
@@ -133,14 +173,17 @@ def attach_sender(head: TalkingHead, options: SenderOptions, connection: Connect
     return sender
 
 
-def attach_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, connection: Connection) -> Receiver:
-    """A started Receiver fed by this connection's channels; the call ends when they close or the connection fails."""
+def attach_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, connection: Connection,
+                    channels: CallChannels | None = None) -> Receiver:
+    """A started Receiver fed by the peer's face channels (``channels``; default: the caller's,
+    ``connection.channels``); it ends when they close or the connection fails."""
     voice = connection.voice_in
-    receiver = Receiver(head, options, sink, control=connection.channels.control,
+    channels = channels or connection.channels
+    receiver = Receiver(head, options, sink, control=channels.control,
                         lip_sync=LipSync(voice.show_at) if voice is not None else None)
-    connection.channels.motion.on("message", receiver.on_motion)
-    connection.channels.control.on("message", receiver.on_control)
-    connection.channels.control.on("close", lambda: receiver.finish("the sender's control channel closed"))
+    channels.motion.on("message", receiver.on_motion)
+    channels.control.on("message", receiver.on_control)
+    channels.control.on("close", lambda: receiver.finish("the sender's control channel closed"))
     pc = connection.pc
 
     @pc.on("connectionstatechange")
@@ -192,15 +235,30 @@ def unwatch_console() -> None:
     asyncio.get_running_loop().remove_reader(sys.stdin)
 
 
+@dataclass(frozen=True)
+class Watching:
+    """What the caller does with the callee's face and voice on a two-way call."""
+
+    sink: Sink
+    """Where the callee's face is rendered (closed at the end of the call)."""
+    options: ReceiverOptions = ReceiverOptions()
+    """How it is rendered."""
+    audio_sink: Callable[[], AudioSink] = DiscardSink
+    """Where the callee's voice plays (opened when it arrives)."""
+
+
 async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signaling,
                      transport: TransportOptions, *, voice: VoiceOptions | None = None,
-                     console: bool = True) -> SenderStats:
+                     console: bool = True, watching: Watching | None = None) -> SenderStats:
     """The whole sending side of a call: connect (with ``voice``), upload the source, stream motion, hang up;
-    the stats say which ICE path it took and what the stream cost on the wire."""
-    connection = await connect_as_sender(signaling, transport, voice)
+    the stats say which ICE path it took and what the stream cost on the wire. ``watching``: also hear the callee
+    and render its face, if it shows one (``SenderStats.peer_face``)."""
+    connection = await connect_as_sender(signaling, transport, voice, watch_face=watching is not None,
+                                         audio_sink=watching.audio_sink if watching is not None else None)
     pair = selected_candidate_pair(connection.pc)
     meter = WireMeter(connection.pc)
     sender = attach_sender(head, options, connection)
+    peer_face = PeerFace(head, watching.options, watching.sink, connection) if watching is not None else None
     commands = console and watch_console({"r": ("reset the reference pose", sender.request_reset),
                                           "q": ("hang up", sender.stop)})
     if commands:
@@ -225,8 +283,20 @@ async def run_sender(head: TalkingHead, options: SenderOptions, signaling: Signa
         if commands:
             unwatch_console()
         await sender.close()
+        if peer_face is not None:
+            sender.stats.peer_face = await peer_face.stop()
         await connection.close()
         await signaling.close()
+
+
+@dataclass(frozen=True)
+class Answering:
+    """What the callee shows and says back to each caller (a two-way call); nothing by default (one-way)."""
+
+    face: SenderOptions | None = None
+    """This side's portrait and camera (None: the caller sees no face)."""
+    voice: VoiceOptions | None = None
+    """This side's voice (None: the caller hears nothing)."""
 
 
 #: Called with the live Receiver when a call starts (status displays, the soak benchmark, tests).
@@ -234,9 +304,12 @@ ReceiverHook = Callable[[Receiver], None]
 
 
 async def serve_connection(head: TalkingHead, options: ReceiverOptions, sink: Sink, connection: Connection,
-                           on_receiver: ReceiverHook | None = None) -> ReceiverStats:
-    """Receive one call on an open connection until it ends (see the module docstring), then close it and the sink."""
+                           on_receiver: ReceiverHook | None = None, own_face: SenderOptions | None = None,
+                           ) -> ReceiverStats:
+    """Receive one call on an open connection until it ends (see the module docstring), then close it and the sink.
+    ``own_face``: show this side's face to the caller too (a two-way call; ``ReceiverStats.own_face``)."""
     receiver = attach_receiver(head, options, sink, connection)
+    reply = FaceReply(head, own_face, connection, 10.0) if own_face is not None else None
     pair = selected_candidate_pair(connection.pc)
     receiver.stats.ice_pair_type = pair.kind if pair is not None else None
     if on_receiver is not None:
@@ -254,9 +327,11 @@ async def serve_connection(head: TalkingHead, options: ReceiverOptions, sink: Si
         receiver.goodbye(text="receiver interrupted")
         raise
     finally:
+        own = await reply.hang_up() if reply is not None else None
         stats = await receiver.stop()
         await connection.close()
         stats.voice = connection.voice_in.stats if connection.voice_in is not None else None
+        stats.own_face = own
     return stats
 
 
@@ -265,21 +340,23 @@ async def serve_calls(head: TalkingHead, options: ReceiverOptions, sink: Sink, s
                       on_ready: Callable[[OfferServer], None] | None = None,
                       on_receiver: ReceiverHook | None = None,
                       on_call_end: Callable[[ReceiverStats], None] | None = None,
-                      audio_sink: Callable[[], AudioSink] = DiscardSink) -> list[ReceiverStats]:
+                      audio_sink: Callable[[], AudioSink] = DiscardSink,
+                      answering: Answering | None = None) -> list[ReceiverStats]:
     """``adasr receive``: answer offers on ``POST /offer`` (token, one call at a time), one call after another.
 
     Every call renders to the same ``sink`` (lent to it, closed here at the end), so a virtual camera
     stays open between calls (the caller's voice goes to a new ``audio_sink()`` per call); run it in a
     ``ThreadedSink`` so the calls' render threads never touch a window or a device directly. A call that ends for
     any reason, a vanished sender included, frees the endpoint for the next. Runs until ``max_calls`` calls have
-    ended (0: until cancelled).
+    ended (0: until cancelled). ``answering``: each caller also sees this side's face and hears its voice.
     """
     results: list[ReceiverStats] = []
     enough = asyncio.Event()
 
     async def handle(signaling: Signaling) -> None:
-        connection = await connect_as_receiver(signaling, transport, audio_sink)
-        stats = await serve_connection(head, options, BorrowedSink(sink), connection, on_receiver)
+        answer = answering or Answering()
+        connection = await connect_as_receiver(signaling, transport, audio_sink, answer.voice)
+        stats = await serve_connection(head, options, BorrowedSink(sink), connection, on_receiver, answer.face)
         results.append(stats)
         if on_call_end is not None:
             on_call_end(stats)
@@ -299,12 +376,14 @@ async def serve_calls(head: TalkingHead, options: ReceiverOptions, sink: Sink, s
 
 
 async def run_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, signaling: Signaling,
-                       transport: TransportOptions, audio_sink: Callable[[], AudioSink] = DiscardSink) -> ReceiverStats:
+                       transport: TransportOptions, audio_sink: Callable[[], AudioSink] = DiscardSink,
+                       answering: Answering | None = None) -> ReceiverStats:
     """The whole receiving side of a call: connect, render until the call ends (the voice into ``audio_sink()``),
-    close the sink."""
+    close the sink; ``answering``: the caller sees this side's face and hears its voice too."""
+    answer = answering or Answering()
     try:
-        connection = await connect_as_receiver(signaling, transport, audio_sink)
-        stats = await serve_connection(head, options, sink, connection)
+        connection = await connect_as_receiver(signaling, transport, audio_sink, answer.voice)
+        stats = await serve_connection(head, options, sink, connection, own_face=answer.face)
     finally:
         await signaling.close()
     if stats.sources_accepted == 0 and stats.source_errors:

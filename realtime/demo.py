@@ -3,8 +3,11 @@
 Both peers run in one event loop over a genuine WebRTC connection on loopback (ICE host
 candidates on 127.0.0.1, DTLS, SCTP data channels): the sender animates nothing itself, it
 uploads the astronaut's source state and streams the carphone clip's motion; the receiver renders
-what arrives. The output video shows the sender's driving crop next to the receiver's render for
-every rendered frame; the statistics say what crossed the wire and how long it took.
+what arrives. The call is two-way by default (``two_way``): the receiver answers with its own face
+(the same portrait, driven by the clip from its start again) and voice on the same connection, and the
+sender renders it. The output video shows the sender's driving crop next to the receiver's render for
+every rendered frame, and the receiver's face as the sender last showed it; the statistics say what
+crossed the wire and how long it took (``reply_*``: the receiver's face and voice at the sender).
 
 The send rate defaults to what this machine sustains (``fps=None``): both peers share its CPU,
 and a receiver slower than the sender drops frames by design (latest wins), which would make the
@@ -25,7 +28,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,7 @@ from realtime.smoothing import SmoothingOptions
 from realtime.source_payload import Compression, Quantization
 from realtime.stats import WireOverhead, kbps, percentile, summarize
 from realtime.transport import LOOPBACK, TransportOptions, dtls_cipher
+from realtime.two_way import FaceReply, PeerFace
 from realtime.wire_meter import WireCount, WireMeter, wire_figures
 
 logger = logging.getLogger(__name__)
@@ -99,13 +103,18 @@ class DemoOptions:
     """How the voice is coded (bitrate, packet time)."""
     ice: IceOptions = IceOptions()
     """STUN/TURN servers, relay-only (both peers use them)."""
+    two_way: bool = True
+    """The receiver answers with its own face and voice, rendered and heard by the sender."""
 
 
 class SideBySideSink:
     """The demo's sink: writes [driving crop | render] per rendered frame, the crop looked up by sequence."""
 
-    def __init__(self, path: Path | None, fps: float, on_call_clock: bool = False) -> None:
+    def __init__(self, path: Path | None, fps: float, on_call_clock: bool = False,
+                 beside: LatestFrame | None = None) -> None:
         self.path, self.fps = path, fps
+        self.beside = beside
+        """The other direction's face (a two-way call), its latest frame drawn as a third panel."""
         self.on_call_clock = on_call_clock
         """Write frames where they were shown in time (each held until the next), so a voice recorded
         alongside stays in step; False: one video frame per rendered frame."""
@@ -127,7 +136,10 @@ class SideBySideSink:
             return
         if self._writer is None:
             self._writer = FrameWriter(self.path, self.fps)
-        side_by_side = np.concatenate([crop, frame], axis=1)
+        panels = [crop, frame]
+        if self.beside is not None:
+            panels.append(self.beside.frame if self.beside.frame is not None else np.zeros_like(frame))
+        side_by_side = np.concatenate(panels, axis=1)
         if self.on_call_clock:
             now = time.monotonic()
             if self.first_shown_at is None:
@@ -142,6 +154,21 @@ class SideBySideSink:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+class LatestFrame:
+    """A sink that keeps only the newest frame (the demo draws the sender's view of the receiver's face with it)."""
+
+    def __init__(self) -> None:
+        self.frame: np.ndarray | None = None
+        self.count = 0
+
+    def show(self, frame: np.ndarray, info: FrameInfo) -> None:
+        self.frame = frame
+        self.count += 1
+
+    def close(self) -> None:
+        pass
 
 
 def measure_frame_cost(head: TalkingHead, portrait: Path, driving: Path, frames: int = 6) -> dict[str, float]:
@@ -187,7 +214,8 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
     fps = options.fps
     if fps is None:
         cost = await loop.run_in_executor(None, measure_frame_cost, head, portrait, driving)
-        fps = min(clip_fps, 1000.0 / (options.headroom * (cost["sender_ms"] + cost["render_ms"])))
+        directions = 2 if options.two_way else 1  # each peer extracts and renders a face
+        fps = min(clip_fps, 1000.0 / (options.headroom * directions * (cost["sender_ms"] + cost["render_ms"])))
         fps = max(1.0, round(fps * 2) / 2)
         logger.info("measured %.1f ms sender + %.1f ms render per frame: sending at %.1f fps",
                     cost["sender_ms"], cost["render_ms"], fps)
@@ -197,7 +225,8 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
         source=SourceOptions(portrait, send_image=options.send_image, quantization=options.quantization,
                              compression=options.compression),
         smoothing=options.smoothing, show_progress=options.show_progress)
-    sink = SideBySideSink(options.output, clip_fps, on_call_clock=options.voice)
+    reply_view = LatestFrame() if options.two_way else None
+    sink = SideBySideSink(options.output, clip_fps, on_call_clock=options.voice, beside=reply_view)
     timeline = _Timeline()
     scratch = tempfile.TemporaryDirectory(prefix="adasr-demo-")
     voice = _demo_voice(options, Path(scratch.name), sender_options.capture, fps)
@@ -212,13 +241,21 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
 
     side_a, side_b = InProcessSignaling.pair()
     start = time.perf_counter()
-    conn_s, conn_r = await asyncio.gather(connect_as_sender(side_a, transport, voice),
-                                          connect_as_receiver(side_b, transport, audio_sink))
+    conn_s, conn_r = await asyncio.gather(
+        connect_as_sender(side_a, transport, voice, audio_sink=DiscardSink if options.two_way else None,
+                          watch_face=options.two_way),
+        connect_as_receiver(side_b, transport, audio_sink, voice if options.two_way else None))
     connect_s = time.perf_counter() - start
     meter = WireMeter(conn_s.pc)
     pair = selected_candidate_pair(conn_s.pc)
     receiver = attach_receiver(head, ReceiverOptions(relative=options.relative), sink, conn_r)
     sender = attach_sender(head, sender_options, conn_s, on_sample=on_sample)
+    reply = seen = None
+    if reply_view is not None:
+        reply = FaceReply(head, _reply_options(sender_options), conn_r, transport.connect_timeout_s)
+        seen = PeerFace(head, ReceiverOptions(relative=options.relative), reply_view, conn_s)
+    reply_stats: SenderStats | None = None
+    seen_stats: ReceiverStats | None = None
     try:
         await sender.send_source()
         try:
@@ -227,6 +264,8 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
             raise CallError(f"the receiver did not install the source state within {options.source_timeout_s:.0f} s"
                             + (f": {receiver.stats.last_source_error}" if receiver.stats.last_source_error else "")
                             ) from None
+        if seen is not None:  # both faces installed before the measured part: its wire figures are the steady call's
+            await asyncio.wait_for(seen.source_ready(), options.source_timeout_s)
         before = meter.read()
         stream_start = time.perf_counter()
         sender_stats = await sender.stream()
@@ -239,8 +278,10 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
         except asyncio.TimeoutError:
             logger.warning("the GOODBYE did not arrive within 5 s")
     finally:
+        reply_stats = await reply.hang_up() if reply is not None else None
         receiver_stats = await receiver.stop()
         await sender.close()
+        seen_stats = await seen.stop() if seen is not None else None
         await conn_s.close()
         await conn_r.close()
         cipher = dtls_cipher(conn_s.pc) or "unknown"
@@ -251,12 +292,15 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
                           cost=cost, backend=head.backend.describe(), model_id=head.backend.model_id,
                           written=sink.count)
     report["ice_pair_type"] = pair.kind if pair is not None else None
+    report["sctp_acks_delayed"] = conn_s.acks.delayed if conn_s.acks is not None else 0
     report["voice"] = "off" if voice is None else str(options.audio or "synthetic")
     report["audio_frame_ms"] = options.opus.frame_ms if voice is not None else None
     report["audio_kbps_target"] = options.opus.kbps if voice is not None else None
     report["audio_frames_played"] = playout.frames if playout is not None else 0
     if playout is not None:
         report.update(summarize(list(playout.delay_ms), "voice_delay_ms"))
+    if seen is not None:
+        report.update(_reply_report(reply_stats, seen_stats))
     if (options.output is not None and playout is not None and playout.started_at is not None
             and sink.first_shown_at is not None and heard.is_file()):
         muxed = options.output.with_name(options.output.stem + ".voice" + options.output.suffix)
@@ -264,6 +308,26 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
         muxed.replace(options.output)
         report["output_has_voice"] = True
     scratch.cleanup()
+    return report
+
+
+def _reply_options(caller: SenderOptions) -> SenderOptions:
+    """The receiver's own face: the caller's portrait and clip, the clip looped so it lasts the call."""
+    return replace(caller, capture=replace(caller.capture, max_frames=None, loop=True), show_progress=False)
+
+
+def _reply_report(sent: SenderStats | None, seen: ReceiverStats | None) -> dict[str, Any]:
+    """The receiver's face and voice as the sender got them (``reply_*`` keys)."""
+    report: dict[str, Any] = {"reply_frames_sent": sent.frames_sent if sent is not None else 0,
+                              "reply_frames_rendered": seen.frames_rendered if seen is not None else 0}
+    if seen is None:
+        return report
+    report.update({"reply_" + k: v for k, v in summarize(seen.e2e_ms, "e2e_latency_ms").items()})
+    report.update({"reply_av_offset_ms_p50": percentile(seen.av_offset_ms, 50),
+                   "reply_av_offset_ms_p95": percentile(seen.av_offset_ms, 95)})
+    if seen.voice is not None:
+        report["reply_audio_frames_played"] = seen.voice.frames
+        report.update({"reply_" + k: v for k, v in summarize(list(seen.voice.delay_ms), "voice_delay_ms").items()})
     return report
 
 

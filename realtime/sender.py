@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -41,6 +42,9 @@ from realtime.source_messages import CHUNK_OVERHEAD, SourceKind, split_source
 from realtime.source_payload import Compression, Quantization
 from realtime.source_state_codec import encode_image, encode_state, wire_model_id
 from realtime.transport import Channel
+
+if TYPE_CHECKING:
+    from realtime.receiver import ReceiverStats
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +140,8 @@ class SenderStats:
     within it."""
     send_fps: float | None = None
     """The send rate the sender lowered itself to, following what the receiver renders (None: never lowered)."""
+    peer_face: ReceiverStats | None = None
+    """The callee's face as this side rendered it, on a two-way call (set by ``run_sender``; None: one-way)."""
 
     def call_stats(self) -> CallStats:
         """The sender's side of a STATS message."""

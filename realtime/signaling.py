@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
@@ -143,9 +144,13 @@ async def offer(pc: RTCPeerConnection, signaling: Signaling, options: TransportO
     await pc.setRemoteDescription(await _receive_description(signaling, "answer", options.connect_timeout_s))
 
 
-async def answer(pc: RTCPeerConnection, signaling: Signaling, options: TransportOptions) -> None:
-    """Answerer: wait for the offer, apply it, send the answer (candidates included)."""
+async def answer(pc: RTCPeerConnection, signaling: Signaling, options: TransportOptions,
+                 before_answer: Callable[[], None] | None = None) -> None:
+    """Answerer: wait for the offer, apply it, send the answer (candidates included). ``before_answer`` runs
+    between the two: where an answerer adds its own tracks to the transceivers the offer made."""
     await signaling.connect()
     await pc.setRemoteDescription(await _receive_description(signaling, "offer", options.connect_timeout_s))
+    if before_answer is not None:
+        before_answer()
     await set_local_description(pc, await pc.createAnswer(), options)
     await signaling.send(pc.localDescription)

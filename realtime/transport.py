@@ -227,26 +227,34 @@ def create_channels(pc: RTCPeerConnection) -> CallChannels:
     return CallChannels(motion=motion, control=control)
 
 
-async def accept_channels(pc: RTCPeerConnection, timeout_s: float) -> CallChannels:
-    """The answerer's side: wait until the offerer's two channels have arrived."""
+def listen_channels(pc: RTCPeerConnection) -> asyncio.Future[CallChannels]:
+    """The two channels the peer opens on ``pc`` (its face's motion and control), once both have arrived.
+
+    Each side of a call sends on the channels it opened and receives on the ones its peer opened: the caller
+    opens its pair before the offer, a callee that shows its face opens its own once connected
+    (realtime/PROTOCOL.md, "Two-way calls"). Listen before the peer can open them."""
     found: dict[str, RTCDataChannel] = {}
-    both = asyncio.Event()
+    both: asyncio.Future[CallChannels] = asyncio.get_running_loop().create_future()
 
     @pc.on("datachannel")
     def on_datachannel(channel: RTCDataChannel) -> None:
-        if channel.label in (MOTION_LABEL, CONTROL_LABEL):
+        if channel.label in (MOTION_LABEL, CONTROL_LABEL) and channel.label not in found:
             found[channel.label] = channel
         else:
             logger.warning("ignoring unexpected data channel %r", channel.label)
-        if len(found) == 2:
-            both.set()
+        if len(found) == 2 and not both.done():
+            both.set_result(CallChannels(motion=found[MOTION_LABEL], control=found[CONTROL_LABEL]))
 
+    return both
+
+
+async def accept_channels(pc: RTCPeerConnection, timeout_s: float) -> CallChannels:
+    """The answerer's side: wait until the offerer's two channels have arrived."""
+    incoming = listen_channels(pc)
     try:
-        await asyncio.wait_for(both.wait(), timeout_s)
+        return await asyncio.wait_for(incoming, timeout_s)
     except asyncio.TimeoutError:
-        raise CallError(f"the peer did not open its data channels within {timeout_s:.0f} s "
-                        f"(got {sorted(found) or 'none'})") from None
-    return CallChannels(motion=found[MOTION_LABEL], control=found[CONTROL_LABEL])
+        raise CallError(f"the peer did not open its data channels within {timeout_s:.0f} s") from None
 
 
 async def wait_open(channel: RTCDataChannel, timeout_s: float) -> None:

@@ -24,6 +24,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from adasr.inference import SourceState
 from engines.talking_head import TalkingHead
@@ -46,6 +47,9 @@ from realtime.source_messages import DEFAULT_MAX_SOURCE_BYTES, SourceBegin, Sour
 from realtime.stats import percentile
 from realtime.tasks import PeerTasks
 from realtime.transport import Channel
+
+if TYPE_CHECKING:
+    from realtime.sender import SenderStats
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +131,8 @@ class ReceiverStats(RenderCounters, PoseCounters, GapCounters, SourceCounters):
     """How the call's packets travelled: host, srflx, prflx or relay (None: not known)."""
     voice: PlayoutStats | None = None
     """What the playout of the sender's voice did (None: the call had no voice)."""
+    own_face: SenderStats | None = None
+    """This side's own face sent back to the caller on a two-way call (None: one-way)."""
 
     def call_stats(self) -> CallStats:
         """The receiver's side of a STATS message."""
