@@ -8,6 +8,7 @@ and sends the bytes ``adasr send`` sends. Everything stays on this machine's loo
 from __future__ import annotations
 
 import asyncio
+import shutil
 import wave
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from tests.tones import write_tone
 
 CHROMIUM = find_chromium()
 PACKAGES_INSTALLED = all((resources.web_dir() / path).is_file() for path in PACKAGE_FILES.values())
-needs_packages = pytest.mark.skipif(not PACKAGES_INSTALLED, reason="the page's packages are not installed "
-                                    "(`npm ci --prefix web`, which `make` runs; needs node/npm)")
+needs_packages = pytest.mark.skipif(not PACKAGES_INSTALLED or shutil.which("node") is None,
+                                    reason="node or the page's packages are not installed (`npm ci --prefix web`, "
+                                           "which `make` runs; needs node/npm)")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 #: Motion packets the page sends before it hangs up, and its rate: one the receiver renders in full beside Chromium
 #: on a busy 2-core machine (faster, latest wins drops frames; realtime/render_rate.py).
@@ -103,6 +105,41 @@ def fake_media(tmp_path_factory: pytest.TempPathFactory, carphone_frames: list[n
     folder = tmp_path_factory.mktemp("media")
     return FakeMedia(write_y4m(folder / "carphone.y4m", carphone_frames, 15),
                      write_tone(folder / "tone.wav", 440, 10, rate=48000))
+
+
+@pytest.mark.slow
+@needs_packages
+def test_the_page_renders_the_faces_python_renders(lite_graphs: Path, lite_head: TalkingHead,
+                                                   carphone_frames: list[np.ndarray], astronaut_face: np.ndarray,
+                                                   tmp_path: Path) -> None:
+    """web/src/render.js (source encoder, keypoint transform, renderer in onnxruntime-web's wasm, under node)
+    against the Python receiver's ONNX Runtime render of the same portrait and motions: every graph runs in the
+    web runtime at the opset it was exported with, and the frames agree to well over 30 dB."""
+    import json
+    import subprocess
+
+    from adasr.image_ops import resize_square
+    from adasr.keypoints import Motion
+
+    side = lite_head.size
+    portrait = resize_square(astronaut_face, side)
+    motions = [lite_head.extract_motion(resize_square(frame, side)).to_vector() for frame in carphone_frames[:16:5]]
+    state = lite_head.prepare_source(portrait)
+    reference = Motion.from_vector(motions[0])
+    expected = np.stack([lite_head.render(state, Motion.from_vector(m), reference)[0].numpy() for m in motions])
+    (tmp_path / "portrait.rgb").write_bytes(np.ascontiguousarray(portrait).tobytes())
+    case = {"side": side, "image": str(tmp_path / "portrait.rgb"), "motions": [m.tolist() for m in motions],
+            "reference": motions[0].tolist(), "threads": 1}
+    (tmp_path / "case.json").write_text(json.dumps(case))
+    node = shutil.which("node")
+    assert node is not None
+    result = subprocess.run([node, "tools/render_check.mjs", str(lite_graphs), str(tmp_path / "case.json"),
+                             str(tmp_path)], cwd=resources.web_dir(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames = np.fromfile(tmp_path / "frames.f32", np.float32).reshape(expected.shape)
+    psnr = [10 * np.log10(1.0 / max(float(np.mean((f - e) ** 2)), 1e-12)) for f, e in zip(frames, expected)]
+    assert min(psnr) >= 30.0, psnr
+    assert float(np.abs(frames[-1] - frames[0]).mean()) > 1e-3  # the motions move the face: not one frame repeated
 
 
 @pytest.mark.slow

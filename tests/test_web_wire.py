@@ -65,8 +65,20 @@ def test_source_image_transfer_matches_the_golden_vectors() -> None:
     assert len(results) == len(decoded) and results[-1] == payload
 
 
+def test_expression_features_match_the_golden_vectors() -> None:
+    """web/golden/expression-v1.json, which web/test/expression.test.js checks the page's features against, still
+    holds what adasr.expression_signal computes (rewrite it with scripts/make_expression_golden.py if not)."""
+    from adasr.expression_signal import expression_features
+
+    golden = json.loads((WEB / "golden" / "expression-v1.json").read_text(encoding="utf-8"))
+    for case in golden["cases"]:
+        features = expression_features(np.array(case["landmarks"], np.float64))
+        np.testing.assert_allclose(features, case["features"], atol=1e-6, err_msg=case["name"])
+
+
 def test_the_page_wire_format_passes_its_node_tests() -> None:
-    """web/test/wire.test.js checks the JavaScript encoders against the same golden file."""
+    """web/test/*.test.js check the JavaScript encoders and the page's expression features against the golden
+    files, and the page's render-rate rule."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (apt-get install nodejs): the page's JavaScript tests cannot run")

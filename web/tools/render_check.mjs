@@ -1,0 +1,38 @@
+// Renders frames with web/src/render.js in onnxruntime-web (node, the wasm build the page runs), for
+// tests/test_browser_peer.py to compare with Python's ONNX Runtime.
+//   node tools/render_check.mjs GRAPHS_DIR CASE.json OUT_DIR
+// CASE.json: {side, image: "RGB file, side×side bytes", motions: [[6 + 3K]...], reference: [6 + 3K] | null,
+// threads}. Writes OUT_DIR/frames.f32 (N × 3 × side × side float32) and OUT_DIR/timing.json.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import * as ort from 'onnxruntime-web';
+
+import { FaceRenderer } from '../src/render.js';
+
+const [graphs, casePath, outDir] = process.argv.slice(2);
+const spec = JSON.parse(readFileSync(casePath, 'utf8'));
+ort.env.wasm.numThreads = spec.threads ?? 1;
+const side = spec.side;
+const rgb = readFileSync(spec.image);
+const chw = new Float32Array(3 * side * side);
+for (let i = 0; i < side * side; i += 1) {
+  for (let c = 0; c < 3; c += 1) chw[c * side * side + i] = rgb[3 * i + c] / 255;
+}
+const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'source_encoder.onnx')),
+  readFileSync(join(graphs, 'renderer.onnx')), side);
+const t0 = performance.now();
+await renderer.setSource(chw);
+const encodeMs = performance.now() - t0;
+const reference = spec.reference ? Float32Array.from(spec.reference) : null;
+const frames = [];
+const renderMs = [];
+for (const motion of spec.motions) {
+  const t = performance.now();
+  frames.push(Float32Array.from(await renderer.render(Float32Array.from(motion), reference)));
+  renderMs.push(performance.now() - t);
+}
+const all = new Float32Array(frames.length * 3 * side * side);
+frames.forEach((f, i) => all.set(f, i * f.length));
+writeFileSync(join(outDir, 'frames.f32'), Buffer.from(all.buffer));
+writeFileSync(join(outDir, 'timing.json'), JSON.stringify({ encode_ms: encodeMs, render_ms: renderMs }));
