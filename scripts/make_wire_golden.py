@@ -16,7 +16,7 @@ from realtime.messages import CallStats, GoodbyeReason, encode_clock, encode_goo
     encode_stats
 from realtime.motion_codec import MotionFlags, encode_motion
 from realtime.source_messages import SourceKind, split_source
-from realtime.source_payload import pack_source_state
+from realtime.source_payload import pack_source_state, unpack_source_state
 
 GOLDEN = Path(__file__).resolve().parent.parent / "web" / "golden" / "wire-v1.json"
 
@@ -45,8 +45,19 @@ def cases() -> dict[str, object]:
     image = np.arange(16 * 20 * 3, dtype=np.uint32).reshape(16, 20, 3).astype(np.uint8)  # H=16, W=20
     payload = pack_source_state({"image": image}, compression="none")
     model_id = bytes(range(32))
+    rng = np.random.default_rng(7)
+    arrays = {"f_s": rng.normal(0, 2, (1, 3, 4, 5)).astype(np.float32),
+              "x_c": rng.uniform(-1, 1, (1, 15, 3)).astype(np.float32),
+              "motion": rng.normal(0, 0.1, 51).astype(np.float32)}
+    states = []
+    for quantization, compression in (("fp16", "zlib"), ("int8", "none"), ("fp32", "zlib")):
+        packed = pack_source_state(arrays, quantization=quantization, compression=compression, min_elements=50)
+        states.append({"quantization": quantization, "compression": compression, "payload_hex": packed.hex(),
+                       "arrays": {name: {"shape": list(a.shape), "values": [float(x) for x in a.reshape(-1)]}
+                                  for name, a in unpack_source_state(packed).items()}})
     return {
         "protocol_version": 1,
+        "source_states": states,
         "motion": motion,
         "stats": {"seq": 3, "timestamp_us": "1000000", "counters": {"frames_captured": 301, "frames_sent": 300,
                   "face_lost_frames": 4, "packets_received": 2**32 + 5},

@@ -18,7 +18,7 @@ from realtime.motion_codec import MotionFlags, encode_motion
 from realtime.protocol import (ClockMessage, Goodbye, MotionPacket, SourceAssembler, SourceBegin, SourceChunk,
                                StatsMessage, decode)
 from realtime.source_messages import SourceKind, split_source
-from realtime.source_payload import pack_source_state
+from realtime.source_payload import pack_source_state, unpack_source_state
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 GOLDEN: dict[str, Any] = json.loads((WEB / "golden" / "wire-v1.json").read_text(encoding="utf-8"))
@@ -63,6 +63,16 @@ def test_source_image_transfer_matches_the_golden_vectors() -> None:
     decoded = [decode(bytes.fromhex(m), max_message=s["max_message"]) for m in s["messages_hex"]]
     results = [assembler.feed(m) for m in decoded if isinstance(m, (SourceBegin, SourceChunk))]
     assert len(results) == len(decoded) and results[-1] == payload
+
+
+@pytest.mark.parametrize("state", GOLDEN["source_states"], ids=lambda s: s["quantization"])
+def test_source_state_payloads_decode_to_the_golden_values(state: dict[str, Any]) -> None:
+    """What web/test/source_state.test.js expects the page to decode is what Python decodes."""
+    arrays = unpack_source_state(bytes.fromhex(state["payload_hex"]))
+    assert sorted(arrays) == sorted(state["arrays"])
+    for name, expected in state["arrays"].items():
+        assert list(arrays[name].shape) == expected["shape"]
+        np.testing.assert_array_equal(arrays[name].reshape(-1), np.array(expected["values"], np.float32))
 
 
 def test_expression_features_match_the_golden_vectors() -> None:
