@@ -632,7 +632,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from realtime.audio.opus import OpusOptions
     from realtime.demo import DemoOptions, format_report, run_demo_call, write_report
 
-    if args.backend == "torch" and checkpoint_of(args) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.is_file():
+    if args.onnx is None and checkpoint_of(args) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.is_file():
         raise CheckpointError(
             f"the demo's weights {DEFAULT_CHECKPOINT} are missing: they ship with the repository (restore them with "
             f"`git checkout -- weights/`), or pass --checkpoint PATH [--config YAML] to run the demo with others")

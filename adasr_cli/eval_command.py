@@ -54,7 +54,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           pose_source=args.pose_source,
                           show_progress=not args.no_progress)
     report = evaluate(head, options)
-    if args.backend == "torch":
+    if args.onnx is None:  # the checkpoint's own weights (through the cached graphs when not torch)
         report.model["checkpoint"] = str(checkpoint_of(args))
     print(format_table(report))
     if args.json is not None:

@@ -21,6 +21,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+#: The command line's default: the fastest backend present (see :func:`fastest_backend`), resolved by the caller.
+AUTO = "auto"
+
+
+def fastest_backend(device: str) -> str:
+    """The fastest backend present for ``device``: on a GPU TensorRT, else ONNX Runtime's CUDA provider, else
+    torch; on a CPU ONNX Runtime, else torch (each measured faster than the next in benchmarks/RESULTS.md)."""
+    import importlib.util
+
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    if device.startswith("cuda"):
+        if importlib.util.find_spec("tensorrt") is not None:
+            return "tensorrt"
+        if has_ort:
+            import onnxruntime
+
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                return "onnxruntime"
+        return "torch"
+    return "onnxruntime" if has_ort else "torch"
 
 
 def _cuda_index(device: str) -> int:
@@ -51,7 +71,7 @@ def create_backend(
     ``device`` default cpu; ``precision`` fp32 | fp16 | bf16 (renderer only); ``threads`` sets
     torch's intra-op threads (process-wide). onnxruntime: from ``onnx_dir`` (``adasr export``);
     the provider follows ``device`` (cpu → CPU, cuda[:N] → CUDA) unless ``ort_provider`` names one
-    (cpu | cuda | tensorrt); ``precision``, when given, must match the exported files. tensorrt:
+    (cpu | cuda | tensorrt); ``precision`` (fp32 | fp16 | int8), when given, must match the exported files. tensorrt:
     from ``onnx_dir`` exported with ``--trt``, engines cached in ``engine_dir``; fp16 renderer
     unless ``precision`` is fp32.
     """
@@ -90,10 +110,10 @@ def create_backend(
         if precision is not None:
             exported = read_manifest(onnx_dir, verify_files=False).precision
             if precision != exported:
-                raise ConfigError(f"{onnx_dir} holds {exported} graphs, --precision {precision} was asked: "
-                                  f"re-export{' with --fp16' if precision == 'fp16' else ' without --fp16'}"
-                                  if precision in ("fp32", "fp16") else
-                                  f"ONNX graphs are fp32 or fp16, not {precision}")
+                remedy = {"fp16": "re-export with --fp16", "fp32": "re-export without --fp16",
+                          "int8": "leave --onnx out to run the cached int8 graphs"}.get(
+                              precision, "ONNX graphs are fp32, fp16 or int8")
+                raise ConfigError(f"{onnx_dir} holds {exported} graphs, --precision {precision} was asked: {remedy}")
         return OnnxRuntimeBackend(onnx_dir, providers=[ort_provider], threads=threads,
                                   device_id=_cuda_index(device) if device.startswith("cuda") else 0)
 
