@@ -7,8 +7,9 @@ it runs come from this server alone, no CDN:
 * the page's ES modules, and the installed packages' runtimes (``web/node_modules``, pinned by
   ``web/package-lock.json``): onnxruntime-web's wasm build and mediapipe's tasks-vision with its wasm;
 * behind the bearer token, like ``/offer``: the call's facts (``/call/config.json``: model id, crop size,
-  K), the receiver's own face-tracker model (the ``.task`` file the Python side uses) and the motion
-  extractor graph the Python side exported.
+  K, the feature volume's layout), the receiver's own face-tracker model (the ``.task`` file the Python
+  side uses) and the graphs the Python side exported: the motion extractor (the page's face) and the
+  renderer (the receiver's face, in a two-way call).
 
 Every response is cross-origin isolated (COOP ``same-origin``, COEP ``require-corp``, CORP
 ``same-origin``), which wasm threads need (``SharedArrayBuffer``), and carries a content security
@@ -53,7 +54,11 @@ PAGE_FILES: Mapping[str, str] = {
     "/app/call.js": "src/call.js",
     "/app/expression.js": "src/expression.js",
     "/app/face.js": "src/face.js",
+    "/app/keypoints.js": "src/keypoints.js",
     "/app/motion.js": "src/motion.js",
+    "/app/peer_face.js": "src/peer_face.js",
+    "/app/render.js": "src/render.js",
+    "/app/source_state.js": "src/source_state.js",
     "/app/wire.js": "src/wire.js",
 }
 _ORT = "node_modules/onnxruntime-web/dist/"
@@ -73,6 +78,7 @@ PACKAGE_FILES: Mapping[str, str] = {
 CONFIG_PATH = "/call/config.json"
 FACE_MODEL_PATH = "/call/face_landmarker.task"
 MOTION_GRAPH_PATH = "/call/motion_extractor.onnx"
+RENDERER_GRAPH_PATH = "/call/renderer.onnx"
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,9 @@ class PageOptions:
     """The ``web`` folder: ``src/`` and the installed ``node_modules/`` (``npm ci``)."""
     face_model: Path
     """mediapipe's FaceLandmarker ``.task`` file (the one the Python side tracks faces with)."""
-    motion_graph: Path
-    """``motion_extractor.onnx`` of the receiver's model (exported, verified against PyTorch)."""
+    graphs: Path
+    """The receiver's exported graphs (``adasr export``'s folder): the page runs ``motion_extractor.onnx`` and
+    ``renderer.onnx``."""
     model_id: bytes
     """The wire model id (``source_state_codec.wire_model_id``): a SOURCE_BEGIN from the page must carry it."""
     image_size: int
@@ -93,11 +100,27 @@ class PageOptions:
     """Keypoints K of the model (a MOTION carries 6 + 3K numbers)."""
     max_message: int
     """Largest data-channel message the receiver accepts; the page cuts its source chunks to fit."""
+    feature_channel: int
+    """Where the packed photo starts in f_s (``ModelConfig.feature_channel``)."""
+    detail_channels: int
+    """Planes before the photo in the packed detail (``GeneratorConfig.detail_channels``)."""
+    derived_channels: int
+    """f_s channels a receiver derives rather than receives (``ModelConfig.derived_volume_channels``)."""
+
+    @property
+    def motion_graph(self) -> Path:
+        """The page's motion extractor."""
+        return self.graphs / "motion_extractor.onnx"
+
+    @property
+    def renderer_graph(self) -> Path:
+        """The renderer of the other side's face."""
+        return self.graphs / "renderer.onnx"
 
     def missing(self) -> list[Path]:
         """Files the page needs that are not there (empty: it can be served)."""
         needed = [self.web_dir / p for p in (*PAGE_FILES.values(), *PACKAGE_FILES.values())]
-        return [p for p in (*needed, self.face_model, self.motion_graph) if not p.is_file()]
+        return [p for p in (*needed, self.face_model, self.motion_graph, self.renderer_graph) if not p.is_file()]
 
     def check(self) -> None:
         """CallError naming what is missing and how to get it."""
@@ -124,12 +147,15 @@ def add_page_routes(app: web.Application, options: PageOptions, authorized: Auth
     for url, relative in (*PAGE_FILES.items(), *PACKAGE_FILES.items()):
         app.router.add_get(url, _file_handler(options.web_dir / relative))
     config = json.dumps({"model_id": options.model_id.hex(), "image_size": options.image_size,
-                         "num_kp": options.num_kp, "max_message": options.max_message}).encode()
+                         "num_kp": options.num_kp, "max_message": options.max_message,
+                         "feature_channel": options.feature_channel, "detail_channels": options.detail_channels,
+                         "derived_channels": options.derived_channels}).encode()
     private: dict[str, Callable[[], web.StreamResponse]] = {
         CONFIG_PATH: lambda: web.Response(body=config, content_type="application/json",
                                           headers={**SECURITY_HEADERS, "Cache-Control": "no-store"}),
         FACE_MODEL_PATH: _file_response(options.face_model, private=True),
         MOTION_GRAPH_PATH: _file_response(options.motion_graph, private=True),
+        RENDERER_GRAPH_PATH: _file_response(options.renderer_graph, private=True),
     }
     for url, respond in private.items():
         app.router.add_get(url, _guarded(respond, authorized))

@@ -12,18 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from adasr import resources
+from adasr_cli.browser_page import page_options
 from engines.talking_head import TalkingHead
 from realtime.audio.playout import WavSink
-from realtime.call import serve_calls
+from realtime.call import Answering, serve_calls
 from realtime.http_signaling import OfferServer, OfferServerOptions, OfferServerStats, generate_token
 from realtime.messages import DEFAULT_MAX_MESSAGE
 from realtime.receiver import ReceiverOptions, ReceiverStats
 from realtime.sinks import FrameInfo
-from realtime.source_state_codec import wire_model_id
 from realtime.tls_identity import load_or_create_identity
 from realtime.transport import LOOPBACK, TransportOptions
-from realtime.web_page import PageOptions, add_page_routes
+from realtime.web_page import add_page_routes
 from tests.headless_chromium import FakeMedia, open_page
 
 #: What the page reports once it has ended, failed or been stopped (window.adasr).
@@ -68,23 +67,19 @@ class BrowserCall:
     """The caller's voice as the receiver played it."""
     screenshots: list[Path] = field(default_factory=list)
     """The page during the call (``screenshot_after`` frames sent)."""
-
-
-def page_options(head: TalkingHead, graphs: Path) -> PageOptions:
-    """The page for ``head``'s model, running the motion extractor of ``graphs`` (an ``adasr export`` folder)."""
-    config = head.backend.config
-    return PageOptions(web_dir=resources.web_dir(), face_model=resources.face_model(),
-                       motion_graph=graphs / "motion_extractor.onnx", model_id=wire_model_id(head),
-                       image_size=config.image_size, num_kp=config.num_kp, max_message=DEFAULT_MAX_MESSAGE)
+    peer_sample: dict[str, Any] | None = None
+    """The page's last frame of the receiver's face (``answering``): motion, reference, RGBA pixels (base64)."""
 
 
 async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: FakeMedia, workdir: Path, *,
                        query: str = "auto=1&frames=40&fps=10", link_token: str | None = None,
-                       screenshot_after: int | None = None, timeout_s: float = 400.0) -> BrowserCall:
-    """Serve one call and open its link in Chromium (``link_token``: a different token in the link); returns once
-    the page has ended or failed and the receiver has finished with it."""
+                       screenshot_after: int | None = None, timeout_s: float = 400.0,
+                       answering: Answering | None = None) -> BrowserCall:
+    """Serve one call and open its link in Chromium (``link_token``: a different token in the link; ``answering``:
+    the receiver's own face and voice back to the page); returns once the page has ended or failed and the
+    receiver has finished with it."""
     token = generate_token()
-    options = page_options(head, graphs)
+    options = page_options(head, graphs, DEFAULT_MAX_MESSAGE)
     server = OfferServerOptions(token=token, port=0, tls=load_or_create_identity(workdir / "tls"),
                                 page=lambda app, authorized: add_page_routes(app, options, authorized))
     sink = RecordingSink()
@@ -92,10 +87,11 @@ async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: Fa
     ready: asyncio.Future[OfferServer] = asyncio.get_running_loop().create_future()
     serving = asyncio.ensure_future(serve_calls(
         head, ReceiverOptions(), sink, server, TransportOptions(ice_hosts=LOOPBACK), max_calls=1,
-        on_ready=ready.set_result, audio_sink=lambda: WavSink(voice_wav)))
+        on_ready=ready.set_result, audio_sink=lambda: WavSink(voice_wav), answering=answering))
     offers = await asyncio.wait_for(ready, 60)
     link = f"{offers.url}/?{query}#token={link_token or token}"
     screenshots: list[Path] = []
+    sample = None
     opened = time.monotonic()
     try:
         async with open_page(chromium, link, media, workdir / "profile") as page:
@@ -104,10 +100,11 @@ async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: Fa
                                     timeout_s=timeout_s)
                 screenshots.append(await page.screenshot(workdir / "page.png"))
             state = await page.wait_for(PAGE_DONE, timeout_s=timeout_s)
+            sample = await page.evaluate("window.adasrPeerSample()")
         results = await asyncio.wait_for(asyncio.shield(serving), 60) if state["phase"] == "ended" else []
     finally:
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
     first = None if sink.first_at is None else sink.first_at - opened
-    return BrowserCall(state, list(results), offers.stats, sink, first, voice_wav, screenshots)
+    return BrowserCall(state, list(results), offers.stats, sink, first, voice_wav, screenshots, sample)
 

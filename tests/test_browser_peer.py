@@ -37,10 +37,11 @@ FRAMES, FPS = 30, 3
 
 @needs_packages
 def test_the_page_is_cross_origin_isolated_and_the_call_files_need_the_token(tmp_path: Path) -> None:
-    graph = tmp_path / "motion_extractor.onnx"
-    graph.write_bytes(b"graph")
-    options = PageOptions(web_dir=resources.web_dir(), face_model=resources.face_model(), motion_graph=graph,
-                          model_id=bytes(range(32)), image_size=256, num_kp=15, max_message=16384)
+    for name in ("motion_extractor.onnx", "renderer.onnx"):
+        (tmp_path / name).write_bytes(b"graph")
+    options = PageOptions(web_dir=resources.web_dir(), face_model=resources.face_model(), graphs=tmp_path,
+                          model_id=bytes(range(32)), image_size=256, num_kp=15, max_message=16384,
+                          feature_channel=32, detail_channels=3, derived_channels=36)
     token = generate_token()
 
     async def scenario() -> dict[str, tuple[int, dict[str, str], bytes]]:
@@ -185,3 +186,48 @@ def test_the_page_refuses_a_wrong_token_with_a_clear_message(lite_graphs: Path, 
     assert call.page["phase"] == "failed"
     assert "refused this link's token (401)" in call.page["error"] and "fresh link" in call.page["error"]
     assert call.offers.unauthorized == 1 and call.offers.answered == 0 and not call.receiver
+
+
+@pytest.mark.slow
+@needs_packages
+@needs_chromium
+def test_the_page_shows_the_receivers_face_and_plays_its_voice(lite_graphs: Path, lite_head: TalkingHead,
+                                                               fake_media: FakeMedia, tmp_path: Path) -> None:
+    """A two-way call: the receiver answers with its portrait (the astronaut, driven by carphone) and a tone;
+    the page renders that face with the renderer graph in onnxruntime-web, as Python's ONNX Runtime does."""
+    import base64
+
+    from adasr.demo_media import astronaut_portrait, carphone_clip
+    from adasr.image_ops import tensor_to_image
+    from adasr.keypoints import Motion
+    from realtime.audio.voice import VoiceOptions
+    from realtime.call import Answering
+    from realtime.capture import CaptureOptions
+    from realtime.sender import SenderOptions, SourceOptions, locate_portrait
+    from realtime.source_messages import SourceKind
+    from realtime.source_state_codec import decode_state, encode_state
+
+    assert CHROMIUM is not None
+    face = SenderOptions(capture=CaptureOptions(video=carphone_clip(), fps=FPS, loop=True),
+                         source=SourceOptions(astronaut_portrait()), show_progress=False)
+    answering = Answering(face=face, voice=VoiceOptions(file=write_tone(tmp_path / "answer.wav", 330, 20)))
+    call = asyncio.run(browser_call(lite_head, lite_graphs, CHROMIUM, fake_media, tmp_path, answering=answering,
+                                    query=f"auto=1&frames={FRAMES}&fps={FPS}&watch=10"))
+    page = call.page
+    assert page["phase"] == "ended", page.get("error")
+    watched = page["peerFace"]
+    assert watched["frames_rendered"] >= 10 and watched["error"] is None, watched
+    assert page["peerVoicePackets"] > 0  # the receiver's voice reached the page
+    assert call.receiver and call.receiver[0].frames_rendered > 0  # and the page's face still reached the receiver
+    # the page's frame against Python's ONNX Runtime render of the state the page received, for the same motion
+    sample = call.peer_sample
+    assert sample is not None
+    config = lite_head.backend.config
+    portrait = locate_portrait(astronaut_portrait(), lite_head.size, True)[1]  # the face crop the receiver sends
+    sent = encode_state(lite_head.prepare_source(portrait.crop, portrait.landmarks), config)
+    state = decode_state(sent, SourceKind.FEATURE_VOLUME, lite_head)
+    expected = tensor_to_image(lite_head.render(state, Motion.from_vector(np.array(sample["vector"])),
+                                                Motion.from_vector(np.array(sample["reference"]))))
+    pixels = np.frombuffer(base64.b64decode(sample["pixels"]), np.uint8).reshape(*expected.shape[:2], 4)[..., :3]
+    mse = float(np.mean((pixels.astype(np.float64) - expected.astype(np.float64)) ** 2))
+    assert 10 * np.log10(255.0**2 / max(mse, 1e-9)) >= 30.0

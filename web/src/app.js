@@ -1,19 +1,24 @@
-// The page: check the link's token, load the tracker and the motion extractor, take a portrait, then call the
-// receiver and drive the portrait with the camera, as `adasr send` does. `?auto=1` joins at once with a camera
-// snapshot as the portrait (kiosks, tests); `?frames=N` hangs up after N motion packets; `?fps=F` caps the rate.
-// window.adasr holds the page's state and figures for whoever drives it (the tests read it).
+// The page: check the link's token, load the tracker, the motion extractor and the renderer, take a portrait,
+// then call the receiver and drive the portrait with the camera, as `adasr send` does; when the receiver answers
+// with its own face, render it (peer_face.js) and play its voice. `?auto=1` joins at once with a camera snapshot
+// as the portrait (kiosks, tests); `?frames=N` hangs up after N motion packets (and, with `&watch=M`, once M of the
+// other side's frames were rendered too); `?fps=F` caps the rate. window.adasr holds the page's state and figures
+// for whoever drives it (the tests read it); window.adasrPeerSample() the last frame rendered of the other side.
 import { FaceLandmarker, FilesetResolver } from '/mp/vision_bundle.mjs';
 
 import { Call, CallError, monotonicUs, probe } from './call.js';
 import { expressionFeatures, NUM_FEATURES } from './expression.js';
 import { BoxSmoother, boxFromCenter, cropInto, MotionSmoother, rawBox, toChw, toRgb } from './face.js';
-import { configureRuntime, MotionExtractor } from './motion.js';
+import { configureRuntime, MotionExtractor, ort } from './motion.js';
+import { PeerFace } from './peer_face.js';
+import { FaceRenderer } from './render.js';
 import { Compression, imageBody, MotionFlags, SourceKind, sourcePayload, zlibCompress } from './wire.js';
 
 const params = new URLSearchParams(location.search);
 const options = {
   auto: params.get('auto') === '1',
   frames: Number(params.get('frames') ?? 0),
+  watch: Number(params.get('watch') ?? 0),
   fps: Number(params.get('fps') ?? 30),
 };
 const token = new URLSearchParams(location.hash.slice(1)).get('token');
@@ -22,6 +27,25 @@ const state = window.adasr = {
   phase: 'starting', error: null, framesSent: 0, faceLost: 0, peerRendered: null,
   trackMs: [], extractMs: [], loopMs: [], crossOriginIsolated: window.crossOriginIsolated,
   downloadBytes: null, firstMotionMs: null, sourceBytes: null, ended: null,
+  peerFace: null, // the other side's face: its counters, render times, first face, last error
+};
+let peerFace = null;
+
+function notePeerFace() {
+  if (peerFace === null) return;
+  state.peerFace = { ...peerFace.stats, renderMs: peerFace.renderMs.slice(), firstFaceMs: peerFace.firstFaceAt,
+    error: peerFace.error };
+}
+
+/** The last frame rendered of the other side: its motion, reference and RGBA pixels (base64). */
+window.adasrPeerSample = () => {
+  const sample = peerFace?.sample;
+  if (!sample) return null;
+  let binary = '';
+  for (let i = 0; i < sample.pixels.length; i += 0x8000) {
+    binary += String.fromCharCode(...sample.pixels.subarray(i, i + 0x8000));
+  }
+  return { vector: sample.vector, reference: sample.reference, pixels: btoa(binary) };
 };
 
 function show(text, phase) {
@@ -51,7 +75,10 @@ function showFigures() {
   const rate = (ms) => (ms ? (1000 / ms).toFixed(1) : '–');
   $('figures').textContent = `sent ${state.framesSent} motions (${state.faceLost} without a face) · ` +
     `tracker ${rate(median(state.trackMs))} fps · motion extractor ${rate(median(state.extractMs))} fps · ` +
-    `loop ${rate(median(state.loopMs))} fps · rendered there: ${state.peerRendered ?? '–'}`;
+    `loop ${rate(median(state.loopMs))} fps · rendered there: ${state.peerRendered ?? '–'}` +
+    (peerFace ? ` · the other side: ${peerFace.stats.frames_rendered} frames, ` +
+      `${rate(median(peerFace.renderMs))} fps render` : '');
+  notePeerFace();
 }
 
 /** A still of ``source`` (image or video) as a canvas at its natural size. */
@@ -100,7 +127,9 @@ async function stream(call, camera, landmarker, extractor, side) {
   let box = null;
   let ended = false;
   call.ended.then(() => { ended = true; });
-  while (!ended && !(options.frames && call.stats.frames_sent >= options.frames)) {
+  const enough = () => options.frames && call.stats.frames_sent >= options.frames
+    && (peerFace?.stats.frames_rendered ?? 0) >= options.watch;
+  while (!ended && !enough()) {
     const t0 = performance.now();
     const captureUs = monotonicUs();
     call.stats.frames_captured += 1;
@@ -133,6 +162,15 @@ async function stream(call, camera, landmarker, extractor, side) {
   }
 }
 
+/** RTP packets of the other side's voice received so far (0: it sends none). */
+async function audioPacketsReceived(pc) {
+  let packets = 0;
+  (await pc.getStats()).forEach((report) => {
+    if (report.type === 'inbound-rtp' && report.kind === 'audio') packets += report.packetsReceived;
+  });
+  return packets;
+}
+
 function downloadBytes() {
   const entries = [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')];
   return entries.reduce((n, e) => n + (e.encodedBodySize || 0), 0);
@@ -145,8 +183,9 @@ async function main() {
   await probe(token);
   show('Loading the face tracker and the motion extractor…', 'loading');
   const config = await (await fetchPrivate('/call/config.json')).json();
-  const [faceModel, graph] = await Promise.all(['/call/face_landmarker.task', '/call/motion_extractor.onnx']
-    .map(async (path) => new Uint8Array(await (await fetchPrivate(path)).arrayBuffer())));
+  const [faceModel, graph, rendererGraph] = await Promise.all(
+    ['/call/face_landmarker.task', '/call/motion_extractor.onnx', '/call/renderer.onnx']
+      .map(async (path) => new Uint8Array(await (await fetchPrivate(path)).arrayBuffer())));
   configureRuntime(Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)));
   const fileset = await FilesetResolver.forVisionTasks('/mp/wasm');
   const landmarker = await FaceLandmarker.createFromOptions(fileset, {
@@ -156,6 +195,7 @@ async function main() {
   });
   const extractor = await MotionExtractor.create(graph, config.image_size);
   extractor.numKp = config.num_kp;
+  peerFace = new PeerFace(await FaceRenderer.create(ort, rendererGraph, config.image_size), $('peer'), config);
   show('Allow the camera and the microphone…', 'media');
   const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
   const camera = $('camera');
@@ -169,6 +209,8 @@ async function main() {
   landmarker.setOptions({ runningMode: 'VIDEO' });
   show('Calling…', 'calling');
   const call = await Call.connect(token, media.getAudioTracks()[0], options.fps);
+  call.peer.face.then(({ control, motion }) => peerFace.attach(control, motion));
+  call.peer.voice.then((track) => { $('peer-voice').srcObject = new MediaStream([track]); });
   $('hangup').hidden = false;
   $('hangup').onclick = () => call.hangUp();
   const body = imageBody(portrait, config.image_size, config.image_size);
@@ -178,6 +220,7 @@ async function main() {
   show('In the call: your face drives your portrait on the other screen.', 'streaming');
   state.downloadBytes = downloadBytes();
   await stream(call, camera, landmarker, extractor, config.image_size);
+  state.peerVoicePackets = await audioPacketsReceived(call.pc);
   if (options.frames) await call.hangUp('the page sent its frames');
   state.ended = await call.ended;
   state.peerRendered = call.peerStats?.frames_rendered ?? state.peerRendered;

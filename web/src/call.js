@@ -98,7 +98,19 @@ export class Call {
   /** Offer a call to this page's receiver; resolves once both channels are open. */
   static async connect(token, voiceTrack, fps) {
     const pc = new RTCPeerConnection({ iceServers: [] });
-    if (voiceTrack) pc.addTransceiver(voiceTrack, { direction: 'sendonly' });
+    // the callee's face comes on channels it opens, its voice on the one audio transceiver (sendrecv)
+    const peer = { channels: {}, voice: null };
+    peer.face = new Promise((resolve) => {
+      pc.addEventListener('datachannel', ({ channel }) => {
+        if ([CONTROL_LABEL, MOTION_LABEL].includes(channel.label)) peer.channels[channel.label] = channel;
+        if (peer.channels[CONTROL_LABEL] && peer.channels[MOTION_LABEL]) {
+          resolve({ control: peer.channels[CONTROL_LABEL], motion: peer.channels[MOTION_LABEL] });
+        }
+      });
+    });
+    peer.voice = new Promise((resolve) => pc.addEventListener('track', ({ track }) => resolve(track)));
+    if (voiceTrack) pc.addTransceiver(voiceTrack, { direction: 'sendrecv' });
+    else pc.addTransceiver('audio', { direction: 'recvonly' });
     const control = pc.createDataChannel(CONTROL_LABEL, { ordered: true });
     const motion = pc.createDataChannel(MOTION_LABEL, { ordered: false, maxRetransmits: 0 });
     await pc.setLocalDescription(await pc.createOffer());
@@ -115,6 +127,7 @@ export class Call {
     }
     await pc.setRemoteDescription(await reply.json());
     const call = new Call(pc, control, motion, fps);
+    call.peer = peer;
     try {
       await Promise.all([waitOpen(control), waitOpen(motion)]);
     } catch (error) {

@@ -3,6 +3,8 @@
 // it takes what it declares: the image, and for a model with an expression mapper the expression vector too.
 import * as ort from '/ort/ort.wasm.min.mjs';
 
+export { ort };
+
 /** Where the runtime's wasm is served from and how many threads it gets (its default is 1 on a 2-core machine). */
 export function configureRuntime(threads) {
   ort.env.wasm.wasmPaths = '/ort/';

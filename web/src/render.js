@@ -12,11 +12,12 @@ function concat(arrays) {
 }
 
 export class FaceRenderer {
-  /** ``ort``: the onnxruntime-web module (the page's or node's); the graphs as bytes. */
-  static async create(ort, encoderBytes, rendererBytes, side) {
+  /** ``ort``: the onnxruntime-web module (the page's or node's); the graphs as bytes (the source encoder only
+   * to encode a portrait here: a received feature volume needs none). */
+  static async create(ort, rendererBytes, side, encoderBytes = null) {
     const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
-    const [encoder, renderer] = await Promise.all([
-      ort.InferenceSession.create(encoderBytes, options), ort.InferenceSession.create(rendererBytes, options)]);
+    const [renderer, encoder] = await Promise.all([ort.InferenceSession.create(rendererBytes, options),
+      encoderBytes && ort.InferenceSession.create(encoderBytes, options)]);
     return new FaceRenderer(ort, encoder, renderer, side);
   }
 
@@ -33,9 +34,19 @@ export class FaceRenderer {
     }
     const out = await this.encoder.run(feeds);
     const motion = concat(['yaw', 'pitch', 'roll', 't', 'delta'].map((name) => out[name].data));
-    const xc = Float32Array.from(out.x_c.data);
-    this.source = { fs: out.f_s, xc, motion, kpSource: transformKeypoints(xc, motion) };
+    return this.setState(out.f_s, Float32Array.from(out.x_c.data), motion);
+  }
+
+  /** A source state as the other side sent it (its feature volume with the derived channels appended: see
+   * ``withPhotoDifferences``), or as the encoder made it. */
+  setState(fs, xc, motion) {
+    this.source = { fs, xc, motion, kpSource: transformKeypoints(xc, motion) };
     return this.source;
+  }
+
+  /** f_s values and shape → the renderer's tensor. */
+  volume(values, shape) {
+    return new this.ort.Tensor('float32', values, shape);
   }
 
   /** One frame for a motion (relative to ``reference`` when given): float32 [3, S, S] in [0, 1]. */
@@ -48,6 +59,33 @@ export class FaceRenderer {
     });
     return out.frame.data;
   }
+}
+
+/** f_s as sent [1, C, D, h, w] (the photo packed in its channels from ``featureChannel``, its first
+ * ``detailChannels`` planes before it) → f_s with the photo's second differences appended, across x, across y
+ * and across both, edges replicated (adasr/detail_path.py's with_photo_differences): derived, never sent. */
+export function withPhotoDifferences(values, shape, featureChannel, detailChannels) {
+  const [, channels, depth, h, w] = shape;
+  const side = 4 * h;
+  const plane = side * side;
+  const start = featureChannel * depth * h * w + detailChannels * plane;
+  const photo = values.subarray(start, start + 3 * plane);
+  const across = (image, dx, dy) => {
+    const out = new Float32Array(image.length);
+    for (let c = 0; c < image.length / plane; c += 1) {
+      for (let y = 0; y < side; y += 1) {
+        for (let x = 0; x < side; x += 1) {
+          const at = (px, py) => image[c * plane + Math.min(Math.max(py, 0), side - 1) * side
+            + Math.min(Math.max(px, 0), side - 1)];
+          out[c * plane + y * side + x] = 2 * at(x, y) - at(x - dx, y - dy) - at(x + dx, y + dy);
+        }
+      }
+    }
+    return out;
+  };
+  const alongX = across(photo, 1, 0);
+  const derived = concat([alongX, across(photo, 0, 1), across(alongX, 0, 1)]);
+  return { values: concat([values, derived]), shape: [1, channels + derived.length / (depth * h * w), depth, h, w] };
 }
 
 /** A frame [3, S, S] in [0, 1] → RGBA bytes for a canvas, rounded as the Python side's tensor_to_image. */

@@ -19,8 +19,8 @@ const chw = new Float32Array(3 * side * side);
 for (let i = 0; i < side * side; i += 1) {
   for (let c = 0; c < 3; c += 1) chw[c * side * side + i] = rgb[3 * i + c] / 255;
 }
-const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'source_encoder.onnx')),
-  readFileSync(join(graphs, 'renderer.onnx')), side);
+const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'renderer.onnx')), side,
+  readFileSync(join(graphs, 'source_encoder.onnx')));
 const t0 = performance.now();
 await renderer.setSource(chw);
 const encodeMs = performance.now() - t0;
