@@ -6,6 +6,11 @@ so the webcam behaves as the far end of a call would (FACE_LOST, reference reset
 rendering) and a fix to one is a fix to both. Nothing goes through the wire format: the motion is
 rendered as extracted and the source state installed as computed, never quantised.
 
+**Overlap.** Tracking and motion of frame n+1 run on the stream's worker thread while frame n renders on
+the render thread; the next camera frame is taken only once the renderer has taken the last motion
+(``RenderLoop.taken``), so no motion is worked out only to be dropped, and a frame waits at most for the one
+before it to finish rendering: at most one frame of latency more than the stages one after the other.
+
 **Output framing.** The renderer makes an S×S face crop; a webcam frame is, say, 1280×720 with a
 person in it. The frame is built from the portrait's own framing: the portrait, scaled to cover the
 output and centred on the face as far as its edges allow, is the background, and every rendered
@@ -301,7 +306,10 @@ class LocalWebcam:
         try:
             await stream.open()
             self.started.set()
-            while not self._stopping and (item := await stream.next()) is not None:
+            while not self._stopping:
+                await renderer.taken()  # track frame n+1 while frame n renders, never a frame the slot would drop
+                if self._stopping or (item := await stream.next()) is None:
+                    break
                 self._on_frame(*item, state, renderer)
             await renderer.drain(timeout_s=5.0)
         finally:

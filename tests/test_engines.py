@@ -180,6 +180,11 @@ def test_benchmark_quick_writes_records(tmp_path: Path) -> None:
         for stage in ("motion_extraction", "keypoint_transform", "render", "per_frame"):
             assert (backend, stage) in seen
     assert all(r["ms_p50"] > 0 and r["fps"] > 0 for r in records)
+    if ("mediapipe", "face_tracking") in seen:  # the whole `adasr cam` frame, with the run's matmul reference
+        webcam = [r for r in records if r["stage"] == "webcam"]
+        assert {r["backend"] for r in webcam} == {"torch", "onnxruntime"}
+        assert all(2 <= r["iterations"] <= 20 and r["latency_ms_p50"] > 0 and r["matmul_gflops_per_s"] > 0
+                   for r in webcam)
     assert out.with_suffix(".png").stat().st_size > 0
     assert "p50 ms" in proc.stdout
     assert "skipping tensorrt" in proc.stdout or any(r["backend"] == "tensorrt" for r in records)

@@ -102,6 +102,8 @@ class RenderLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._offered = 0
         self._told_closed = False
+        self._taken = asyncio.Event()
+        """Set (on the loop) each time the render thread takes a job."""
 
     def start(self) -> None:
         """Start the render thread (on the loop that will offer jobs)."""
@@ -114,6 +116,17 @@ class RenderLoop:
         self._offered += 1
         if self._slot.put(job) is not None:
             self.stats.frames_dropped += 1
+
+    async def taken(self) -> None:
+        """Return once no offered job waits: the renderer has taken the last one (it may still be rendering it).
+
+        A producer that awaits this before working out the next job (the local webcam's tracking and motion)
+        overlaps that work with the frame being rendered, and spends nothing on jobs the slot would drop.
+        """
+        while self._slot.pending() and not self._slot.closed:
+            self._taken.clear()
+            if self._slot.pending():
+                await self._taken.wait()
 
     def idle(self) -> bool:
         """Every job offered has been rendered, dropped, or failed."""
@@ -142,6 +155,7 @@ class RenderLoop:
                     if self._slot.closed:
                         return
                     continue
+                self._tell_taken()
                 self._render(job)
         finally:
             try:
@@ -181,6 +195,14 @@ class RenderLoop:
         append_bounded(s.queue_ms, (start_us - job.arrival_us) / 1e3, SAMPLES_KEPT)
         append_bounded(s.e2e_ms, (ready_us - job.timestamp_us) / 1e3, SAMPLES_KEPT)
         s.frames_rendered += 1
+
+    def _tell_taken(self) -> None:
+        """Wake ``taken`` on the loop (which may already be closed when a call ends)."""
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._taken.set)
+            except RuntimeError:
+                pass
 
     def _tell_if_closed(self) -> None:
         """The user closed the sink's window: tell the loop, once (the caller hangs up)."""
