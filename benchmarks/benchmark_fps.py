@@ -102,7 +102,9 @@ class Record:
     latency_ms_p50: float = 0.0
     """webcam: capture → shown, median (0 for the other stages)."""
     serial_ms: float = 0.0
-    """webcam: the same run's tracking + motion + render p50, one after the other (what overlap is judged by)."""
+    """webcam: the same run's tracking + motion + render p50, timed alone, one after the other."""
+    wait_ms_p50: float = 0.0
+    """webcam: a motion's wait for the renderer to finish the frame before it, median: what overlap adds."""
 
 
 @dataclass
@@ -353,6 +355,7 @@ def bench_webcam(subjects: list[Subject], measured: list[Record], st: Settings) 
         record = make_record(run.interval_ms, stage="webcam", notes=latency_summary(run, serial), **s.context)
         record.fps = run.fps  # the sustained rate (frames over the whole span), not the median interval's
         record.latency_ms_p50, record.serial_ms = statistics.median(run.latency_ms), serial
+        record.wait_ms_p50 = run.stats.wait_ms_p50 or 0.0
         record.iterations = run.frames
         records.append(record)
         print(f"  webcam {s.name} {s.precision}: {run.fps:.1f} FPS over {run.frames} frames of {video.name}, "

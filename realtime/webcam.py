@@ -199,6 +199,9 @@ class WebcamStats:
     """Median render time."""
     latency_ms_p50: float | None = None
     """Median capture → rendered latency."""
+    wait_ms_p50: float | None = None
+    """Median time a motion waited for the renderer to finish the frame before it: what overlapping the stages
+    adds to the latency (run one after the other, nothing would wait)."""
 
 
 class LocalWebcam:
@@ -347,6 +350,7 @@ class LocalWebcam:
         s.frames_captured, s.frames_skipped = stream.frames_read - stream.frames_skipped, stream.frames_skipped
         s.frames_rendered, s.frames_dropped = render.frames_rendered, render.frames_dropped
         s.render_ms_p50, s.latency_ms_p50 = percentile(render.render_ms, 50), percentile(render.e2e_ms, 50)
+        s.wait_ms_p50 = percentile(render.queue_ms, 50)
         if self.compositor is not None:
             s.frames_composed, s.camera_frames = self.compositor.frames_composed, self.compositor.camera_frames
         s.frames_output, s.frames_repeated = output.frames_shown, output.repeats
