@@ -158,21 +158,21 @@ class JanusServer:
     def log(self) -> Path:
         return self.workdir / "janus.log"
 
-    def spawn(self, argv: Sequence[str], name: str) -> NamespaceProcess:
-        """Start ``argv`` inside the namespace, from the repository root with it on PYTHONPATH; stopped at
-        teardown if still running."""
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    def spawn(self, argv: Sequence[str], name: str, repo: Path = REPO) -> NamespaceProcess:
+        """Start ``argv`` inside the namespace, from the root of ``repo`` (this checkout, or another one, e.g. an
+        older commit) with it on PYTHONPATH; stopped at teardown if still running."""
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
         stdout, stderr = self.workdir / f"{name}.out", self.workdir / f"{name}.err"
         with stdout.open("wb") as out, stderr.open("wb") as err:
-            popen = subprocess.Popen(self.namespace.command(argv), cwd=REPO, env=env, stdout=out, stderr=err,
+            popen = subprocess.Popen(self.namespace.command(argv), cwd=repo, env=env, stdout=out, stderr=err,
                                      stdin=subprocess.DEVNULL)
         process = NamespaceProcess(name, popen, stdout, stderr)
         self.spawned.append(process)
         return process
 
-    def spawn_python(self, module: str, args: Sequence[str], name: str) -> NamespaceProcess:
-        """``python -m module args`` (this interpreter) inside the namespace."""
-        return self.spawn([sys.executable, "-m", module, *args], name)
+    def spawn_python(self, module: str, args: Sequence[str], name: str, repo: Path = REPO) -> NamespaceProcess:
+        """``python -m module args`` (this interpreter, ``repo``'s code) inside the namespace."""
+        return self.spawn([sys.executable, "-m", module, *args], name, repo)
 
     def stop(self) -> None:
         """Stop whatever still runs in the namespace, Janus (started first) last."""

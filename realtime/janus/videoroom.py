@@ -161,9 +161,8 @@ async def require_pin(session: JanusSession, options: RoomOptions) -> None:
             await probe.detach()
         except JanusError as error:
             logger.debug("detaching the PIN probe: %s", error)
-    raise JanusError("join", f"room {options.room} has no PIN, yet a PIN was given: someone created it open before "
-                     "us (anyone may join it and see everyone); not joining. Use another room id, or join without "
-                     "--pin if an open room is what you want")
+    raise JanusError("join", f"room {options.room} has no PIN, yet we were given one: someone created it open "
+                     "before us (anyone may join and watch); not joining (use another room id)")
 
 
 async def join_as_publisher(handle: JanusHandle, options: RoomOptions) -> Joined:
