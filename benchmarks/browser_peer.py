@@ -5,9 +5,13 @@ microphone, opens the receiver's link with ``?auto=1``, and streams ``--frames``
 ``--fps`` cap and its own speed allow. Reported: the page's rates (face tracker, motion extractor in
 onnxruntime-web, the whole per-frame loop), what it downloaded, the time from opening the link to the
 receiver's first rendered face, and what the receiver rendered; with ``--screenshot``, the page beside the
-receiver's render of the same moment.
+receiver's render of the same moment. ``--two-way``: the receiver answers with its own face (the astronaut,
+driven by carphone at ``--answer-fps``) and voice; then also the page's render rate of that face (renderer graph
+in onnxruntime-web), the time from opening the link to the first frame of it on the page, and its PSNR against
+Python's ONNX Runtime render of the same motion.
 
     .venv/bin/python benchmarks/browser_peer.py --json outputs/browser_peer.json --screenshot outputs/call.jpg
+    .venv/bin/python benchmarks/browser_peer.py --two-way --json outputs/browser_two_way.json
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from adasr import resources  # noqa: E402
-from adasr.demo_media import carphone_clip  # noqa: E402
+from adasr.demo_media import astronaut_portrait, carphone_clip  # noqa: E402
 from adasr.video_io import FrameSource, read_image  # noqa: E402
-from tests.browser_call import BrowserCall, browser_call  # noqa: E402
+from tests.browser_call import BrowserCall, browser_call, peer_frame_psnr  # noqa: E402
 from tests.headless_chromium import FakeMedia, find_chromium, write_y4m  # noqa: E402
 from tests.tones import write_tone  # noqa: E402
 
@@ -68,6 +72,19 @@ def figures(call: BrowserCall, chromium_version: str) -> dict[str, Any]:
     }
 
 
+def two_way_figures(call: BrowserCall, psnr_db: float) -> dict[str, Any]:
+    """What the page did with the receiver's face and voice."""
+    watched = call.page.get("peerFace") or {}
+    first = watched.get("firstFaceMs")
+    return {
+        "page_render_fps": _rate(watched.get("renderMs", [])),
+        "page_frames_rendered": watched.get("frames_rendered"), "page_frames_dropped": watched.get("frames_dropped"),
+        "link_to_first_face_on_page_s": None if first is None else round(first / 1e3, 2),
+        "page_frame_psnr_db_vs_python_ort": round(psnr_db, 1),
+        "page_voice_packets_received": call.page.get("peerVoicePackets"),
+    }
+
+
 def side_by_side(page_png: Path, frame: np.ndarray, out: Path) -> Path:
     """The page's screenshot with the receiver's rendered face beside it, at the page's height."""
     import cv2
@@ -87,6 +104,10 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0, help="the page's rate cap (30)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--screenshot", type=Path, default=None, help="write the page beside the receiver's render")
+    parser.add_argument("--two-way", action="store_true", help="the receiver answers with its face and voice")
+    parser.add_argument("--answer-fps", type=float, default=10.0, help="the receiver's face's capture rate (10)")
+    parser.add_argument("--watch", type=int, default=60,
+                        help="with --two-way: the page hangs up once it rendered this many of the receiver's frames")
     args = parser.parse_args()
     chromium = find_chromium()
     if chromium is None:
@@ -104,10 +125,25 @@ def main() -> None:
         frames = [frame for _, frame in zip(range(150), FrameSource(carphone_clip()))]
         media = FakeMedia(write_y4m(work / "carphone.y4m", frames, 15),
                           write_tone(work / "tone.wav", 440, 10, rate=48000))
-        call = asyncio.run(browser_call(head, work / "graphs", chromium, media, work,
-                                        query=f"auto=1&frames={args.frames}&fps={args.fps:g}",
-                                        screenshot_after=args.frames // 2))
+        answering = None
+        query = f"auto=1&frames={args.frames}&fps={args.fps:g}"
+        if args.two_way:
+            from realtime.audio.voice import VoiceOptions
+            from realtime.call import Answering
+            from realtime.capture import CaptureOptions
+            from realtime.sender import SenderOptions, SourceOptions
+
+            face = SenderOptions(capture=CaptureOptions(video=carphone_clip(), fps=args.answer_fps, loop=True),
+                                 source=SourceOptions(astronaut_portrait()), show_progress=False)
+            answering = Answering(face=face, voice=VoiceOptions(file=write_tone(work / "answer.wav", 330, 60)))
+            query += f"&watch={args.watch}"
+        shot_when = ("window.adasr?.peerFace?.frames_rendered >= 20" if args.two_way
+                     else f"window.adasr?.framesSent >= {args.frames // 2}")
+        call = asyncio.run(browser_call(head, work / "graphs", chromium, media, work, query=query,
+                                        screenshot_when=shot_when, answering=answering))
         report = figures(call, version)
+        if args.two_way:
+            report.update(two_way_figures(call, peer_frame_psnr(call, head, astronaut_portrait())))
         if args.screenshot is not None and call.screenshots and call.sink.kept:
             side_by_side(call.screenshots[0], call.sink.kept[len(call.sink.kept) // 2], args.screenshot)
     print(json.dumps(report, indent=2))

@@ -66,14 +66,14 @@ class BrowserCall:
     voice_wav: Path
     """The caller's voice as the receiver played it."""
     screenshots: list[Path] = field(default_factory=list)
-    """The page during the call (``screenshot_after`` frames sent)."""
+    """The page during the call, once ``screenshot_when`` (a JavaScript condition) held."""
     peer_sample: dict[str, Any] | None = None
     """The page's last frame of the receiver's face (``answering``): motion, reference, RGBA pixels (base64)."""
 
 
 async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: FakeMedia, workdir: Path, *,
                        query: str = "auto=1&frames=40&fps=10", link_token: str | None = None,
-                       screenshot_after: int | None = None, timeout_s: float = 400.0,
+                       screenshot_when: str | None = None, timeout_s: float = 400.0,
                        answering: Answering | None = None) -> BrowserCall:
     """Serve one call and open its link in Chromium (``link_token``: a different token in the link; ``answering``:
     the receiver's own face and voice back to the page); returns once the page has ended or failed and the
@@ -95,9 +95,8 @@ async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: Fa
     opened = time.monotonic()
     try:
         async with open_page(chromium, link, media, workdir / "profile") as page:
-            if screenshot_after is not None:
-                await page.wait_for(f"(window.adasr?.framesSent >= {screenshot_after}) || ({PAGE_DONE})",
-                                    timeout_s=timeout_s)
+            if screenshot_when is not None:
+                await page.wait_for(f"({screenshot_when}) || ({PAGE_DONE})", timeout_s=timeout_s)
                 screenshots.append(await page.screenshot(workdir / "page.png"))
             state = await page.wait_for(PAGE_DONE, timeout_s=timeout_s)
             sample = await page.evaluate("window.adasrPeerSample()")
@@ -108,3 +107,27 @@ async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: Fa
     first = None if sink.first_at is None else sink.first_at - opened
     return BrowserCall(state, list(results), offers.stats, sink, first, voice_wav, screenshots, sample)
 
+
+
+def peer_frame_psnr(call: BrowserCall, head: TalkingHead, portrait: Path) -> float:
+    """PSNR (dB) of the page's last frame of the receiver's face against Python's render of the same motion from
+    the state the page received: the receiver's portrait crop, encoded, sent as a feature volume and decoded."""
+    import base64
+
+    from adasr.image_ops import tensor_to_image
+    from adasr.keypoints import Motion
+    from realtime.sender import locate_portrait
+    from realtime.source_messages import SourceKind
+    from realtime.source_state_codec import decode_state, encode_state
+
+    sample = call.peer_sample
+    if sample is None:
+        raise ValueError("the page rendered no frame of the receiver's face")
+    face = locate_portrait(portrait, head.size, True)[1]  # the crop the receiver's sender encodes
+    sent = encode_state(head.prepare_source(face.crop, face.landmarks), head.backend.config)
+    state = decode_state(sent, SourceKind.FEATURE_VOLUME, head)
+    expected = tensor_to_image(head.render(state, Motion.from_vector(np.array(sample["vector"])),
+                                           Motion.from_vector(np.array(sample["reference"]))))
+    pixels = np.frombuffer(base64.b64decode(sample["pixels"]), np.uint8).reshape(*expected.shape[:2], 4)[..., :3]
+    mse = float(np.mean((pixels.astype(np.float64) - expected.astype(np.float64)) ** 2))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-9)))

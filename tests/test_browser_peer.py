@@ -20,7 +20,7 @@ from adasr import resources
 from engines.talking_head import TalkingHead
 from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token
 from realtime.web_page import CONFIG_PATH, MOTION_GRAPH_PATH, PACKAGE_FILES, PageOptions, add_page_routes, page_link
-from tests.browser_call import browser_call
+from tests.browser_call import browser_call, peer_frame_psnr
 from tests.headless_chromium import FakeMedia, find_chromium, write_y4m
 from tests.tones import write_tone
 
@@ -195,17 +195,11 @@ def test_the_page_shows_the_receivers_face_and_plays_its_voice(lite_graphs: Path
                                                                fake_media: FakeMedia, tmp_path: Path) -> None:
     """A two-way call: the receiver answers with its portrait (the astronaut, driven by carphone) and a tone;
     the page renders that face with the renderer graph in onnxruntime-web, as Python's ONNX Runtime does."""
-    import base64
-
     from adasr.demo_media import astronaut_portrait, carphone_clip
-    from adasr.image_ops import tensor_to_image
-    from adasr.keypoints import Motion
     from realtime.audio.voice import VoiceOptions
     from realtime.call import Answering
     from realtime.capture import CaptureOptions
-    from realtime.sender import SenderOptions, SourceOptions, locate_portrait
-    from realtime.source_messages import SourceKind
-    from realtime.source_state_codec import decode_state, encode_state
+    from realtime.sender import SenderOptions, SourceOptions
 
     assert CHROMIUM is not None
     face = SenderOptions(capture=CaptureOptions(video=carphone_clip(), fps=FPS, loop=True),
@@ -220,14 +214,4 @@ def test_the_page_shows_the_receivers_face_and_plays_its_voice(lite_graphs: Path
     assert page["peerVoicePackets"] > 0  # the receiver's voice reached the page
     assert call.receiver and call.receiver[0].frames_rendered > 0  # and the page's face still reached the receiver
     # the page's frame against Python's ONNX Runtime render of the state the page received, for the same motion
-    sample = call.peer_sample
-    assert sample is not None
-    config = lite_head.backend.config
-    portrait = locate_portrait(astronaut_portrait(), lite_head.size, True)[1]  # the face crop the receiver sends
-    sent = encode_state(lite_head.prepare_source(portrait.crop, portrait.landmarks), config)
-    state = decode_state(sent, SourceKind.FEATURE_VOLUME, lite_head)
-    expected = tensor_to_image(lite_head.render(state, Motion.from_vector(np.array(sample["vector"])),
-                                                Motion.from_vector(np.array(sample["reference"]))))
-    pixels = np.frombuffer(base64.b64decode(sample["pixels"]), np.uint8).reshape(*expected.shape[:2], 4)[..., :3]
-    mse = float(np.mean((pixels.astype(np.float64) - expected.astype(np.float64)) ** 2))
-    assert 10 * np.log10(255.0**2 / max(mse, 1e-9)) >= 30.0
+    assert peer_frame_psnr(call, lite_head, astronaut_portrait()) >= 30.0

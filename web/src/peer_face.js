@@ -124,12 +124,16 @@ export class PeerFace {
     this.renderNext();
   }
 
-  /** Render the newest motion, then the newest that arrived meanwhile; one frame at a time. */
+  /** Render the newest motion, then the newest that arrived meanwhile; one frame at a time. A render blocks this
+   * thread (wasm), so before each one the loop gives way to the queued tasks: the messages that arrived meanwhile
+   * (only the newest is rendered, the rest counted as dropped) and the page's own sending and keepalive. */
   async renderNext() {
     if (this.rendering || this.latest === null || this.renderer.source === null) return;
     this.rendering = true;
     try {
-      while (this.latest !== null) {
+      for (;;) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        if (this.latest === null) break;
         const packet = this.latest;
         this.latest = null;
         if (packet.flags & MotionFlags.FACE_LOST) continue; // hold the last frame
