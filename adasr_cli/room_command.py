@@ -101,14 +101,15 @@ def run_room(args: argparse.Namespace) -> int:
     from realtime.sinks import open_sink
     from realtime.transport import TransportOptions
 
-    read_image(args.source)  # refuse a bad portrait before loading anything
+    read_image(args.source)  # refuse a bad portrait, or an unsafe Janus URL, before loading anything
+    janus = JanusOptions(args.janus, api_secret=args.api_secret, plain_http=args.janus_plain_http)
     kind: SinkKind = args.sink or ("file" if args.output is not None else "window")
     head = head_from_args(args)
     sink = open_sink(kind, width=2 * head.size, height=2 * head.size, fps=args.grid_fps, output=args.output,
                      device=args.vcam_device)
     options = GroupCallOptions(
         participant=ParticipantOptions(
-            JanusOptions(args.janus, api_secret=args.api_secret, plain_http=args.janus_plain_http),
+            janus,
             RoomOptions(args.room, args.display or getpass.getuser(), pin=args.pin, secret=args.room_secret,
                         create=args.create),
             TransportOptions(ice_hosts=tuple(args.ice_host) if args.ice_host else None)),

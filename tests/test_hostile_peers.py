@@ -536,8 +536,9 @@ def test_g3_departed_participants_are_freed_and_what_is_kept_of_them_is_bounded(
 
 
 def test_g4_a_remote_janus_over_plain_http_is_refused_unless_asked_for_loudly(
-        caplog: pytest.LogCaptureFixture) -> None:
-    from adasr_cli.main import build_parser
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    from adasr.demo_media import astronaut_portrait
+    from adasr_cli.main import build_parser, main
     from realtime.janus.api import JanusOptions
 
     with pytest.raises(CallError, match="https://"):
@@ -552,6 +553,10 @@ def test_g4_a_remote_janus_over_plain_http_is_refused_unless_asked_for_loudly(
     room = build_parser()._subparsers._group_actions[0].choices["room"]  # type: ignore[union-attr]
     janus_help = next(a.help for a in room._actions if a.dest == "janus")
     assert "https://" in janus_help and "http://HOST" not in janus_help
+    code = main(["room", "--janus", "http://198.51.100.7:8088/janus", "--room", "7", "--source",
+                 str(astronaut_portrait()), "--video", "unused.mp4", "--checkpoint", "not-loaded.pth"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "refusing plain http://" in lines[0], lines
 
 
 def test_g6_voice_timestamps_stepped_by_a_second_per_packet_add_no_more_silence_than_the_clock_allows(
