@@ -43,8 +43,8 @@ def page_routes(head: TalkingHead, max_message: int) -> PageRoutes | None:
 
     graphs = getattr(head.backend, "onnx_dir", None)
     if graphs is None:
-        print("adasr receive: no browser page: it runs the exported graphs, and --backend torch has none (use "
-              "--backend onnxruntime)", file=sys.stderr)
+        print("adasr receive: no browser page: it runs the exported graphs, and --backend torch has none (the "
+              "default --backend auto has them)", file=sys.stderr)
         return None
     options = page_options(head, Path(graphs), max_message)
     missing = options.missing()

@@ -74,10 +74,11 @@ class BrowserCall:
 async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: FakeMedia, workdir: Path, *,
                        query: str = "auto=1&frames=40&fps=10", link_token: str | None = None,
                        screenshot_when: str | None = None, timeout_s: float = 400.0,
-                       answering: Answering | None = None) -> BrowserCall:
+                       answering: Answering | None = None, portrait: Path | None = None) -> BrowserCall:
     """Serve one call and open its link in Chromium (``link_token``: a different token in the link; ``answering``:
     the receiver's own face and voice back to the page); returns once the page has ended or failed and the
-    receiver has finished with it."""
+    receiver has finished with it. ``portrait``: picked in the page's file input once it asks for one (a query
+    without ``auto=1``)."""
     token = generate_token()
     options = page_options(head, graphs, DEFAULT_MAX_MESSAGE)
     server = OfferServerOptions(token=token, port=0, tls=load_or_create_identity(workdir / "tls"),
@@ -95,6 +96,9 @@ async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: Fa
     opened = time.monotonic()
     try:
         async with open_page(chromium, link, media, workdir / "profile") as page:
+            if portrait is not None:
+                await page.wait_for("window.adasr?.phase === 'portrait'", timeout_s=timeout_s)
+                await page.choose_file("#portrait-file", portrait)
             if screenshot_when is not None:
                 await page.wait_for(f"({screenshot_when}) || ({PAGE_DONE})", timeout_s=timeout_s)
                 screenshots.append(await page.screenshot(workdir / "page.png"))

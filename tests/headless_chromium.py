@@ -92,6 +92,12 @@ class Page:
             await asyncio.sleep(poll_s)
         raise TimeoutError(f"{expression} stayed false for {timeout_s:.0f} s")
 
+    async def choose_file(self, selector: str, path: Path) -> None:
+        """Pick ``path`` in the page's file input ``selector``, as a person would (fires its change event)."""
+        document = await self.call("DOM.getDocument")
+        node = await self.call("DOM.querySelector", nodeId=document["root"]["nodeId"], selector=selector)
+        await self.call("DOM.setFileInputFiles", files=[str(path)], nodeId=node["nodeId"])
+
     async def screenshot(self, path: Path) -> Path:
         """A PNG of the page as shown."""
         data = await self.call("Page.captureScreenshot", format="png")

@@ -178,6 +178,32 @@ def test_a_browser_calls_the_receiver_with_face_and_voice(lite_graphs: Path, lit
 @pytest.mark.slow
 @needs_packages
 @needs_chromium
+def test_a_person_picks_a_photo_as_the_portrait(lite_graphs: Path, lite_head: TalkingHead, fake_media: FakeMedia,
+                                                carphone_frames: list[np.ndarray], tmp_path: Path) -> None:
+    """Without ?auto=1 the page asks for a portrait; the photo picked is the face the receiver animates."""
+    from adasr.demo_media import astronaut_portrait
+    from adasr.faces import FaceTracker, FaceTrackerConfig
+    from adasr.image_ops import resize_square
+    from realtime.sender import locate_portrait
+
+    assert CHROMIUM is not None
+    call = asyncio.run(browser_call(lite_head, lite_graphs, CHROMIUM, fake_media, tmp_path, query="frames=10&fps=3",
+                                    portrait=astronaut_portrait()))
+    assert call.page["phase"] == "ended", call.page.get("error")
+    (stats,) = call.receiver
+    assert stats.sources_accepted == 1 and stats.frames_rendered > 0 and call.sink.kept
+    # the receiver animates the astronaut's photo, not the camera's face (the carphone driver)
+    shown = call.sink.kept[-1].astype(np.float64)
+    with FaceTracker(FaceTrackerConfig(mode="image")) as tracker:
+        assert tracker.track(call.sink.kept[-1]) is not None
+    photo = locate_portrait(astronaut_portrait(), lite_head.size, True)[1].crop
+    camera = resize_square(carphone_frames[0], lite_head.size)
+    assert np.abs(shown - photo).mean() < 0.5 * np.abs(shown - camera).mean()
+
+
+@pytest.mark.slow
+@needs_packages
+@needs_chromium
 def test_the_page_refuses_a_wrong_token_with_a_clear_message(lite_graphs: Path, lite_head: TalkingHead,
                                                              fake_media: FakeMedia, tmp_path: Path) -> None:
     assert CHROMIUM is not None
