@@ -197,7 +197,12 @@ async function main() {
   extractor.numKp = config.num_kp;
   peerFace = new PeerFace(await FaceRenderer.create(ort, rendererGraph, config.image_size), $('peer'), config);
   show('Allow the camera and the microphone…', 'media');
-  const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true })
+    .catch((error) => {
+      throw new CallError(error.name === 'NotAllowedError'
+        ? 'The call needs your camera and microphone: allow them for this page, then reload it.'
+        : `The camera or the microphone cannot be opened (${error.name}): is another program using it?`);
+    });
   const camera = $('camera');
   camera.srcObject = media;
   await camera.play();
