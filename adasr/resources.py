@@ -5,7 +5,7 @@ One answer for every caller, however adasr runs:
 * **an installed wheel** (``pip install .``): pyproject's ``data-files`` put the checkout's ``configs/``,
   ``weights/`` and ``models/`` under ``<prefix>/share/adasr`` (the install scheme's data directory: the
   venv for a venv, ``~/.local`` for ``--user``). The distribution's RECORD says where, so no scheme is
-  guessed.
+  guessed; with ``pip install --target DIR`` they are in ``DIR/share/adasr``, beside the package.
 * **a source checkout** (``PYTHONPATH=checkout``, or ``pip install -e .``, which maps the package onto the
   checkout): the folders beside the ``adasr`` package, so a freshly trained ``weights/adasr-lite.pth`` is
   the default at once.
@@ -47,7 +47,11 @@ def installed_data_dir() -> Path | None:
             continue
         for f in files:  # share/adasr/<folder>/<file>
             if f.parts[-4:-2] == _INSTALLED_SUBDIR:
-                return Path(str(dist.locate_file(f))).resolve().parents[1]
+                recorded = Path(str(dist.locate_file(f))).resolve().parents[1]
+                # ``pip install --target DIR`` moves the data files to DIR/share/adasr but leaves RECORD's paths
+                # relative to the scheme it installed into first, pointing two levels above DIR
+                beside = _MODULE.parent.parent.joinpath(*_INSTALLED_SUBDIR)
+                return recorded if recorded.is_dir() or not beside.is_dir() else beside
     return None
 
 

@@ -479,7 +479,10 @@ def run_receive(args: argparse.Namespace) -> int:
         raise CallError("--cert and --key go together: a certificate and its private key")
     tls = None if args.plain_http else load_identity(args.cert, args.key) if args.cert is not None \
         else load_or_create_identity(args.config_dir)
-    server = OfferServerOptions(token=token, host=args.bind, port=args.port, tls=tls)  # refuses a short token now
+    try:  # refuses a short token or a bad port now, in one line
+        server = OfferServerOptions(token=token, host=args.bind, port=args.port, tls=tls)
+    except ValueError as exc:
+        raise CallError(str(exc)) from None
     head = head_from_args(args)
     if args.page:
         from dataclasses import replace

@@ -82,6 +82,15 @@ def test_the_wheel_animates_a_portrait_outside_the_checkout(tmp_path: Path) -> N
     assert module.is_relative_to(root) and data_dir.is_relative_to(root), probe
     assert cache == tmp_path / "cache" / "adasr"
 
+    # pip install --target DIR: the data files land in DIR/share/adasr, which RECORD's paths do not say
+    target = tmp_path / "target"
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+         cwd=work, env=env)
+    found = _run([sys.executable, "-c", "import adasr.resources as r; print(r.data_dir(), r.default_checkpoint())"],
+                 cwd=work, env={**env, "PYTHONPATH": str(target)}).stdout.split()
+    assert Path(found[0]) == target / "share" / "adasr" and Path(found[1]).is_file(), found
+    assert (Path(found[0]) / "configs" / "lite.yaml").is_file()
+
     portrait = work / "astronaut.png"
     cv2.imwrite(str(portrait), cv2.cvtColor(astronaut_image(), cv2.COLOR_RGB2BGR))
     output = work / "out.mp4"
