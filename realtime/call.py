@@ -181,6 +181,8 @@ def attach_receiver(head: TalkingHead, options: ReceiverOptions, sink: Sink, con
     channels = channels or connection.channels
     receiver = Receiver(head, options, sink, control=channels.control,
                         lip_sync=LipSync(voice.show_at) if voice is not None else None)
+    if voice is not None:
+        voice.hold_for_faces(receiver.stats.sync_slack_ms, receiver.finished)
     channels.motion.on("message", receiver.on_motion)
     channels.control.on("message", receiver.on_control)
     channels.control.on("close", lambda: receiver.finish("the sender's control channel closed"))
@@ -309,6 +311,8 @@ async def serve_connection(head: TalkingHead, options: ReceiverOptions, sink: Si
     """Receive one call on an open connection until it ends (see the module docstring), then close it and the sink.
     ``own_face``: show this side's face to the caller too (a two-way call; ``ReceiverStats.own_face``)."""
     receiver = attach_receiver(head, options, sink, connection)
+    if connection.voice_in is not None:  # the live playout counters (the voice arrived with the offer)
+        receiver.stats.voice = connection.voice_in.stats
     reply = FaceReply(head, own_face, connection, 10.0) if own_face is not None else None
     pair = selected_candidate_pair(connection.pc)
     receiver.stats.ice_pair_type = pair.kind if pair is not None else None

@@ -28,7 +28,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from adasr.video_io import FrameWriter
 from engines.talking_head import TalkingHead
 from realtime.audio.opus import OpusOptions
 from realtime.audio.playout import AudioSink, DiscardSink, WavSink
+from realtime.audio.reception import RemoteVoice
 from realtime.audio.recording import mux_audio, synthetic_voice
 from realtime.audio.voice import VoiceOptions
 from realtime.call import attach_receiver, attach_sender, connect_as_receiver, connect_as_sender
@@ -50,6 +51,7 @@ from realtime.errors import CallError
 from realtime.ice import IceOptions, selected_candidate_pair
 from realtime.motion_codec import DEFAULT_QUANTIZER
 from realtime.motion_pipeline import MotionPipeline, MotionSample
+from realtime.netem import LinkImpairment, impair
 from realtime.receiver import ReceiverOptions, ReceiverStats
 from realtime.sender import SenderOptions, SenderStats, SourceOptions, portrait_crop
 from realtime.signaling import InProcessSignaling
@@ -105,6 +107,8 @@ class DemoOptions:
     """STUN/TURN servers, relay-only (both peers use them)."""
     two_way: bool = True
     """The receiver answers with its own face and voice, rendered and heard by the sender."""
+    network: LinkImpairment | None = None
+    """A bad network on purpose: loss, delay and jitter on every datagram either peer sends (``realtime.netem``)."""
 
 
 class SideBySideSink:
@@ -248,6 +252,9 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
     connect_s = time.perf_counter() - start
     meter = WireMeter(conn_s.pc)
     pair = selected_candidate_pair(conn_s.pc)
+    if options.network is not None:  # both directions, each with its own random choices
+        impair(conn_s.pc, options.network)
+        impair(conn_r.pc, replace(options.network, seed=options.network.seed + 1))
     receiver = attach_receiver(head, ReceiverOptions(relative=options.relative), sink, conn_r)
     sender = attach_sender(head, sender_options, conn_s, on_sample=on_sample)
     reply = seen = None
@@ -299,8 +306,12 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
     report["audio_frames_played"] = playout.frames if playout is not None else 0
     if playout is not None:
         report.update(summarize(list(playout.delay_ms), "voice_delay_ms"))
+        report["voice_delay_ms_p95"] = percentile(list(playout.delay_ms), 95)
+        report["voice_delay_drift_ms"] = _drift(list(playout.delay_ms))
+    report.update(_jitter_report(conn_r.voice_in, "voice"))
     if seen is not None:
         report.update(_reply_report(reply_stats, seen_stats))
+        report.update(_jitter_report(conn_s.voice_in, "reply_voice"))
     if (options.output is not None and playout is not None and playout.started_at is not None
             and sink.first_shown_at is not None and heard.is_file()):
         muxed = options.output.with_name(options.output.stem + ".voice" + options.output.suffix)
@@ -309,6 +320,24 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
         report["output_has_voice"] = True
     scratch.cleanup()
     return report
+
+
+def _drift(delays_ms: list[float]) -> float | None:
+    """Median delay of a call's last third minus its first third's (None: too short to tell)."""
+    third = len(delays_ms) // 3
+    if third < 10:
+        return None
+    return float(np.median(delays_ms[-third:]) - np.median(delays_ms[:third]))
+
+
+def _jitter_report(voice: RemoteVoice | None, prefix: str) -> dict[str, Any]:
+    """What the adaptive jitter buffer did to a voice: packets recovered (FEC), concealed (PLC), late, and the delay
+    it aimed at (``realtime.audio.adaptive_voice``); empty without one."""
+    if voice is None or voice.jitter is None:
+        return {}
+    stats = voice.jitter.stats
+    return {f"{prefix}_{key}": value for key, value in asdict(stats).items()} | {
+        f"{prefix}_lip_sync_delay_ms": voice.jitter.lip_sync_delay_s * 1e3}
 
 
 def _reply_options(caller: SenderOptions) -> SenderOptions:
@@ -328,6 +357,7 @@ def _reply_report(sent: SenderStats | None, seen: ReceiverStats | None) -> dict[
     if seen.voice is not None:
         report["reply_audio_frames_played"] = seen.voice.frames
         report.update({"reply_" + k: v for k, v in summarize(list(seen.voice.delay_ms), "voice_delay_ms").items()})
+        report["reply_voice_delay_ms_p95"] = percentile(list(seen.voice.delay_ms), 95)
     return report
 
 

@@ -36,7 +36,14 @@ class OpusOptions:
     """Audio per packet. Longer frames cost fewer packet headers but add delay (aiortc's jitter buffer holds
     4 packets: ≈85 ms at 20 ms, ≈165 ms at 40 ms); 40 ms keeps a whole call under 64 kbps (``realtime.settings``)."""
 
+    fec_loss_percent: int = 25
+    """Packet loss the in-band FEC is sized for (each packet then carries a low-bitrate copy of the one before,
+    within the same bitrate; the receiver recovers a lost packet from the next one); 0: no FEC. libopus adds the
+    copy only where the bitrate leaves room for it: from 16 kbps at 25 % (measured, libopus 1.6), not at 12."""
+
     def __post_init__(self) -> None:
+        if not 0 <= self.fec_loss_percent <= 100:
+            raise ValueError(f"the FEC's expected loss must be a percentage, got {self.fec_loss_percent}")
         if not 6.0 <= self.kbps <= 128.0:
             raise ValueError(f"the Opus bitrate must be within 6–128 kbps, got {self.kbps:g}")
         if self.frame_ms not in FRAME_MS_CHOICES:
@@ -59,7 +66,8 @@ class OpusEncoder:
         codec.layout = "mono"
         codec.sample_rate = SAMPLE_RATE
         codec.time_base = TIME_BASE
-        codec.options = {"application": "voip", "frame_duration": str(options.frame_ms)}
+        codec.options = {"application": "voip", "frame_duration": str(options.frame_ms),
+                         "fec": "1" if options.fec_loss_percent else "0", "packet_loss": str(options.fec_loss_percent)}
         self._codec = codec
 
     def encode(self, samples: np.ndarray, pts: int) -> list[av.Packet]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +63,13 @@ class SenderReport:
 class SenderClock:
     """Maps the ``pts`` of frames decoded from one remote audio track to the sender's wall clock."""
 
-    def __init__(self, receiver: RTCRtpReceiver, clock_rate: int = SAMPLE_RATE, window: int = 8) -> None:
+    def __init__(self, receiver: RTCRtpReceiver, clock_rate: int = SAMPLE_RATE, window: int = 8,
+                 rtp_of: Callable[[int], int | None] | None = None) -> None:
         self.receiver = receiver
         self.clock_rate = clock_rate
+        self.rtp_of = rtp_of
+        """A frame's ``pts`` → its RTP timestamp, for frames not numbered by aiortc (the adaptive jitter buffer's);
+        None: aiortc's numbering (the RTP timestamp minus the first one received)."""
         self._recent: deque[SenderReport] = deque(maxlen=window)
         self.reports = 0
         """Sender reports received."""
@@ -97,13 +102,19 @@ class SenderClock:
             return None
         return None if origin is None else int(origin)
 
+    def _rtp_timestamp(self, pts: int) -> int | None:
+        if self.rtp_of is not None:
+            return self.rtp_of(pts)
+        origin = self._origin()
+        return None if origin is None else (pts + origin) % _WRAP
+
     def sent_at(self, pts: int) -> float | None:
         """Sender's wall clock when the packet of ``pts`` left it; None before the first report."""
-        latest, origin = self.latest, self._origin()
-        if latest is None or origin is None:
+        latest, rtp = self.latest, self._rtp_timestamp(pts)
+        if latest is None or rtp is None:
             return None
         base = min(self._recent, key=lambda r: r.sent_s - r.extended_rtp / self.clock_rate)
-        extended = latest.extended_rtp + rtp_difference((pts + origin) % _WRAP, latest.rtp_timestamp)
+        extended = latest.extended_rtp + rtp_difference(rtp, latest.rtp_timestamp)
         return base.sent_s + (extended - base.extended_rtp) / self.clock_rate
 
     def captured_at(self, pts: int, frame_samples: int) -> float | None:

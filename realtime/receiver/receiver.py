@@ -44,7 +44,7 @@ from realtime.receiver.render_loop import RenderCounters, RenderJob, RenderLoop
 from realtime.receiver.source_inbox import SourceCounters, SourceInbox
 from realtime.sinks import NullSink, Sink
 from realtime.source_messages import DEFAULT_MAX_SOURCE_BYTES, SourceBegin, SourceChunk
-from realtime.stats import percentile
+from realtime.stats import SAMPLES_KEPT, append_bounded, percentile
 from realtime.tasks import PeerTasks
 from realtime.transport import Channel
 
@@ -131,6 +131,9 @@ class ReceiverStats(RenderCounters, PoseCounters, GapCounters, SourceCounters):
     """How the call's packets travelled: host, srflx, prflx or relay (None: not known)."""
     voice: PlayoutStats | None = None
     """What the playout of the sender's voice did (None: the call had no voice)."""
+    sync_slack_ms: list[float] = field(default_factory=list)
+    """Per face scheduled on its voice: how long it could wait for its voice once rendered (negative: it will show
+    late). The voice's delay follows it, so that faces keep up (``realtime.audio.lip_sync_hold``)."""
     own_face: SenderStats | None = None
     """This side's own face sent back to the caller on a two-way call (None: one-way)."""
 
@@ -233,6 +236,10 @@ class Receiver:
             return
         job = replace(job, voice_heard_at=functools.partial(sync.due, job.timestamp_us))
         render_ms = percentile(self.stats.render_ms[-30:], 50) or 0.0
+        due = sync.due(job.timestamp_us)
+        if due is not None:  # what the voice's delay leaves this face (the voice follows it: AdaptiveVoice)
+            append_bounded(self.stats.sync_slack_ms, (due - render_ms / 1e3 - job.arrival_us / 1e6) * 1e3,
+                           SAMPLES_KEPT)
         self._held.put(job.seq, job, sync.delay_s(job.timestamp_us, job.arrival_us / 1e6, render_ms / 1e3))
 
     def _superseded(self, job: RenderJob) -> None:
