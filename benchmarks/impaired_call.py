@@ -18,6 +18,7 @@ import json
 import logging
 import platform
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +39,19 @@ def _head(checkpoint: Path | None) -> Any:
 
     import torch
 
-    from adasr.checkpoint import load_model
+    from adasr.checkpoint import load_model, save_checkpoint
     from adasr.config import load_model_config
     from adasr.networks import AdaSRNetworks
     from engines.talking_head import TalkingHead
     from engines.torch_backend import TorchBackend
 
     torch.set_num_threads(2)
-    if checkpoint is not None:
-        return TalkingHead(TorchBackend(load_model(checkpoint)))
-    torch.manual_seed(0)
-    config = dataclasses.replace(load_model_config("lite"), image_size=128, name="lite-128-test")
-    return TalkingHead(TorchBackend(AdaSRNetworks(config).eval()))
+    if checkpoint is None:
+        torch.manual_seed(0)
+        config = dataclasses.replace(load_model_config("lite"), image_size=128, name="lite-128-test")
+        checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="adasr-impaired-")) / "lite128.pth",
+                                     AdaSRNetworks(config))
+    return TalkingHead(TorchBackend(load_model(checkpoint)))
 
 
 def _row(loss: float, jitter_ms: float, r: dict[str, Any]) -> str:

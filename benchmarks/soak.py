@@ -1,4 +1,4 @@
-"""Soak test: one loopback call for N minutes, watching frames, drops and the receiver's memory.
+"""Soak test: one loopback two-way call with voice for N minutes, watching frames, drops, memory and voice delay.
 
     python benchmarks/soak.py                       # 10 minutes at 10 fps, random-weight lite model at 128 px
     python benchmarks/soak.py --minutes 60 --fps 30 --checkpoint weights/adasr-lite.pth
@@ -6,7 +6,11 @@
 The receiver runs in this process (the HTTP offer endpoint on 127.0.0.1, a token, a NullSink), the
 sender is a real ``adasr send --url ... --video carphone --loop`` subprocess, so the figures are the
 receiver's alone and the whole product path is exercised: HTTP signaling, ICE on loopback, DTLS, SCTP
-data channels, the source transfer, motion at a steady rate, STATS both ways, GOODBYE at the end.
+data channels, the source transfer, motion at a steady rate, STATS both ways, GOODBYE at the end. The call is
+two-way (issue #25): the receiver answers with its own face (the same clip, looped) and a synthetic voice, the
+sender sends a synthetic voice too and renders the receiver's face into ``soak-callee.mp4``; ``--one-way`` for
+the old call. The voice's mouth-to-ear delay at the receiver is sampled with the rest: its median over the
+first minute and over the last are compared.
 
 Every ``--interval`` seconds it records the receiver's frame counters and its resident memory
 (VmRSS from /proc/self/status; the sender's too, from /proc/PID/status). Memory growth is measured
@@ -40,9 +44,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from adasr.demo_media import astronaut_portrait, carphone_clip  # noqa: E402
-from realtime.call import serve_calls  # noqa: E402
+from realtime.audio.recording import synthetic_voice  # noqa: E402
+from realtime.audio.voice import VoiceOptions  # noqa: E402
+from realtime.call import Answering, serve_calls  # noqa: E402
+from realtime.capture import CaptureOptions  # noqa: E402
 from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token  # noqa: E402
 from realtime.receiver import Receiver, ReceiverOptions, ReceiverStats  # noqa: E402
+from realtime.sender import SenderOptions, SourceOptions  # noqa: E402
 from realtime.sinks import NullSink  # noqa: E402
 from realtime.transport import LOOPBACK, TransportOptions  # noqa: E402
 
@@ -71,6 +79,8 @@ class Sample:
     """The sender's count, from its latest STATS."""
     motion_gaps: int
     """Gaps in motion longer than the receiver's threshold."""
+    voice_delay_ms: float | None = None
+    """Median mouth-to-ear delay of the sender's voice over the last interval (None: no voice played yet)."""
 
 
 def rss_mib(pid: int | str = "self") -> float | None:
@@ -106,13 +116,15 @@ def random_lite_checkpoint(folder: Path) -> Path:
     return save_checkpoint(folder / "lite128-random.pth", AdaSRNetworks(config))
 
 
-def take_sample(t_s: float, receiver: Receiver | None, sender_pid: int | None) -> Sample:
+def take_sample(t_s: float, receiver: Receiver | None, sender_pid: int | None, interval_s: float) -> Sample:
     s = receiver.stats if receiver is not None else ReceiverStats()
+    recent = list(s.voice.delay_ms)[-max(int(interval_s / 0.04), 1):] if s.voice is not None else []
     return Sample(t_s=round(t_s, 2), rss_mib=round(own_rss_mib(), 2),
                   sender_rss_mib=rss_mib(sender_pid) if sender_pid else None,
                   frames_received=s.frames_accepted, frames_rendered=s.frames_rendered,
                   frames_dropped=s.frames_dropped, packets_rejected=s.motion.dropped,
-                  frames_sent_by_peer=s.peer.frames_sent if s.peer else None, motion_gaps=s.motion_gaps)
+                  frames_sent_by_peer=s.peer.frames_sent if s.peer else None, motion_gaps=s.motion_gaps,
+                  voice_delay_ms=round(float(np.median(recent)), 2) if recent else None)
 
 
 async def soak(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
@@ -127,11 +139,21 @@ async def soak(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     live: dict[str, Any] = {"receiver": None, "process": None}
     sender_log = (args.out / "soak-sender.log").open("w")
 
+    voice = synthetic_voice(args.out / "soak-voice.wav", args.minutes * 60 + 120)
+    answering = Answering()
+    if not args.one_way:
+        face = SenderOptions(capture=CaptureOptions(video=carphone_clip(), fps=args.fps, loop=True),
+                             source=SourceOptions(astronaut_portrait()), show_progress=False)
+        answering = Answering(face=face, voice=VoiceOptions(file=voice, microphone=False))
+
     def on_ready(server: OfferServer) -> None:
         command = [sys.executable, "-m", "adasr_cli", "send", "--url", server.url,
                    "--source", str(astronaut_portrait()),
                    "--video", str(carphone_clip()), "--loop", "--fps", str(args.fps), "--checkpoint", str(checkpoint),
-                   "--threads", str(args.threads), "--no-progress", "--stats-json", str(args.out / "soak-sender.json")]
+                   "--threads", str(args.threads), "--no-progress", "--stats-json", str(args.out / "soak-sender.json"),
+                   "--audio", str(voice)]
+        command += (["--sink", "none"] if args.one_way else
+                    ["--sink", "file", "--output", str(args.out / "soak-callee.mp4"), "--audio-out", os.devnull])
         live["process"] = subprocess.Popen(command, cwd=REPO, stdout=sender_log, stderr=subprocess.STDOUT,
                                            env={**os.environ, "ADASR_TOKEN": token})
         logger.info("sender started (pid %d): %s", live["process"].pid, " ".join(command[2:]))
@@ -140,7 +162,7 @@ async def soak(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     serving = asyncio.ensure_future(serve_calls(
         head, ReceiverOptions(), NullSink(), OfferServerOptions(token=token, port=0),
         TransportOptions(ice_hosts=LOOPBACK, connect_timeout_s=120), max_calls=1, on_ready=on_ready,
-        on_receiver=lambda r: live.__setitem__("receiver", r), on_call_end=ended.append))
+        on_receiver=lambda r: live.__setitem__("receiver", r), on_call_end=ended.append, answering=answering))
     samples: list[Sample] = []
     start = time.monotonic()
     deadline = start + args.minutes * 60
@@ -148,7 +170,8 @@ async def soak(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
         while time.monotonic() < deadline and not serving.done():
             await asyncio.wait({serving}, timeout=min(args.interval, max(deadline - time.monotonic(), 0.01)))
             process = live["process"]
-            samples.append(take_sample(time.monotonic() - start, live["receiver"], process.pid if process else None))
+            samples.append(take_sample(time.monotonic() - start, live["receiver"], process.pid if process else None,
+                                       args.interval))
             last = samples[-1]
             logger.info("%6.0f s  rss %.1f MiB  rendered %d  dropped %d  rejected %d", last.t_s, last.rss_mib,
                         last.frames_rendered, last.frames_dropped, last.packets_rejected)
@@ -187,6 +210,10 @@ def build_report(args: argparse.Namespace, checkpoint: Path, samples: list[Sampl
         slope = float(np.polyfit(t, [s.rss_mib for s in warm], 1)[0])
     duration = end.t_s
     sent = stats.peer.frames_sent if stats.peer else end.frames_sent_by_peer
+    first = [s.voice_delay_ms for s in samples if s.voice_delay_ms is not None and s.t_s <= samples[0].t_s + 60]
+    last = [s.voice_delay_ms for s in samples if s.voice_delay_ms is not None and s.t_s >= end.t_s - 60]
+    first_ms = float(np.median(first)) if first else None
+    last_ms = float(np.median(last)) if last else None
     return {
         "minutes_requested": args.minutes, "duration_s": duration, "fps_target": args.fps,
         "model": "random-weight lite at 128 px (benchmarks/soak.py)" if args.checkpoint is None else str(checkpoint),
@@ -205,6 +232,11 @@ def build_report(args: argparse.Namespace, checkpoint: Path, samples: list[Sampl
         "rss_max_mib": max(s.rss_mib for s in samples), "rss_growth_percent": round(growth, 3),
         "rss_slope_mib_per_min": round(slope, 4) if slope is not None else None,
         "sender_rss_baseline_mib": baseline.sender_rss_mib, "sender_rss_end_mib": end.sender_rss_mib,
+        "two_way": not args.one_way, "own_frames_sent": stats.own_face.frames_sent if stats.own_face else None,
+        "own_frames_rendered_by_peer": stats.own_face.peer.frames_rendered if stats.own_face and stats.own_face.peer
+        else None,
+        "voice_delay_ms_first_minute": first_ms, "voice_delay_ms_last_minute": last_ms,
+        "voice_delay_change_ms": (last_ms - first_ms) if first_ms is not None and last_ms is not None else None,
         "samples": [asdict(s) for s in samples],
     }
 
@@ -249,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per peer (default 1)")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "soak", help="folder for soak.json and soak.png")
     parser.add_argument("--max-growth", type=float, default=5.0, help="fail above this memory growth in %% (5)")
+    parser.add_argument("--one-way", action="store_true", help="the receiver only watches (no face, no voice back)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("realtime", "aioice", "aiortc"):
@@ -266,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
           f"the network, {report['packets_rejected']} rejected; receiver RSS {report['rss_baseline_mib']:.1f} MiB "
           f"(at {report['rss_baseline_at_s']:.0f} s) → {report['rss_end_mib']:.1f} MiB = "
           f"{report['rss_growth_percent']:+.2f} % ({report['rss_slope_mib_per_min']} MiB/min); "
-          f"ended: {report['end_reason'] or 'n/a'}")
+          f"ended: {report['end_reason'] or 'n/a'}; voice delay {report['voice_delay_ms_first_minute']} ms in the "
+          f"first minute, {report['voice_delay_ms_last_minute']} ms in the last")
     print(f"  {args.out / 'soak.json'}, {args.out / 'soak.png'}")
     return 1 if report["rss_growth_percent"] > args.max_growth or report["ended_early"] else 0
 

@@ -257,10 +257,9 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
         impair(conn_r.pc, replace(options.network, seed=options.network.seed + 1))
     receiver = attach_receiver(head, ReceiverOptions(relative=options.relative), sink, conn_r)
     sender = attach_sender(head, sender_options, conn_s, on_sample=on_sample)
-    reply = seen = None
-    if reply_view is not None:
-        reply = FaceReply(head, _reply_options(sender_options), conn_r, transport.connect_timeout_s)
-        seen = PeerFace(head, ReceiverOptions(relative=options.relative), reply_view, conn_s)
+    reply: FaceReply | None = None
+    seen = None if reply_view is None else PeerFace(head, ReceiverOptions(relative=options.relative), reply_view,
+                                                    conn_s)
     reply_stats: SenderStats | None = None
     seen_stats: ReceiverStats | None = None
     try:
@@ -272,6 +271,8 @@ async def run_demo_call(head: TalkingHead, options: DemoOptions) -> dict[str, An
                             + (f": {receiver.stats.last_source_error}" if receiver.stats.last_source_error else "")
                             ) from None
         if seen is not None:  # both faces installed before the measured part: its wire figures are the steady call's
+            # the receiver's face once the sender's is in: one process, one model, one source transfer at a time
+            reply = FaceReply(head, _reply_options(sender_options), conn_r, transport.connect_timeout_s)
             await asyncio.wait_for(seen.source_ready(), options.source_timeout_s)
         before = meter.read()
         stream_start = time.perf_counter()
