@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from adasr.errors import InputError, NoFaceError
-from adasr.face_cropper import BoxOrigin, FaceCropper
+from adasr.face_cropper import BoxOrigin, FaceCropper, portrait_face
 from adasr.faces import FaceTrackerConfig
 from adasr.inference import Head
 from adasr.keypoints import Motion
@@ -63,43 +63,35 @@ class AnimateSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _source_crop(image: np.ndarray, size: int, tracker_config: FaceTrackerConfig) -> np.ndarray:
-    with FaceCropper.for_portraits(size, tracker_config) as cropper:
-        face = cropper.crop(image)
-    if not face.face_found:
-        raise NoFaceError("no face found in the source image; pass --no-crop to use it as a square face crop")
-    return face.crop
-
-
 def animate(head: Head, options: AnimateOptions,
             tracker_config: FaceTrackerConfig | None = None) -> AnimateSummary:
     """Render every driving frame; raises InputError/NoFaceError on unusable inputs."""
     tracker_config = tracker_config or FaceTrackerConfig()
     size = head.size
-    source = read_image(options.source)
-    if options.crop:
-        source = _source_crop(source, size, tracker_config)
+    source = portrait_face(read_image(options.source), size, options.crop, tracker_config, "the source image",
+                           "--no-crop")
     driving = FrameSource(options.driving)
-    state = head.prepare_source(source)
+    state = head.prepare_source(source.crop, source.landmarks)
     side_by_side = options.crop and options.side_by_side and options.output.suffix.lower() == ".mp4"
     total = driving.info.frame_count
     if options.max_frames is not None:
         total = min(options.max_frames, total)
-    cropper = FaceCropper.for_stream(size, tracker_config) if options.crop else None
     reference: Motion | None = None
     start = time.perf_counter()
-    with FrameWriter(options.output, driving.info.fps) as writer, \
+    # Without --crop the tracker still runs: the expression's landmarks.
+    with FaceCropper.for_stream(size, tracker_config) as cropper, \
+            FrameWriter(options.output, driving.info.fps) as writer, \
             tqdm(total=total, unit="frame", disable=not options.show_progress, desc="animate") as bar:
         for index, frame in enumerate(driving):
             if options.max_frames is not None and index >= options.max_frames:
                 break
-            if cropper is not None:
-                face = cropper.crop(frame)  # a lost face keeps the last box
+            face = cropper.crop(frame)  # a lost face keeps the last box
+            if options.crop:
                 if face.origin is BoxOrigin.CENTRE:
                     raise NoFaceError(f"no face in driving frame {index}; pass --no-crop if the video is already "
                                       "a face crop")
                 frame = face.crop
-            motion = head.extract_motion(frame)
+            motion = head.extract_motion(frame, face.landmarks)
             if options.relative and reference is None:
                 reference = motion
             result = head.render_image(state, motion, reference if options.relative else None)
@@ -107,8 +99,6 @@ def animate(head: Head, options: AnimateOptions,
                 result = np.concatenate([frame, result], axis=1)  # driving crop | result
             writer.write(result)
             bar.update(1)
-    if cropper is not None:
-        cropper.close()
     if writer.count == 0:
         raise InputError(f"{options.driving}: no frames were read")
     return AnimateSummary(writer.count, time.perf_counter() - start, options.output)

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from adasr.errors import NoFaceError
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
+
+logger = logging.getLogger(__name__)
 
 
 class BoxOrigin(enum.Enum):
@@ -58,6 +62,25 @@ class FaceCrop:
         return self.origin is BoxOrigin.FACE
 
 
+#: Beyond these head angles (degrees from frontal) a portrait shows too little of the far side of the face for
+#: the renderer to turn it towards the camera: the output stays close to a profile.
+FRONTAL_YAW_LIMIT = 30.0
+FRONTAL_PITCH_LIMIT = 25.0
+
+
+def portrait_pose_warning(face: FaceCrop) -> str | None:
+    """One line for a portrait turned too far from frontal to animate well (None when it is frontal enough or
+    its pose is unknown)."""
+    if face.pose is None:
+        return None
+    yaw, pitch, _ = face.pose
+    if abs(yaw) <= FRONTAL_YAW_LIMIT and abs(pitch) <= FRONTAL_PITCH_LIMIT:
+        return None
+    return (f"the portrait's face is turned {abs(yaw):.0f}° sideways and {abs(pitch):.0f}° up or down: a face that "
+            f"far from frontal (over {FRONTAL_YAW_LIMIT:.0f}° / {FRONTAL_PITCH_LIMIT:.0f}°) cannot be animated well; "
+            "a portrait looking at the camera works best")
+
+
 def centre_square(image: np.ndarray) -> CropBox:
     """The largest square centred in the image."""
     h, w = image.shape[:2]
@@ -69,6 +92,25 @@ def centre_crop(image: np.ndarray, size: int) -> FaceCrop:
     """The image's centre square at size×size: an image that already is a face crop, or no face seen yet."""
     box = centre_square(image)
     return FaceCrop(crop_face(image, box, size), box, BoxOrigin.CENTRE)
+
+
+def portrait_face(image: np.ndarray, size: int, crop: bool, tracker_config: FaceTrackerConfig | None, what: str,
+                  no_crop_flag: str) -> FaceCrop:
+    """A portrait as the source encoder sees it: the tracker's face crop (``crop``), or the image's centre square
+    when it already is a face crop; with the landmarks of its expression either way (None when no face is found
+    there: the neutral expression; without ``crop`` they are in the tracker's crop's pixels, which the
+    expression's ratios do not depend on). A portrait turned far from frontal is named in one warning line.
+
+    Raises NoFaceError, naming ``what`` and the ``no_crop_flag`` that skips the crop, when ``crop`` finds no face.
+    """
+    with FaceCropper.for_portraits(size, tracker_config) as cropper:
+        face = cropper.crop(image)
+    if crop and not face.face_found:
+        raise NoFaceError(f"no face found in {what}; pass a square face crop with {no_crop_flag}")
+    warning = portrait_pose_warning(face)
+    if warning:
+        logger.warning("%s", warning)
+    return face if crop else dataclasses.replace(centre_crop(image, size), landmarks=face.landmarks)
 
 
 class FaceCropper:

@@ -150,7 +150,7 @@ def match_psnr(clip: ClipFaces, codec: str, target_db: float, size: int, lo_kbps
 
 def our_stream(head: Any, clip: ClipFaces) -> dict[str, Any]:
     """Render every frame from wire-quantised motion (self-reenactment); PSNR against the real crop."""
-    state = head.prepare_source(clip.crops[0])
+    state = head.prepare_source(clip.crops[0], clip.landmarks[0])
     vectors = sender_motion(head, clip)
     messages = [encode_motion(i, 0, v) for i, v in enumerate(vectors)]
     motions = [decode(m).vector for m in messages]  # type: ignore[union-attr]

@@ -276,6 +276,7 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
     size = backend.config.image_size
     source = astronaut_face(size)
     inputs = [head.to_input(c) for c in crops]
+    expression = head.expression_input(None)  # a model with an expression mapper takes it (same cost any value)
     state = head.prepare_source(source)
     reference = head.extract_motion(crops[0])
     motions = [head.extract_motion(c) for c in crops[: min(len(crops), 16)]]
@@ -291,11 +292,11 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
     def whole_frame() -> None:
         frame = nxt(frames)
         face = cropper.crop(frame) if cropper is not None else centre_crop(frame, size)
-        tensor_to_image(head.render(state, head.extract_motion(face.crop), reference))
+        tensor_to_image(head.render(state, head.extract_motion(face.crop, face.landmarks), reference))
 
     calls: dict[str, Callable[[], Any]] = {
-        "source_encoding": lambda: backend.encode_source(source_input),
-        "motion_extraction": lambda: backend.extract_motion(nxt(inputs)),
+        "source_encoding": lambda: backend.encode_source(source_input, expression),
+        "motion_extraction": lambda: backend.extract_motion(nxt(inputs), expression),
         "keypoint_transform": lambda: head.driving_keypoints(state, nxt(motions), reference),
         "render": lambda: backend.render(state.f_s, kp_source, nxt(kp_driving)),
         "per_frame": whole_frame,

@@ -39,6 +39,8 @@ class ClipFaces:
     """S×S crops of the original frames."""
     face_found: list[bool]
     """Whether the tracker found the face in each frame."""
+    landmarks: list[np.ndarray | None]
+    """The tracker's landmarks in crop pixels (the expression vector's input), None where it lost the face."""
 
 
 def track_clip(path: Path, size: int, max_frames: int | None = None) -> ClipFaces:
@@ -57,7 +59,7 @@ def track_clip(path: Path, size: int, max_frames: int | None = None) -> ClipFace
     if not any(found):
         raise ValueError(f"{path}: no face found in any frame")
     return ClipFaces(Path(path), reader.fps, frames, [face.box for face in faces], [face.crop for face in faces],
-                     found)
+                     found, [face.landmarks for face in faces])
 
 
 def scale_clip(clip: ClipFaces, factor: int, size: int) -> ClipFaces:
@@ -68,14 +70,15 @@ def scale_clip(clip: ClipFaces, factor: int, size: int) -> ClipFaces:
               for f in clip.frames]
     boxes = [CropBox(b.x0 * factor, b.y0 * factor, b.size * factor) for b in clip.boxes]
     crops = [crop_face(f, b, size) for f, b in zip(frames, boxes)]
-    return ClipFaces(clip.path, clip.fps, frames, boxes, crops, clip.face_found)
+    return ClipFaces(clip.path, clip.fps, frames, boxes, crops, clip.face_found, clip.landmarks)  # ratios: unscaled
 
 
 def sender_motion(head: TalkingHead, clip: ClipFaces,
                   smoothing: SmoothingOptions = SmoothingOptions()) -> list[np.ndarray]:
     """The smoothed motion vector of every crop, as the sender computes it before quantising."""
     smoother = MotionSmoother(smoothing)
-    return [smoother(head.extract_motion(crop).to_vector(), i / clip.fps) for i, crop in enumerate(clip.crops)]
+    return [smoother(head.extract_motion(crop, lms).to_vector(), i / clip.fps)
+            for i, (crop, lms) in enumerate(zip(clip.crops, clip.landmarks))]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -55,7 +55,7 @@ def measure_clip(head: TalkingHead, path: Path, max_frames: int | None, state_ev
                  quantizer: MotionQuantizer = DEFAULT_QUANTIZER) -> dict[str, Any]:
     start = time.perf_counter()
     clip = track_clip(path, head.size, max_frames)
-    state = head.prepare_source(clip.crops[0])
+    state = head.prepare_source(clip.crops[0], clip.landmarks[0])
     vectors = sender_motion(head, clip)
     decoded = [decode(encode_motion(i, 0, v, quantizer=quantizer), quantizer=quantizer) for i, v in enumerate(vectors)]
     quantised = [d.vector for d in decoded]  # type: ignore[union-attr]

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from adasr.errors import NoFaceError
-from adasr.face_cropper import FaceCrop, FaceCropper, centre_crop
+from adasr.face_cropper import FaceCrop, portrait_face
 from adasr.faces import FaceTrackerConfig
 from adasr.video_io import read_image
 from engines.talking_head import TalkingHead
@@ -158,18 +157,13 @@ def locate_portrait(path: Path, size: int, crop: bool,
     back into the portrait's own framing.
     """
     image = read_image(path)
-    if not crop:
-        return image, centre_crop(image, size)
-    with FaceCropper.for_portraits(size, tracker_config) as cropper:
-        face = cropper.crop(image)
-    if not face.face_found:
-        raise NoFaceError(f"no face found in the portrait {path}; pass a square face crop with --no-source-crop")
-    return image, face
+    return image, portrait_face(image, size, crop, tracker_config, f"the portrait {path}", "--no-source-crop")
 
 
-def portrait_crop(path: Path, size: int, crop: bool, tracker_config: FaceTrackerConfig | None = None) -> np.ndarray:
-    """The portrait as the source encoder wants it: the tracker's square face crop at the model's size."""
-    return locate_portrait(path, size, crop, tracker_config)[1].crop
+def portrait_crop(path: Path, size: int, crop: bool, tracker_config: FaceTrackerConfig | None = None) -> FaceCrop:
+    """The portrait as the source encoder wants it: the tracker's square face crop at the model's size, with the
+    landmarks its expression vector is measured from."""
+    return locate_portrait(path, size, crop, tracker_config)[1]
 
 
 SampleHook = Callable[[int, CapturedFrame, MotionSample], None]
@@ -208,10 +202,10 @@ class Sender:
 
     def _build_source_payload(self) -> tuple[bytes, SourceKind]:
         opts = self.options.source
-        crop = portrait_crop(opts.portrait, self.head.size, opts.crop, self.options.tracker)
+        face = portrait_crop(opts.portrait, self.head.size, opts.crop, self.options.tracker)
         if opts.send_image:
-            return encode_image(crop, compression=opts.compression), SourceKind.SOURCE_IMAGE
-        state = self.head.prepare_source(crop)
+            return encode_image(face.crop, compression=opts.compression), SourceKind.SOURCE_IMAGE
+        state = self.head.prepare_source(face.crop, face.landmarks)
         payload = encode_state(state, self.head.backend.config, quantization=opts.quantization,
                                compression=opts.compression)
         return payload, SourceKind.FEATURE_VOLUME

@@ -126,7 +126,7 @@ def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceS
         image = arrays.get(IMAGE_ARRAY)
         if image is None or image.dtype != np.uint8:
             raise ProtocolError(f"SOURCE_IMAGE payload without a uint8 '{IMAGE_ARRAY}' array")
-        state = head.prepare_source(image)
+        state = head.prepare_source(image)  # the neutral expression: only the motion's changes reach the render
     else:
         if set(arrays) != set(FEATURE_ARRAYS):
             raise ProtocolError(f"FEATURE_VOLUME payload holds {sorted(arrays)}, expected {sorted(FEATURE_ARRAYS)}")

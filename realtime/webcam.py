@@ -287,7 +287,7 @@ class LocalWebcam:
         try:
             image, face = await loop.run_in_executor(None, locate_portrait, opts.portrait, head.size, opts.source_crop,
                                                      opts.tracker)
-            state = await loop.run_in_executor(None, head.prepare_source, face.crop)
+            state = await loop.run_in_executor(None, head.prepare_source, face.crop, face.landmarks)
         except BaseException:
             await loop.run_in_executor(None, output.close)
             raise

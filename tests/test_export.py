@@ -15,6 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from adasr.checkpoint import LoadedModel  # noqa: E402
 from adasr.config import load_model_config  # noqa: E402
+from adasr.expression_signal import NUM_FEATURES  # noqa: E402
 from adasr.networks import AdaSRNetworks  # noqa: E402
 from engines.manifest import GRAPH_NAMES, ManifestError, file_sha256, read_manifest  # noqa: E402
 from export.graph_check import check_tensorrt_compatible, onnx_operator_report  # noqa: E402
@@ -137,13 +138,13 @@ def test_lite_fp16_export_keeps_float32_io(lite: LoadedModel, tmp_path: Path) ->
 
 def test_verification_fails_loudly(lite_fp32: ExportReport) -> None:
     path = lite_fp32.graphs["motion_extractor"].path
-    image = torch.rand(1, 3, 128, 128)
+    inputs = (torch.rand(1, 3, 128, 128), torch.zeros(1, NUM_FEATURES))  # the lite graph takes the expression too
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {"image": image.numpy()})
+    outputs = session.run(None, {"image": inputs[0].numpy(), "expression": inputs[1].numpy()})
     wrong = [torch.from_numpy(o) for o in outputs]
     wrong[3] = wrong[3] + 0.5  # t off by 0.5
     with pytest.raises(VerificationError, match="t: max"):
-        _verify(path, "motion_extractor", (image,), tuple(wrong), "fp32")
+        _verify(path, "motion_extractor", inputs, tuple(wrong), "fp32")
 
 
 def test_warp_choices() -> None:

@@ -183,3 +183,38 @@ def test_the_lite_preset_without_expression_still_loads(tmp_path: Path) -> None:
     estimator = HEEstimator(config.he_estimator, config.num_kp)
     assert estimator.expression_mapper is None
     assert estimator(torch.rand(1, 3, 64, 64)).exp.shape == (1, 45)
+
+
+def test_a_portrait_turned_far_from_frontal_is_named_in_one_line(face_model: None,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from skimage import data
+
+    from adasr.face_cropper import portrait_face, portrait_pose_warning
+
+    image = data.astronaut()
+    face = portrait_face(image, 128, True, None, "the astronaut", "--no-crop")
+    assert face.pose is not None and portrait_pose_warning(face) is None  # she looks at the camera
+    turned = dataclasses.replace(face, pose=(-62.0, 4.0, 1.0))
+    warning = portrait_pose_warning(turned)
+    assert warning is not None and "62°" in warning and "\n" not in warning
+    uncropped = portrait_face(image[:200, 100:300], 128, False, None, "a crop", "--no-crop")
+    assert uncropped.landmarks is not None and uncropped.crop.shape == (128, 128, 3)  # centre square, landmarks kept
+
+
+def test_keypoints_that_move_as_the_landmarks_do_cost_nothing_and_those_off_the_face_are_left_alone(
+        astronaut_landmarks: np.ndarray) -> None:
+    from adasr.training.losses import landmark_flow_loss
+
+    lms = torch.from_numpy(astronaut_landmarks[None, :, :2] * (2 / 255) - 1)  # the astronaut's face, normalised
+    jaw = torch.zeros_like(lms)
+    jaw[:, [14, 17, 87, 317], 1] = 0.08  # the lower lip drops
+    driving = lms + jaw + torch.tensor([0.02, -0.01])  # ... while the head shifts a little
+    on_face = lms[:, [14, 1, 33]]  # keypoints at the lower lip, the nose tip and an eye corner
+    off_face = torch.tensor([[[0.95, -0.95]]])  # the crop's corner: no landmark near
+    kp_s = torch.cat([torch.cat([on_face, off_face], 1), torch.zeros(1, 4, 1)], -1)
+    followed = kp_s.clone()
+    followed[:, :3, :2] = driving[:, [14, 1, 33]]
+    followed[:, 3, :2] += 0.5  # off the face: anything goes
+    assert float(landmark_flow_loss(kp_s, followed, lms, driving, 0.05)) < 0.02
+    still = float(landmark_flow_loss(kp_s, kp_s, lms, driving, 0.05))
+    assert still > 0.025  # every face keypoint should have shifted by 0.03 (the lip by more)

@@ -378,7 +378,9 @@ class PairDataset(Dataset):
     ``driving_pose`` [3] tracker degrees (yaw, pitch, roll; flipped with the image); ``regions``
     [1, S, S]: 1 on the mouth and eyes of either frame (``adasr.training.face_regions``);
     ``source_expression``, ``driving_expression`` [E]: the tracker's expression vectors
-    (``adasr.expression_signal``; left and right swapped with a flip).
+    (``adasr.expression_signal``; left and right swapped with a flip); ``source_landmarks``,
+    ``driving_landmarks`` [478, 2]: the tracker's landmarks, normalised like the keypoints (−1 … 1 over the
+    crop's pixel centres, x along the width), mirrored with a flip.
     """
 
     def __init__(self, root: Path, clips: Sequence[str] | None = None, seed: int = 0,
@@ -428,13 +430,16 @@ class PairDataset(Dataset):
         regions = torch.from_numpy(np.maximum(expression_region_map(clip.landmarks[i], size),
                                               expression_region_map(clip.landmarks[j], size)))[None]
         expression = self.expressions[c][[i, j]]
-        imgs, pose, regions, expression = self._augment(imgs, pose, regions, expression, rng)
+        landmarks = torch.from_numpy(clip.landmarks[[i, j], :, :2] * (2.0 / (size - 1)) - 1.0)
+        imgs, pose, regions, expression, landmarks = self._augment(imgs, pose, regions, expression, landmarks, rng)
         expression_t = torch.from_numpy(np.ascontiguousarray(expression))
         return {"source": imgs[0], "driving": imgs[1], "source_pose": pose[0], "driving_pose": pose[1],
-                "regions": regions, "source_expression": expression_t[0], "driving_expression": expression_t[1]}
+                "regions": regions, "source_expression": expression_t[0], "driving_expression": expression_t[1],
+                "source_landmarks": landmarks[0], "driving_landmarks": landmarks[1]}
 
     def _augment(self, imgs: torch.Tensor, pose: torch.Tensor, regions: torch.Tensor, expression: np.ndarray,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+                 landmarks: torch.Tensor, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor]:
         aug = self.augment
         draws = rng.random(4)  # always draw the same count so items stay independent of the settings
         perm_draw, perm = rng.random(), rng.permutation(3)
@@ -442,6 +447,7 @@ class PairDataset(Dataset):
             imgs, regions = imgs.flip(-1), regions.flip(-1)
             pose = pose * torch.tensor([-1.0, 1.0, -1.0])
             expression = mirrored(expression)
+            landmarks = landmarks * torch.tensor([-1.0, 1.0])
         if aug.brightness:
             imgs = imgs * (1 + aug.brightness * (2 * draws[1] - 1))
         if aug.contrast:
@@ -452,7 +458,7 @@ class PairDataset(Dataset):
             imgs = (imgs - grey) * (1 + aug.saturation * (2 * draws[3] - 1)) + grey
         if aug.channel_shuffle and perm_draw < aug.channel_shuffle:
             imgs = imgs[:, torch.from_numpy(perm)]
-        return imgs.clamp(0, 1), pose, regions, expression
+        return imgs.clamp(0, 1), pose, regions, expression, landmarks
 
     def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
         """Batch of training step ``step``: items step·B … step·B + B − 1, collated."""

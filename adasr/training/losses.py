@@ -81,6 +81,12 @@ class LossWeights:
     expression_regions: float = 0.0
     """L1(prediction, driving) averaged over the mouth and eyes of source and driving frames only: where a
     still photo is wrong (``adasr.training.face_regions``); 0: off."""
+    landmark_flow: float = 0.0
+    """L1 between each keypoint's image-plane motion (source → driving) and the tracker's landmark motion around
+    it (:func:`landmark_flow_loss`): a direct signal for the mouth and eyelids, which the pixel losses barely
+    see; 0: off."""
+    landmark_flow_sigma: float = 0.05
+    """Radius (normalised image units, the crop is 2 wide) over which landmarks speak for a keypoint."""
     ssim: float = 0.0
     """1 − SSIM(prediction, driving) (:func:`ssim`, the evaluation's window); 0: off."""
     detail_energy: float = 0.0
@@ -308,6 +314,25 @@ def head_pose_loss(predicted_deg: torch.Tensor, teacher_deg: torch.Tensor) -> to
 def expression_loss(delta: torch.Tensor) -> torch.Tensor:
     """Mean over keypoints of the L1 norm of δ [B, K, 3]."""
     return delta.abs().sum(-1).mean()
+
+
+def landmark_flow_loss(kp_source: torch.Tensor, kp_driving: torch.Tensor, landmarks_source: torch.Tensor,
+                       landmarks_driving: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Keypoints [B, K, 3] move in the image plane as the face does around them.
+
+    The renderer moves what sits at x_s to x_d; the tracker says where each landmark [B, N, 2] (normalised like
+    the keypoints' x, y) went. Each keypoint's target is the Gaussian-weighted (``sigma``) mean landmark motion
+    around its source position, and its weight the landmarks' support there (a keypoint off the face, e.g. in
+    the hair or the background, is left to the other losses).
+    """
+    offsets = kp_source[..., None, :2] - landmarks_source[:, None]  # B, K, N, 2
+    weights = torch.exp(-offsets.pow(2).sum(-1) / (2 * sigma**2))  # B, K, N
+    support = weights.sum(-1)  # B, K
+    target = (weights[..., None] * (landmarks_driving - landmarks_source)[:, None]).sum(-2) / support.clamp_min(
+        1e-6)[..., None]
+    confidence = (support / 5.0).clamp(max=1.0).detach()  # about five landmarks within sigma: fully on the face
+    error = ((kp_driving[..., :2] - kp_source[..., :2]) - target.detach()).abs().sum(-1)
+    return (confidence * error).sum() / confidence.sum().clamp_min(1.0)
 
 
 def region_l1(prediction: torch.Tensor, target: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,8 @@ class TrainConfig:
     whose mouth and eyes differ most from the source's (``adasr.training.data.PairDataset``)."""
     expression_candidates: int = 8
     """Frames looked at for each such pair."""
+    expression_mapper_lr_factor: float = 1.0
+    """The expression mapper's learning rate as a multiple of ``lr`` (a fresh network beside trained ones)."""
     run_dir: str = "runs/train_lite"
     """Training checkpoint, TensorBoard logs and sample grids."""
     export_path: str = "weights/adasr-lite.pth"

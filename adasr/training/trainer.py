@@ -54,6 +54,7 @@ from adasr.training.losses import (
     generator_gan_loss,
     head_pose_loss,
     keypoint_prior_loss,
+    landmark_flow_loss,
     region_l1,
     ssim,
     tracker_to_model_pose,
@@ -134,8 +135,13 @@ class Trainer:
         if cfg.discriminator_scales:
             disc_cfg = dataclasses.replace(disc_cfg, scales=list(cfg.discriminator_scales))
         self.discriminator = MultiScaleDiscriminator(disc_cfg, self.model_cfg.image_channel).to(self.device)
-        gen_params = [p for p in self.networks.parameters() if p.requires_grad]
-        self.opt_g = torch.optim.Adam(gen_params, lr=cfg.lr, betas=cfg.betas)
+        mapper = self.networks.he_estimator.expression_mapper
+        mapper_ids = {id(p) for p in mapper.parameters()} if mapper is not None else set()
+        gen_params = [p for p in self.networks.parameters() if p.requires_grad and id(p) not in mapper_ids]
+        groups = [{"params": gen_params, "lr_factor": 1.0}]
+        if mapper is not None:
+            groups.append({"params": list(mapper.parameters()), "lr_factor": cfg.expression_mapper_lr_factor})
+        self.opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
         self.perceptual = PerceptualLoss(cfg.losses).to(self.device)
         self.identity = IdentityLoss(cfg.losses).to(self.device) if cfg.losses.identity else None
@@ -287,6 +293,9 @@ class Trainer:
             terms["reconstruction"] = w.reconstruction * (prediction - target).abs().mean()
         if w.expression_regions:
             terms["expression_regions"] = w.expression_regions * region_l1(prediction, target, b["regions"])
+        if w.landmark_flow:
+            terms["landmark_flow"] = w.landmark_flow * landmark_flow_loss(
+                kp_s, kp_d, b["source_landmarks"], b["driving_landmarks"], w.landmark_flow_sigma)
         if w.ssim:
             terms["ssim"] = w.ssim * (1 - ssim(prediction, target))
         if w.detail_energy:
@@ -337,7 +346,7 @@ class Trainer:
         factor = lr_factor(self.cfg.lr_schedule, step)
         for opt, base in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.lr_discriminator)):
             for group in opt.param_groups:
-                group["lr"] = base * factor
+                group["lr"] = base * factor * group.get("lr_factor", 1.0)
         b = self.batch(step)
         parts = split_batch(b, self.cfg.micro_batches)
         self.opt_g.zero_grad(set_to_none=True)
