@@ -62,6 +62,8 @@ def test_a_lost_packet_is_recovered_from_the_next_ones_fec_better_than_concealed
     recovered = recovered_decoder.recover(packets[lost + 1][1], FRAME)
     concealed = concealed_decoder.conceal(FRAME)
     assert recovered.size == concealed.size == FRAME
+    assert recovered_decoder.has_fec(packets[lost + 1][1])
+    assert not OpusDecoder().has_fec(_packets(signal[:48_000], kbps=12.0)[10][1])  # no room for a copy at 12 kbps
     assert not np.array_equal(recovered, concealed)  # the next packet's FEC copy was used, not a guess
     start = packets[lost][0] - 312  # the encoder's lookahead: where the lost packet's sound sits in the signal
     truth_rms = float(np.sqrt(np.mean(signal[start:start + FRAME].astype(np.float64) ** 2)))

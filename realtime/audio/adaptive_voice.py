@@ -66,7 +66,7 @@ class JitterStats:
     decoded: int = 0
     """Packets played as received."""
     recovered: int = 0
-    """Lost packets recovered from the next one's FEC."""
+    """Lost packets recovered from the next one's FEC (it carried a copy: from 16 kbps)."""
     concealed: int = 0
     """Lost packets concealed (Opus PLC)."""
     stretched: int = 0
@@ -237,7 +237,7 @@ class AdaptiveVoice(MediaStreamTrack):
                 self.stats.decoded += 1
                 return samples
         following = self._held.get(ts + self._frame)
-        if following is not None:
+        if following is not None and self._decoder.has_fec(following):
             self.stats.recovered += 1
             return self._decoder.recover(following, self._frame)
         self.stats.concealed += 1

@@ -44,6 +44,9 @@ def libopus() -> ctypes.CDLL:
                                     ctypes.POINTER(ctypes.c_int16), ctypes.c_int, ctypes.c_int]
         lib.opus_decoder_destroy.restype = None
         lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
+        if hasattr(lib, "opus_packet_has_lbrr"):  # libopus ≥ 1.5
+            lib.opus_packet_has_lbrr.restype = ctypes.c_int
+            lib.opus_packet_has_lbrr.argtypes = [ctypes.c_char_p, ctypes.c_int32]
         return lib
     raise CallError("libopus not found (neither PyAV's bundled copy nor a system one): reinstall PyAV, or install "
                     "libopus (apt-get install libopus0)")
@@ -74,6 +77,11 @@ class OpusDecoder:
     def conceal(self, samples: int) -> np.ndarray:
         """Packet-loss concealment: ``samples`` (a multiple of 2.5 ms) extrapolated from what was decoded before."""
         return self._decode(None, samples, fec=False)
+
+    def has_fec(self, payload: bytes) -> bool:
+        """Whether ``payload`` carries an FEC copy of the packet before it (True where libopus < 1.5 cannot tell)."""
+        check = getattr(self._lib, "opus_packet_has_lbrr", None)
+        return True if check is None else check(payload, len(payload)) > 0
 
     def recover(self, next_payload: bytes, samples: int) -> np.ndarray:
         """A lost packet's ``samples`` from the FEC data inside the packet after it (concealment where it has
