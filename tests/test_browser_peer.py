@@ -114,8 +114,9 @@ def test_the_page_renders_the_faces_python_renders(lite_graphs: Path, lite_head:
                                                    carphone_frames: list[np.ndarray], astronaut_face: np.ndarray,
                                                    tmp_path: Path) -> None:
     """web/src/render.js (source encoder, keypoint transform, renderer in onnxruntime-web's wasm, under node)
-    against the Python receiver's ONNX Runtime render of the same portrait and motions: every graph runs in the
-    web runtime at the opset it was exported with, and the frames agree to well over 30 dB."""
+    against the Python receiver's ONNX Runtime render of the same portrait and motions, and the motion extractor
+    graph against Python's: every graph runs in the web runtime at the opset it was exported with, the frames
+    agree to well over 30 dB and the motion to a twentieth of a degree."""
     import json
     import subprocess
 
@@ -141,6 +142,11 @@ def test_the_page_renders_the_faces_python_renders(lite_graphs: Path, lite_head:
     psnr = [10 * np.log10(1.0 / max(float(np.mean((f - e) ** 2)), 1e-12)) for f, e in zip(frames, expected)]
     assert min(psnr) >= 30.0, psnr
     assert float(np.abs(frames[-1] - frames[0]).mean()) > 1e-3  # the motions move the face: not one frame repeated
+    # the motion extractor graph in the web runtime gives the motion Python's gives for the same image
+    web_motion = np.array(json.loads((tmp_path / "timing.json").read_text())["image_motion"], np.float32)
+    python_motion = lite_head.extract_motion(portrait).to_vector()
+    np.testing.assert_allclose(web_motion[:3], python_motion[:3], atol=0.05)  # degrees
+    np.testing.assert_allclose(web_motion[3:], python_motion[3:], atol=1e-4)
 
 
 @pytest.mark.slow

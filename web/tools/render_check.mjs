@@ -1,8 +1,10 @@
-// Renders frames with web/src/render.js in onnxruntime-web (node, the wasm build the page runs), for
-// tests/test_browser_peer.py to compare with Python's ONNX Runtime.
+// Runs the page's graphs in onnxruntime-web (node, the wasm build the page runs) for tests/test_browser_peer.py
+// to compare with Python's ONNX Runtime: the motion extractor (web/src/motion.js's graph) on the image, and
+// web/src/render.js (source encoder, keypoints, renderer) for the motions given.
 //   node tools/render_check.mjs GRAPHS_DIR CASE.json OUT_DIR
 // CASE.json: {side, image: "RGB file, side×side bytes", motions: [[6 + 3K]...], reference: [6 + 3K] | null,
-// threads}. Writes OUT_DIR/frames.f32 (N × 3 × side × side float32) and OUT_DIR/timing.json.
+// threads}. Writes OUT_DIR/frames.f32 (N × 3 × side × side float32) and OUT_DIR/timing.json (with the image's
+// motion as the extractor gives it).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -19,6 +21,9 @@ const chw = new Float32Array(3 * side * side);
 for (let i = 0; i < side * side; i += 1) {
   for (let c = 0; c < 3; c += 1) chw[c * side * side + i] = rgb[3 * i + c] / 255;
 }
+const extractor = await ort.InferenceSession.create(readFileSync(join(graphs, 'motion_extractor.onnx')));
+const extracted = await extractor.run({ image: new ort.Tensor('float32', chw, [1, 3, side, side]) });
+const imageMotion = ['yaw', 'pitch', 'roll', 't', 'delta'].flatMap((name) => Array.from(extracted[name].data));
 const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'renderer.onnx')), side,
   readFileSync(join(graphs, 'source_encoder.onnx')));
 const t0 = performance.now();
@@ -35,4 +40,4 @@ for (const motion of spec.motions) {
 const all = new Float32Array(frames.length * 3 * side * side);
 frames.forEach((f, i) => all.set(f, i * f.length));
 writeFileSync(join(outDir, 'frames.f32'), Buffer.from(all.buffer));
-writeFileSync(join(outDir, 'timing.json'), JSON.stringify({ encode_ms: encodeMs, render_ms: renderMs }));
+writeFileSync(join(outDir, 'timing.json'), JSON.stringify({ encode_ms: encodeMs, render_ms: renderMs, image_motion: imageMotion }));
