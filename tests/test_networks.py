@@ -55,9 +55,10 @@ def test_presets_run_and_give_images(preset: str) -> None:
     torch.manual_seed(0)
     nets = AdaSRNetworks(cfg).eval()
     image = torch.rand(1, 3, cfg.image_size, cfg.image_size)
+    expression = torch.zeros(1, cfg.he_estimator.expression_inputs) if cfg.he_estimator.expression_inputs else None
     with torch.no_grad():
-        src = SourceEncoder(nets)(image)
-        motion = MotionExtractor(nets)(image)
+        src = SourceEncoder(nets)(image, expression)
+        motion = MotionExtractor(nets)(image, expression)
         frame = Renderer(nets)(src.f_s, src.x_c, src.x_c + 0.05)
     assert src.f_s.shape == (1, *cfg.source_volume_shape())
     assert src.x_c.shape == (1, cfg.num_kp, 3) and src.x_c.abs().max() <= 1

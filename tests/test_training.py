@@ -338,7 +338,7 @@ def test_the_exported_model_is_the_moving_average_from_its_start_step(prepared: 
 
 
 def test_validation_reports_the_model_against_the_still_photo(prepared: Path, tmp_path: Path) -> None:
-    from adasr.training.losses import ssim
+    from adasr.training.losses import region_l1, ssim
 
     data = tmp_path / "data"  # the same footage under a second name stands in for a held-out person
     data.mkdir()
@@ -346,11 +346,15 @@ def test_validation_reports_the_model_against_the_still_photo(prepared: Path, tm
     (data / "held_out").symlink_to(prepared / "carphone")
     trainer = Trainer(_tiny_cfg(data, tmp_path, val_clips=["held_out"], val_pairs_per_clip=4))
     val = trainer.validate()
-    assert set(val) == {"psnr_model", "psnr_copy_source", "ssim_model", "ssim_copy_source"}
+    assert set(val) == {"psnr_model", "psnr_copy_source", "ssim_model", "ssim_copy_source", "regions_l1_model",
+                        "regions_l1_copy_source"}
     batch = trainer.val_batch
     assert batch is not None and len(batch["source"]) == 4
     assert val["ssim_copy_source"] == pytest.approx(float(ssim(batch["source"], batch["driving"])))
     assert 0 < val["ssim_copy_source"] < 1 and 0 < val["psnr_copy_source"] < 60  # the frames do differ
+    assert val["regions_l1_copy_source"] == pytest.approx(float(region_l1(batch["source"], batch["driving"],
+                                                                          batch["regions"])))
+    assert 0 < val["regions_l1_copy_source"] < 1
     assert -1 < val["ssim_model"] < 1 and math.isfinite(val["psnr_model"])
 
 
