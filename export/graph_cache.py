@@ -45,7 +45,7 @@ REFUSED_SUFFIX = ".refused.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Packages whose code decides what the exported graphs compute (training and evaluation do not).
 _CODE_ROOTS = ("adasr", "export")
-_CODE_EXCLUDED = ("adasr/training", "adasr/evaluation")
+_CODE_EXCLUDED = ("adasr/training/", "adasr/evaluation/")
 #: Distributions whose versions change what an export writes or how it is verified.
 _VERSIONED = ("torch", "onnx", "onnxruntime")
 
@@ -140,9 +140,10 @@ def cached_export(model: LoadedModel, *, precision: str = "fp32", trt: bool = Fa
     refusal = root / f"{recipe.folder_name}{REFUSED_SUFFIX}"
     if (reason := _refused(refusal, recipe)) is not None:
         raise VerificationError(f"{reason} (found in {refusal})")
-    fp32 = cached_export(model, root=root, announce=announce) if precision == "int8" else None
     announce(f"preparing the {'TensorRT-ready ' if trt else ''}ONNX graphs of model {model.model_id} ({precision}), "
-             f"once for this model: {'quantising' if fp32 else 'exporting'} and verifying into {folder}")
+             f"once for this model: exporting{', quantising' if precision == 'int8' else ''} and verifying into "
+             f"{folder}")
+    fp32 = cached_export(model, root=root, announce=lambda _: None) if precision == "int8" else None  # said above
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{recipe.folder_name}-"))
     try:
