@@ -13,8 +13,9 @@ that follows the measured jitter (``realtime.audio.jitter_target``), comes round
   ``lip_sync_delay_s``), a concealed packet is inserted where one is missing or after a quiet one (within
   unbroken speech only after ``shrink_after_s``): the delay grows by a packet, smoothly (PLC continues
   the sound);
-* when the delay is over the target by more than a packet, one quiet packet is left out (not heard);
-  within unbroken speech only after ``shrink_after_s``.
+* when the delay is over the target by more than half a packet, one quiet packet is left out (not
+  heard); within unbroken speech only after ``shrink_after_s``, the next packet crossfaded in over 5 ms
+  so that the cut leaves no click.
 
 The frames it returns are numbered contiguously in samples played (``pts``), as a sink plays them;
 ``rtp_of`` maps that number back to the sender's RTP time for lip sync (``SenderClock``).
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 _MAX_PACKET_SAMPLES = 5760
 #: RMS under which a packet counts as quiet (about −40 dBFS): leaving it out is not heard.
 _QUIET_RMS = 330.0
+#: Crossfade where a packet is left out (5 ms).
+_FADE_SAMPLES = 240
 #: Packets held at most (a flood cannot grow memory).
 _MAX_HELD = 64
 #: A timestamp jump beyond this restarts the playout on the new timeline (a sender that paused or restarted).
@@ -115,6 +118,7 @@ class AdaptiveVoice(MediaStreamTrack):
         self._over_since: float | None = None
         self._under_since: float | None = None
         self._last_quiet = True
+        self._fade_from: np.ndarray | None = None
         self.lip_sync_delay_s = 0.0
         """Extra delay the faces need to show with the voice (``realtime.audio.lip_sync_hold`` sets it)."""
         self._arrival = asyncio.Event()
@@ -217,12 +221,16 @@ class AdaptiveVoice(MediaStreamTrack):
             self._under_since = None
         samples = self._take(ts)
         self._next = ts + samples.size
-        if excess > packet_s and self._may_shrink(samples, now):
+        if excess > packet_s / 2 and self._may_shrink(samples, now):
             self._offset -= samples.size / SAMPLE_RATE
             self.stats.shrunk += 1
+            self._fade_from = samples  # the next packet fades in from where this one began: no click at the cut
             return None
-        if excess <= packet_s:
+        if excess <= packet_s / 2:
             self._over_since = None
+        if self._fade_from is not None:
+            samples = _crossfade(self._fade_from, samples)
+            self._fade_from = None
         return self._emit(samples, ts)
 
     def _take(self, ts: int) -> np.ndarray:
@@ -286,6 +294,18 @@ class AdaptiveVoice(MediaStreamTrack):
         self._ended.set()
         self._watch.cancel()
         self._decoder.close()
+
+
+def _crossfade(before: np.ndarray, after: np.ndarray, length: int = _FADE_SAMPLES) -> np.ndarray:
+    """``after`` with its first ``length`` samples faded in from ``before``'s first ones (which continue the sound
+    played so far): a packet left out leaves no step in the waveform."""
+    n = min(length, before.size, after.size)
+    if n == 0:
+        return after
+    weight = np.linspace(0.0, 1.0, n)
+    out = after.astype(np.float64)
+    out[:n] = before[:n] * (1.0 - weight) + out[:n] * weight
+    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
 
 def _is_quiet(samples: np.ndarray) -> bool:

@@ -22,11 +22,12 @@ class JitterOptions:
 
     percentile: float = 95.0
     """Which percentile of the recent jitter the delay covers."""
-    window: int = 125
-    """Packets the statistics remember (5 s of 40 ms packets)."""
+    window: int = 75
+    """Packets the statistics remember (3 s of 40 ms packets): a jitter burst (or the call's noisy start) is
+    forgotten within seconds."""
     max_target_s: float = 0.5
     """Longest target delay: beyond it a voice would be too late for a conversation anyway."""
-    shrink_after_s: float = 2.0
+    shrink_after_s: float = 0.5
     """A delay over the target by more than a packet, for this long, is cut even within speech (else only in a
     quiet packet, where it cannot be heard)."""
 

@@ -24,12 +24,16 @@ class HoldOptions:
 
     margin_ms: float = 10.0
     """Slack aimed at: a face is ready this much before its voice (a render slower than usual still keeps up)."""
-    max_hold_ms: float = 250.0
-    """Longest extra delay given to the voice for its faces."""
+    max_hold_ms: float = 120.0
+    """Longest extra delay given to the voice for its faces: a conversation needs the voice soon (ITU-T G.114: the
+    whole mouth-to-ear path within 150 ms) more than a face exactly on it."""
     period_s: float = 1.0
     """How often the delay is adjusted (the playout clock settles within it)."""
     min_faces: int = 5
     """Faces needed since the last adjustment to adjust again."""
+    gain: float = 0.5
+    """Share of the measured error corrected per adjustment (the playout clock lags a change: all of it at once
+    oscillates)."""
 
 
 async def hold_for_faces(voice: AdaptiveVoice, slack_ms: list[float], until: asyncio.Event,
@@ -46,5 +50,5 @@ async def hold_for_faces(voice: AdaptiveVoice, slack_ms: list[float], until: asy
         if len(recent) < options.min_faces:
             continue
         seen = len(slack_ms)
-        change_s = (options.margin_ms - float(np.median(recent))) / 1e3
+        change_s = options.gain * (options.margin_ms - float(np.median(recent))) / 1e3
         voice.lip_sync_delay_s = min(max(voice.lip_sync_delay_s + change_s, 0.0), options.max_hold_ms / 1e3)
