@@ -177,8 +177,8 @@ class LatestFrame:
 
 def measure_frame_cost(head: TalkingHead, portrait: Path, driving: Path, frames: int = 6) -> dict[str, float]:
     """Median ms per frame of the sender's work (tracking + extraction) and the receiver's (render)."""
-    crop = portrait_crop(portrait, head.size, crop=True)
-    state = head.prepare_source(crop)
+    face = portrait_crop(portrait, head.size, crop=True)
+    state = head.prepare_source(face.crop, face.landmarks)
     reader = VideoReader(driving)
     pipeline = MotionPipeline(head)
     sender_ms, render_ms = [], []
