@@ -44,7 +44,8 @@ from realtime.audio.playout import AudioSink, DiscardSink, WavSink
 from realtime.audio.reception import RemoteVoice
 from realtime.audio.recording import mux_audio, synthetic_voice
 from realtime.audio.voice import VoiceOptions
-from realtime.call import attach_receiver, attach_sender, connect_as_receiver, connect_as_sender
+from realtime.call import attach_sender, connect_as_receiver, connect_as_sender
+from realtime.connection import attach_receiver
 from realtime.capture import CaptureOptions, CapturedFrame, VideoReader
 from realtime.clock import monotonic_us
 from realtime.errors import CallError

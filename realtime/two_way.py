@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import typing
 
 from engines.talking_head import TalkingHead
+from realtime.connection import Connection, attach_receiver
 from realtime.receiver import Receiver, ReceiverOptions, ReceiverStats
 from realtime.sender import Sender, SenderOptions, SenderStats
 from realtime.sinks import Sink
 from realtime.transport import create_channels, wait_open
 
-if typing.TYPE_CHECKING:  # realtime.call imports this module
-    from realtime.call import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +85,6 @@ class PeerFace:
         self._task = asyncio.ensure_future(self._attach())
 
     async def _attach(self) -> None:
-        from realtime.call import attach_receiver  # realtime.call imports this module
-
         assert self.connection.peer_face is not None, "connect with watch_face=True"
         channels = await self.connection.peer_face
         self.receiver = attach_receiver(self.head, self.options, self.sink, self.connection, channels)

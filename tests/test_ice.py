@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
-from realtime.call import Connection, connect_as_receiver, connect_as_sender
+from realtime.call import connect_as_receiver, connect_as_sender
+from realtime.connection import Connection
 from realtime.errors import CallError
 from realtime.ice import (
     TURN_PASSWORD_ENV,

@@ -24,7 +24,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from adasr.inference import SourceState
 from engines.talking_head import TalkingHead
@@ -48,8 +48,6 @@ from realtime.stats import SAMPLES_KEPT, append_bounded, percentile
 from realtime.tasks import PeerTasks
 from realtime.transport import Channel
 
-if TYPE_CHECKING:
-    from realtime.sender import SenderStats
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +102,14 @@ class ReceiverOptions:
                            watch_from_start=True, max_message=self.max_message)
 
 
+class OwnFaceStats(Protocol):
+    """What a receiver reports of its own face sent back on a two-way call: ``realtime.sender.SenderStats``, named
+    by what it offers so that the receiver need not import the sender (which imports this module)."""
+
+    frames_sent: int
+    peer: CallStats | None
+
+
 @dataclass
 class ReceiverStats(RenderCounters, PoseCounters, GapCounters, SourceCounters):
     """What the receiver did: its parts' counters, and the channels' and the call's own.
@@ -134,8 +140,9 @@ class ReceiverStats(RenderCounters, PoseCounters, GapCounters, SourceCounters):
     sync_slack_ms: list[float] = field(default_factory=list)
     """Per face scheduled on its voice: how long it could wait for its voice once rendered (negative: it will show
     late). The voice's delay follows it, so that faces keep up (``realtime.audio.lip_sync_hold``)."""
-    own_face: SenderStats | None = None
-    """This side's own face sent back to the caller on a two-way call (None: one-way)."""
+    own_face: OwnFaceStats | None = None
+    """This side's own face sent back to the caller on a two-way call (the sender's ``SenderStats``; None:
+    one-way)."""
 
     def call_stats(self) -> CallStats:
         """The receiver's side of a STATS message."""
