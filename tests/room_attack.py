@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.janus_fixture import ADDRESS, REPO, JanusServer, NamespaceProcess, NetworkNamespace, PeerFailed, start_janus
+from tests.janus_hostile import victim_report
 
 ROOM, OPEN_ROOM, PIN = 6060, 6161, "room-pin"
 #: Bound on each wait for a victim; the attacker's own waits are bounded inside it.
@@ -40,19 +41,6 @@ torch.manual_seed(0)
 config = dataclasses.replace(load_model_config("lite"), image_size=128, name="lite-128-test")
 save_checkpoint(sys.argv[1], AdaSRNetworks(config))
 """
-
-
-def report_of(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return report if isinstance(report, dict) else {}
-
-
-def face_of(report: dict[str, Any], display: str) -> dict[str, Any]:
-    faces = [face for face in report.get("faces", {}).values() if face.get("display") == display]
-    return faces[-1] if faces else {}
 
 
 def rss_kib(pid: int) -> int:
@@ -91,7 +79,7 @@ def _victim(server: JanusServer, repo: Path, checkpoint: Path, workdir: Path, na
 def run_attack(server: JanusServer, checkpoint: Path, workdir: Path, victim_repo: Path = REPO) -> dict[str, Any]:
     """The attack (module docstring); its figures."""
     victim, stats = _victim(server, victim_repo, checkpoint, workdir, "victim", ROOM)
-    _wait(lambda: report_of(stats).get("published", {}).get("source_uploads", 0) >= 1, victim,
+    _wait(lambda: victim_report(stats).get("published", {}).get("source_uploads", 0) >= 1, victim,
           "the victim in the room with its face published")
     rss_before = rss_kib(victim.popen.pid)
     attacker = server.spawn_python("tests.janus_hostile", [
@@ -100,14 +88,14 @@ def run_attack(server: JanusServer, checkpoint: Path, workdir: Path, victim_repo
     seen = attacker.wait_json(ATTACK_TIMEOUT_S)
     rss_after = rss_kib(victim.popen.pid)
     victim.stop()
-    final = report_of(stats)
+    final = victim_report(stats)
 
     server.spawn_python("tests.janus_hostile", ["open-room", "--url", server.url, "--api-secret",
                                                 server.api_secret, "--room", str(OPEN_ROOM)], "squatter").wait_json(60)
     late, late_stats = _victim(server, victim_repo, checkpoint, workdir, "late", OPEN_ROOM)
-    _wait(lambda: late.popen.poll() is not None or report_of(late_stats).get("join_s") is not None, late,
+    _wait(lambda: late.popen.poll() is not None or victim_report(late_stats).get("join_s") is not None, late,
           "the late victim joining or refusing the open room")
-    joined_open = late.popen.poll() is None and report_of(late_stats).get("join_s") is not None
+    joined_open = late.popen.poll() is None and victim_report(late_stats).get("join_s") is not None
     late.stop()
     return {"attacker": seen, "victim": final, "victim_rss_kib": [rss_before, rss_after],
             "late": {"joined_open_room": joined_open, "exit_status": late.popen.returncode,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.janus_fixture import JanusServer, janus_server  # noqa: F401
-from tests.janus_hostile import HUGE_FEED_ID
-from tests.room_attack import face_of, run_attack
+from tests.janus_hostile import HUGE_FEED_ID, face_of
+from tests.room_attack import run_attack
 
 
 @pytest.mark.slow

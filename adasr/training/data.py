@@ -44,7 +44,7 @@ from adasr.errors import InputError
 from adasr.expression_signal import expression_features, mirrored
 from adasr.image_ops import luma
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
-from adasr.training.face_regions import expression_region_map
+from adasr.training.face_regions import pair_region_map
 from adasr.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameSource, read_image
 
 logger = logging.getLogger(__name__)
@@ -427,8 +427,7 @@ class PairDataset(Dataset):
         imgs = torch.from_numpy(np.stack([clip.frames[i], clip.frames[j]])).permute(0, 3, 1, 2).float() / 255
         pose = torch.from_numpy(np.stack([clip.pose[i], clip.pose[j]]).astype(np.float32))
         size = imgs.shape[-1]
-        regions = torch.from_numpy(np.maximum(expression_region_map(clip.landmarks[i], size),
-                                              expression_region_map(clip.landmarks[j], size)))[None]
+        regions = torch.from_numpy(pair_region_map(clip.landmarks[i], clip.landmarks[j], size))
         expression = self.expressions[c][[i, j]]
         landmarks = torch.from_numpy(clip.landmarks[[i, j], :, :2] * (2.0 / (size - 1)) - 1.0)
         imgs, pose, regions, expression, landmarks = self._augment(imgs, pose, regions, expression, landmarks, rng)

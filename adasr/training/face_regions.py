@@ -31,3 +31,9 @@ def expression_region_map(landmarks: np.ndarray, size: int) -> np.ndarray:
         x1, y1 = np.ceil(points.max(axis=0) + pad).astype(int)
         out[max(y0, 0):max(min(y1, size), 0), max(x0, 0):max(min(x1, size), 0)] = 1.0
     return out
+
+
+def pair_region_map(source_landmarks: np.ndarray, driving_landmarks: np.ndarray, size: int) -> np.ndarray:
+    """[1, size, size] float32: 1 on the mouth and eyes of either frame of a pair (where the expression changes)."""
+    either = np.maximum(expression_region_map(source_landmarks, size), expression_region_map(driving_landmarks, size))
+    return either[None]

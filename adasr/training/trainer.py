@@ -38,7 +38,7 @@ from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
 from adasr.expression_signal import expression_features
 from adasr.training.data import DONE_FILE, PairDataset, load_clip
-from adasr.training.face_regions import expression_region_map
+from adasr.training.face_regions import pair_region_map
 from adasr.training.degradation import DegradationConfig, degrade
 from adasr.training.distributed import Distributed, from_environment, shutdown, split_batch
 from adasr.training.losses import (
@@ -401,8 +401,7 @@ class Trainer:
                 sources.append(clip.frames[first[0]])
                 drivings.append(clip.frames[first[j]])
                 expressions.append(features[[first[0], first[j]]])
-                regions.append(np.maximum(expression_region_map(clip.landmarks[first[0]], size),
-                                          expression_region_map(clip.landmarks[first[j]], size))[None])
+                regions.append(pair_region_map(clip.landmarks[first[0]], clip.landmarks[first[j]], size))
 
         def to_t(frames: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
