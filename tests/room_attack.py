@@ -97,7 +97,8 @@ def run_attack(server: JanusServer, checkpoint: Path, workdir: Path, victim_repo
           "the late victim joining or refusing the open room")
     joined_open = late.popen.poll() is None and victim_report(late_stats).get("join_s") is not None
     late.stop()
-    return {"attacker": seen, "victim": final, "victim_rss_kib": [rss_before, rss_after],
+    return {"attacker": seen, "attacker_stderr": attacker.tail(20), "victim": final,
+            "victim_rss_kib": [rss_before, rss_after],
             "late": {"joined_open_room": joined_open, "exit_status": late.popen.returncode,
                      "stderr": late.tail(3)}}
 

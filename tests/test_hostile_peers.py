@@ -789,3 +789,24 @@ def test_g12_crafted_sequence_numbers_cannot_collide_while_faces_are_held_for_li
     delivered, superseded, errors = asyncio.run(scenario())
     assert errors == [] and sorted(delivered + superseded) == ["a", "b", "c", "d"]
     assert delivered[0] == "a"  # the first face shown is the first one due, not the one that reused its number
+
+
+def test_a_feed_silent_before_it_could_hear_us_is_still_asked_for_its_source_state(
+        fast_head, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A participant whose subscription to us comes up after its silence timeout (a loaded machine) heard none of
+    our first requests: it is out of the grid, but still asked, at the request period."""
+    from realtime.janus.participant import RemoteFeed
+    from realtime.messages import SourceRequest
+    from realtime.protocol import decode
+
+    call = _group_call(fast_head, tmp_path)
+    call._joined(RemoteFeed(8, "late"))
+    member = call.members[8]
+    start = member.face.watch.last_heard_us or 0
+    silence_us = int(call.options.faces.silence_timeout_s * 1e6)
+    for step in range(0, 4 * silence_us, 500_000):
+        call._look_at(member, start + step)
+    assert member.face.silent
+    requests = [m for m in map(decode, call.publisher.channel.sent) if isinstance(m, SourceRequest) and m.feed == 8]
+    period_s = call.options.faces.source_request_s
+    assert len(requests) >= int(4 * silence_us / 1e6 / period_s) - 1, f"asked {len(requests)} times in 20 s"
