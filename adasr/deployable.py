@@ -3,7 +3,7 @@
 1. ``SourceEncoder`` (once per call): source (+ its expression vector) → f_s, x_c and the source's own motion.
 2. ``MotionExtractor`` (every frame, sender): face crop (+ the tracker's expression vector, for a model with
    an expression mapper: ``adasr.expression_signal``) → yaw, pitch, roll (degrees), t, δ.
-3. ``Renderer`` (every frame, receiver): f_s, x_s, x_d → frame.
+3. ``Renderer`` (every frame, receiver): f_s, x_s, x_d (+ the expression rig's anchors and ratio change) → frame.
 
 They share weights with ``AdaSRNetworks``; every backend (PyTorch, ONNX Runtime, TensorRT) runs
 exactly these graphs. The keypoint transform stays outside, in ``adasr.keypoints``.
@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from adasr.expression_rig import ExpressionRig
 from adasr.keypoints import bins_to_degrees
 from adasr.networks import AdaSRNetworks
 from adasr.warp import WarpFn, grid_sample_3d
@@ -77,7 +78,8 @@ class SourceEncoder(nn.Module):
 
 
 class Renderer(nn.Module):
-    """f_s [B, C, D, h, w], x_s and x_d [B, K, 3] → frame [B, 3, S, S] in [0, 1].
+    """f_s [B, C, D, h, w], x_s and x_d [B, K, 3], the portrait's rig anchors [B, N, 2] and the face ratios' change
+    [B, E] (``adasr.expression_rig``) → frame [B, 3, S, S] in [0, 1].
 
     ``warp`` selects the 3-D warp implementation (the TensorRT export passes its own).
     """
@@ -85,7 +87,10 @@ class Renderer(nn.Module):
     def __init__(self, networks: AdaSRNetworks, warp: WarpFn = grid_sample_3d) -> None:
         super().__init__()
         self.generator = networks.generator
+        self.rig = ExpressionRig()
         self.warp = warp
 
-    def forward(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
-        return self.generator.render(f_s, kp_source, kp_driving, self.warp).prediction
+    def forward(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor, anchors: torch.Tensor,
+                ratio_change: torch.Tensor) -> torch.Tensor:
+        rig = self.rig(anchors, ratio_change)
+        return self.generator.render(f_s, kp_source, kp_driving, self.warp, rig).prediction

@@ -98,8 +98,8 @@ def portrait_face(image: np.ndarray, size: int, crop: bool, tracker_config: Face
                   no_crop_flag: str) -> FaceCrop:
     """A portrait as the source encoder sees it: the tracker's face crop (``crop``), or the image's centre square
     when it already is a face crop; with the landmarks of its expression either way (None when no face is found
-    there: the neutral expression; without ``crop`` they are in the tracker's crop's pixels, which the
-    expression's ratios do not depend on). A portrait turned far from frontal is named in one warning line.
+    there: the neutral expression), in the returned crop's pixels (the expression rig moves the portrait's own
+    lips and lids there). A portrait turned far from frontal is named in one warning line.
 
     Raises NoFaceError, naming ``what`` and the ``no_crop_flag`` that skips the crop, when ``crop`` finds no face.
     """
@@ -110,7 +110,19 @@ def portrait_face(image: np.ndarray, size: int, crop: bool, tracker_config: Face
     warning = portrait_pose_warning(face)
     if warning:
         logger.warning("%s", warning)
-    return face if crop else dataclasses.replace(centre_crop(image, size), landmarks=face.landmarks)
+    if crop:
+        return face
+    centre = centre_crop(image, size)
+    return dataclasses.replace(centre, landmarks=None if face.landmarks is None else moved_landmarks(
+        face.landmarks, face.box, centre.box, size))
+
+
+def moved_landmarks(landmarks: np.ndarray, box: CropBox, to_box: CropBox, size: int) -> np.ndarray:
+    """Landmarks [478, ≥2] in the pixels of ``box``'s size×size crop → the same points in ``to_box``'s crop."""
+    moved = np.array(landmarks, np.float32, copy=True)
+    image_xy = moved[:, :2] * (box.size / size) + np.array([box.x0, box.y0], np.float32)
+    moved[:, :2] = (image_xy - np.array([to_box.x0, to_box.y0], np.float32)) * (size / to_box.size)
+    return moved
 
 
 class FaceCropper:

@@ -16,6 +16,7 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
+from adasr.expression_rig import paint_cavity, sample_field
 from adasr.detail_path import (DetailEncoder, DetailFlow, catmull_rom, catmull_rom_weights, pack_detail,
                                sample_border, unpack_detail, with_photo_differences)
 from adasr.spade_decoder import SPADEDecoder
@@ -93,8 +94,9 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         return f_s
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
-               warp: WarpFn = grid_sample_3d) -> RenderOutput:
-        """Cached f_s and keypoints x_s, x_d [B, K, 3] → the driven frame and intermediates."""
+               warp: WarpFn = grid_sample_3d, rig: torch.Tensor | None = None) -> RenderOutput:
+        """Cached f_s and keypoints x_s, x_d [B, K, 3] → the driven frame and intermediates; ``rig``: the
+        expression rig's field (``adasr.expression_rig``), composed with the learned warp."""
         packed_detail = f_s[:, self.feature_channel:]
         f_s = f_s[:, :self.feature_channel]
         motion = self.dense_motion_network(f_s, kp_source, kp_driving, warp)
@@ -103,6 +105,10 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         if deformation.shape[1:4] != (d, h, w):
             deformation = F.interpolate(deformation.permute(0, 4, 1, 2, 3), size=(d, h, w),
                                         mode="trilinear").permute(0, 2, 3, 4, 1)  # B, D, h, w, 3
+        if rig is not None:
+            planar = deformation[..., :2].reshape(b, d * h, w, 2)
+            moved = planar + sample_field(rig, planar)[..., :2]
+            deformation = torch.cat([moved.reshape(b, d, h, w, 2), deformation[..., 2:]], dim=-1)
         out = warp(f_s, deformation).reshape(b, c * d, h, w)  # B, C·D, h, w
         out = self.fourth(self.third(out))  # B, ic, h, w
         occlusion = motion.occlusion
@@ -110,10 +116,19 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if occlusion.shape[2:] != out.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
             out = out * occlusion
-        if self.detail_flow is None:
-            return RenderOutput(self.decoder(out), occlusion, motion.mask, motion.deformation, out)
         size = h * 2 ** len(self.down_blocks)
+        if self.detail_flow is None:
+            prediction = self.decoder(out)
+            if rig is not None:
+                pixels = F.interpolate(motion.deformation[:, d // 2, :, :, :2].permute(0, 3, 1, 2), size=(size, size),
+                                       mode="bilinear").permute(0, 2, 3, 1)
+                prediction = paint_cavity(prediction, sample_field(rig, pixels)[..., 2:].permute(0, 3, 1, 2))
+            return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out)
         grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
+        cavity = None
+        if rig is not None:
+            at_grid = sample_field(rig, grid)
+            grid, cavity = grid + at_grid[..., :2], at_grid[..., 2:].permute(0, 3, 1, 2)
         warped = sample_border(unpack_detail(packed_detail), grid)
         if self.blend_source:
             photo_channels = 3 + self.photo_differences
@@ -124,6 +139,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             prediction = self.decoder(out, detail, warped_source)
         else:
             prediction = self.decoder(out, warped * detail_occlusion)
+        if cavity is not None:
+            prediction = paint_cavity(prediction, cavity)
         return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out)
 
     def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> RenderOutput:

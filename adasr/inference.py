@@ -30,6 +30,11 @@ class SourceState:
     """The source's own head motion."""
     model_id: str
     """Identity of the weights that made it: another model cannot render from it."""
+    anchors: torch.Tensor | None = None
+    """The portrait's lip, lid and brow landmarks that the expression rig moves, [1, N, 2] normalised
+    (``adasr.expression_rig``); None when no face was found in it (then mouth and eyes stay as they are)."""
+    face_ratios: np.ndarray | None = None
+    """The portrait's own mouth, eye and brow ratios [E] (None with no anchors)."""
 
     @property
     def kp_source(self) -> torch.Tensor:
@@ -60,8 +65,10 @@ class Backend(Protocol):
         """[1, 3, S, S] float32 in [0, 1] (+ expression [1, E], as for ``encode_source``) → MotionTensors."""
         ...
 
-    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
-        """f_s, x_s, x_d → [1, 3, S, S] float32 in [0, 1]."""
+    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor, anchors: torch.Tensor,
+               ratio_change: torch.Tensor) -> torch.Tensor:
+        """f_s, x_s, x_d, the portrait's rig anchors [1, N, 2] and the face ratios' change [1, E] (zeros: none) →
+        [1, 3, S, S] float32 in [0, 1]."""
         ...
 
     def describe(self) -> str:

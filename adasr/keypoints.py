@@ -54,6 +54,9 @@ class Motion:
     """Translation in normalised keypoint units, [B, 3]."""
     delta: torch.Tensor
     """Expression offsets δ, [B, K, 3]."""
+    face_ratios: np.ndarray | None = None
+    """The tracker's mouth, eye and brow ratios of the frame (``adasr.expression_signal.raw_ratios``, [E]), which
+    the expression rig applies to the portrait; None without landmarks. Not part of ``to_vector``."""
 
     @property
     def num_kp(self) -> int:
@@ -85,13 +88,14 @@ class Motion:
     def with_pose(self, pose_degrees: torch.Tensor) -> Motion:
         """The same motion with (yaw, pitch, roll) replaced, [B, 3] or [3] degrees (e.g. the face tracker's)."""
         pose = pose_degrees.to(self.yaw).reshape(-1, 3).expand(self.yaw.shape[0], 3)
-        return Motion(pose[:, 0], pose[:, 1], pose[:, 2], self.t, self.delta)
+        return Motion(pose[:, 0], pose[:, 1], pose[:, 2], self.t, self.delta, self.face_ratios)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Motion:
         def move(x: torch.Tensor) -> torch.Tensor:
             return x.to(device=device, dtype=dtype or x.dtype)
 
-        return Motion(move(self.yaw), move(self.pitch), move(self.roll), move(self.t), move(self.delta))
+        return Motion(move(self.yaw), move(self.pitch), move(self.roll), move(self.t), move(self.delta),
+                      self.face_ratios)
 
 
 def transform_keypoints(x_c: torch.Tensor, motion: Motion) -> torch.Tensor:

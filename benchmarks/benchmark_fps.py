@@ -59,7 +59,7 @@ from adasr.config import load_model_config  # noqa: E402
 from adasr.image_ops import tensor_to_image  # noqa: E402
 from adasr.inference import Backend  # noqa: E402
 from adasr.networks import AdaSRNetworks  # noqa: E402
-from engines.talking_head import TalkingHead  # noqa: E402
+from engines.talking_head import TalkingHead, astronaut_state  # noqa: E402
 from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
 from adasr.face_cropper import FaceCropper, centre_crop  # noqa: E402
 from realtime.stats import percentile  # noqa: E402
@@ -159,7 +159,9 @@ def network_gflops(model: LoadedModel) -> dict[str, float]:
     """FLOPs per call of each deployable network (the graphs every backend runs) at the model's size."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from adasr.demo_media import ASTRONAUT_FACE_ANCHORS
     from adasr.deployable import MotionExtractor, Renderer, SourceEncoder
+    from adasr.expression_signal import NUM_FEATURES
 
     image = torch.rand(1, 3, model.config.image_size, model.config.image_size)
     encoder, extractor, renderer = SourceEncoder(model.networks), MotionExtractor(model.networks), Renderer(
@@ -167,7 +169,8 @@ def network_gflops(model: LoadedModel) -> dict[str, float]:
     with torch.inference_mode():
         src = encoder(image)
         calls = {"source_encoding": (encoder, (image,)), "motion_extraction": (extractor, (image,)),
-                 "render": (renderer, (src.f_s, src.x_c, src.x_c))}
+                 "render": (renderer, (src.f_s, src.x_c, src.x_c, torch.from_numpy(ASTRONAUT_FACE_ANCHORS)[None],
+                                       torch.zeros(1, NUM_FEATURES)))}
         out = {}
         for stage, (module, args) in calls.items():
             with FlopCounterMode(display=False) as counter:
@@ -277,11 +280,12 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
     source = astronaut_face(size)
     inputs = [head.to_input(c) for c in crops]
     expression = head.expression_input(None)  # a model with an expression mapper takes it (same cost any value)
-    state = head.prepare_source(source)
+    state = astronaut_state(head)
     reference = head.extract_motion(crops[0])
     motions = [head.extract_motion(c) for c in crops[: min(len(crops), 16)]]
     kp_source = state.kp_source
-    kp_driving = [head.driving_keypoints(state, m, reference) for m in motions]
+    renderer_inputs = [(head.driving_keypoints(state, m, reference), *head.rig_inputs(state, m, reference))
+                       for m in motions]
     source_input = head.to_input(source)
     counter = [0]
 
@@ -298,7 +302,7 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
         "source_encoding": lambda: backend.encode_source(source_input, expression),
         "motion_extraction": lambda: backend.extract_motion(nxt(inputs), expression),
         "keypoint_transform": lambda: head.driving_keypoints(state, nxt(motions), reference),
-        "render": lambda: backend.render(state.f_s, kp_source, nxt(kp_driving)),
+        "render": lambda: backend.render(state.f_s, kp_source, *nxt(renderer_inputs)),
         "per_frame": whole_frame,
     }
     context = dict(backend=name, preset=preset, resolution=size, precision=precision, device=str(backend.device),

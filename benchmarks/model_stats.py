@@ -18,6 +18,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adasr.config import load_model_config
+from adasr.demo_media import ASTRONAUT_FACE_ANCHORS
+from adasr.expression_signal import NUM_FEATURES
 from adasr.deployable import MotionExtractor, Renderer, SourceEncoder
 from adasr.folding import fold_for_inference
 from adasr.networks import AdaSRNetworks
@@ -65,7 +67,8 @@ def main() -> None:
     rows = {
         "source_encoder": (encoder, (image,)),
         "motion_extractor": (extractor, (image,)),
-        "renderer": (renderer, (src.f_s, src.x_c, kp_d)),
+        "renderer": (renderer, (src.f_s, src.x_c, kp_d, torch.from_numpy(ASTRONAUT_FACE_ANCHORS)[None],
+                                torch.zeros(1, NUM_FEATURES))),
     }
     report = {
         "config": cfg.name, "size": size, "threads": args.threads, "torch": torch.__version__,

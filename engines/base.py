@@ -27,5 +27,6 @@ class GraphBackend(ABC):
     def extract_motion(self, image: torch.Tensor, expression: torch.Tensor | None = None) -> MotionTensors:
         return MotionTensors(*self._run("motion_extractor", motion_inputs(image, expression)))
 
-    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
-        return self._run("renderer", (f_s, kp_source, kp_driving))[0]
+    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor, anchors: torch.Tensor,
+               ratio_change: torch.Tensor) -> torch.Tensor:
+        return self._run("renderer", (f_s, kp_source, kp_driving, anchors, ratio_change))[0]

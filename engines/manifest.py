@@ -24,7 +24,7 @@ from adasr.errors import AdaSRError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "adasr-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 GRAPH_NAMES = ("source_encoder", "motion_extractor", "renderer")
 
 

@@ -171,8 +171,9 @@ class TorchBackend:
         with self._mode(reduced=False):
             return MotionTensors(*self.motion_extractor(*inputs))
 
-    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
-        inputs = (f_s.to(self.device), kp_source.to(self.device), kp_driving.to(self.device))
+    def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor, anchors: torch.Tensor,
+               ratio_change: torch.Tensor) -> torch.Tensor:
+        inputs = tuple(x.to(self.device) for x in (f_s, kp_source, kp_driving, anchors, ratio_change))
         if self._render_graph is not None:
             return self._render_graph(*inputs)[0].float()
         with self._mode(reduced=True):

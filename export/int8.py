@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adasr.demo_media import astronaut_face, carphone_frames
+from adasr.demo_media import carphone_frames
 from adasr.face_cropper import centre_crop
 from engines.manifest import read_manifest, write_manifest
 
@@ -42,16 +42,17 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def _renderer_feeds(fp32_dir: Path, threads: int | None) -> list[dict[str, np.ndarray]]:
     """The renderer's inputs on real faces, as the call makes them (relative to the first driving frame)."""
     from engines.onnxruntime_backend import OnnxRuntimeBackend
-    from engines.talking_head import TalkingHead
+    from engines.talking_head import TalkingHead, astronaut_state
 
     backend = OnnxRuntimeBackend(fp32_dir, threads=threads)
     head = TalkingHead(backend)
-    state = head.prepare_source(astronaut_face(head.size))
+    state = astronaut_state(head)
     motions = [head.extract_motion(centre_crop(frame, head.size).crop) for frame in carphone_frames(FACES)]
     names = [spec.name for spec in backend.graph_entry("renderer").inputs]
     feeds = []
     for motion in motions:
-        inputs = (state.f_s, state.kp_source, head.driving_keypoints(state, motion, motions[0]))
+        inputs = (state.f_s, state.kp_source, head.driving_keypoints(state, motion, motions[0]),
+                  *head.rig_inputs(state, motion, motions[0]))
         feeds.append({name: x.cpu().numpy() for name, x in zip(names, inputs)})
     return feeds
 

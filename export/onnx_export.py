@@ -65,7 +65,7 @@ WarpName = Literal["auto", "grid_sample", "stacked", "trt"]
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "source_encoder": ("image", "expression"),
     "motion_extractor": ("image", "expression"),
-    "renderer": ("f_s", "kp_source", "kp_driving"),
+    "renderer": ("f_s", "kp_source", "kp_driving", "anchors", "ratio_change"),
 }
 """The graphs' input names; a model without an expression mapper takes the image alone (the first name)."""
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
@@ -158,7 +158,7 @@ def verification_cases(model: LoadedModel, nets: AdaSRNetworks, verify_image: np
 
     PyTorch outputs come from the plain modules (the plain 3-D warp), whatever the exported warp.
     """
-    from adasr.demo_media import astronaut_face
+    from adasr.demo_media import ASTRONAUT_FACE_ANCHORS, astronaut_face
 
     size = model.config.image_size
     face = verify_image if verify_image is not None else astronaut_face(size)
@@ -175,10 +175,13 @@ def verification_cases(model: LoadedModel, nets: AdaSRNetworks, verify_image: np
         drv = MotionExtractor(nets)(*inputs_d)
         x_s = transform_keypoints(src.x_c, Motion(src.yaw, src.pitch, src.roll, src.t, src.delta))
         x_d = transform_keypoints(src.x_c, Motion(*drv))
-        frame = Renderer(nets)(src.f_s, x_s, x_d)
+        # the rig checked on the astronaut's own lips and lids, with a wide-open mouth, a wink and raised brows
+        anchors = torch.from_numpy(ASTRONAUT_FACE_ANCHORS)[None]
+        change = torch.tensor([[0.2, -0.05, 0.1, 0.02, -0.25, 0.0, 0.03, 0.03]])
+        frame = Renderer(nets)(src.f_s, x_s, x_d, anchors, change)
     return {"source_encoder": (inputs_s, tuple(src)),
             "motion_extractor": (inputs_d, tuple(drv)),
-            "renderer": ((src.f_s, x_s, x_d), (frame,))}
+            "renderer": ((src.f_s, x_s, x_d, anchors, change), (frame,))}
 
 
 def _toposort(graph: Any) -> None:

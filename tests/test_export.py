@@ -95,7 +95,7 @@ def test_manifest_describes_the_files(tiny_model: LoadedModel, tiny_trt: ExportR
     assert [t.name for t in enc.outputs] == ["f_s", "x_c", "yaw", "pitch", "roll", "t", "delta"]
     assert enc.outputs[1].shape == (1, tiny_model.config.num_kp, 3)  # the tracer leaves it symbolic; fixed on export
     ren = manifest.graphs["renderer"]
-    assert [t.name for t in ren.inputs] == ["f_s", "kp_source", "kp_driving"]
+    assert [t.name for t in ren.inputs] == ["f_s", "kp_source", "kp_driving", "anchors", "ratio_change"]
     assert ren.outputs[0].shape == (1, 3, size, size)
     for entry in manifest.graphs.values():
         assert entry.sha256 == file_sha256(tiny_trt.out_dir / entry.file)

@@ -17,6 +17,8 @@ from adasr.detail_path import (catmull_rom, catmull_rom_weights, pack_detail, pi
                                second_differences, unpack_detail)
 from adasr.discriminator import MultiScaleDiscriminator
 from adasr.errors import ConfigError
+from adasr.expression_rig import NUM_ANCHORS
+from adasr.expression_signal import NUM_FEATURES
 from adasr.folding import fold_for_inference
 from adasr.networks import AdaSRNetworks
 from adasr.spade_folding import FoldedSPADEResnetBlock, subpixel_conv_weight
@@ -59,7 +61,8 @@ def test_presets_run_and_give_images(preset: str) -> None:
     with torch.no_grad():
         src = SourceEncoder(nets)(image, expression)
         motion = MotionExtractor(nets)(image, expression)
-        frame = Renderer(nets)(src.f_s, src.x_c, src.x_c + 0.05)
+        frame = Renderer(nets)(src.f_s, src.x_c, src.x_c + 0.05, torch.zeros(1, NUM_ANCHORS, 2),
+                               torch.zeros(1, NUM_FEATURES))
     assert src.f_s.shape == (1, *cfg.source_volume_shape())
     assert src.x_c.shape == (1, cfg.num_kp, 3) and src.x_c.abs().max() <= 1
     assert motion.delta.shape == (1, cfg.num_kp, 3) and motion.yaw.shape == (1,)
