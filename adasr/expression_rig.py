@@ -22,6 +22,8 @@ the learned renderer's output.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import nn
@@ -60,7 +62,11 @@ LOWER_LIP_SHARE = 0.8
 #: How far each jaw anchor follows the lower lip (chin fully, the jaw's sides less).
 _JAW_FOLLOW = (1.0, 0.7, 0.7, 0.4, 0.4)
 #: Gaussian radius of each anchor's influence, in eye-corner distances (lids need a tight one).
-_SIGMA_MOUTH, _SIGMA_LID, _SIGMA_BROW, _SIGMA_STILL = 0.13, 0.06, 0.12, 0.12
+_SIGMA_MOUTH, _SIGMA_LID, _SIGMA_BROW, _SIGMA_STILL, _SIGMA_TEETH = 0.13, 0.06, 0.12, 0.12, 0.05
+#: Cells per side of the rig's field, and the margin its box leaves around the face's anchors (a share of their
+#: extent): the flow fades to zero inside it.
+FIELD_SIZE = 64
+BOX_MARGIN = 0.2
 #: How much more a moving anchor counts than a still one where their influences meet (a lid reaches its place).
 _MOVING_WEIGHT = 3.0
 #: Weight of "no motion" everywhere: far from every anchor the flow fades to zero.
@@ -107,27 +113,28 @@ class ExpressionRig(nn.Module):
     """Anchors [B, N, 2] and the ratio change [B, E] (target − portrait) → a backward flow and the mouth's
     interior, both as a field over the portrait's coordinates, and their use on the renderer's grids."""
 
-    points: torch.Tensor
-    """The field's sample points [1, F·F, 2] (pixel centres, normalised)."""
+    unit_points: torch.Tensor
+    """The field's sample points [1, F·F, 2] in its box, 0 … 1 (cell centres)."""
     sigma: torch.Tensor
     """Each anchor's radius of influence [N], in eye-corner distances."""
     strength: torch.Tensor
     """Each anchor's weight [N] (moving ones count more)."""
 
-    def __init__(self, field_size: int = 128) -> None:
+    def __init__(self, field_size: int = FIELD_SIZE) -> None:
         super().__init__()
         self.field_size = field_size
-        steps = (torch.arange(field_size, dtype=torch.float32) * 2 + 1) / field_size - 1
+        steps = (torch.arange(field_size, dtype=torch.float32) + 0.5) / field_size
         y, x = torch.meshgrid(steps, steps, indexing="ij")
-        self.register_buffer("points", torch.stack([x, y], dim=-1).reshape(1, -1, 2), persistent=False)
+        self.register_buffer("unit_points", torch.stack([x, y], dim=-1).reshape(1, -1, 2), persistent=False)
         sigma = torch.full((NUM_ANCHORS,), _SIGMA_STILL)
         sigma[_rows(_RIGHT_UPPER_LID + _LEFT_UPPER_LID + _RIGHT_EYE_CORNERS + _LEFT_EYE_CORNERS
                     + _UNDER_EYES)] = _SIGMA_LID
         sigma[_rows(_INNER_UPPER_LIP + _INNER_LOWER_LIP + _OUTER_UPPER_LIP + _OUTER_LOWER_LIP + _MOUTH_CORNERS
                     + _JAW)] = _SIGMA_MOUTH
         sigma[_rows(_RIGHT_BROW + _LEFT_BROW)] = _SIGMA_BROW
-        self.register_buffer("sigma", sigma, persistent=False)
-        strength = torch.full((NUM_ANCHORS,), _MOVING_WEIGHT)
+        teeth = torch.full((2 * len(_INNER_UPPER_LIP),), _SIGMA_TEETH)  # the teeth edges follow the anchors
+        self.register_buffer("sigma", torch.cat([sigma, teeth]), persistent=False)
+        strength = torch.full((NUM_ANCHORS + len(teeth),), _MOVING_WEIGHT)
         strength[_rows(_STILL + _RIGHT_EYE_CORNERS + _LEFT_EYE_CORNERS)] = 1.0
         self.register_buffer("strength", strength, persistent=False)
 
@@ -166,44 +173,70 @@ class ExpressionRig(nn.Module):
         along[:, _rows(_LEFT_BROW)] = -change[:, _F["left_brow"], None]
         return (along[..., None] * axis_y[:, None] + side[..., None] * axis_x[:, None]) * iod[:, :, None]
 
-    def _inside_mouth(self, lips: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """How far ``points`` [B, P, 2] lie inside the mouth between ``lips`` (anchors, moved or not) [B, N, 2]:
-        an ellipse spanning the inner-lip gap and most of the corners' distance; 0 … 1, [B, P]."""
-        axis_x, axis_y, _ = self._frame(lips)
-        upper = lips[:, _rows(_INNER_UPPER_LIP)].mean(dim=1)
-        lower = lips[:, _rows(_INNER_LOWER_LIP)].mean(dim=1)
-        corners = lips[:, _rows(_MOUTH_CORNERS)]
-        half_height = (((lower - upper) * axis_y).sum(-1) / 2).clamp(min=1e-4)
+    def _teeth_edges(self, anchors: torch.Tensor, displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the portrait's teeth meet (the middle of its inner-lip gap, [B, 3, 2]) moved once with the upper
+        lip and once with the lower: an opening mouth parts there, so teeth stay with their jaw."""
+        upper, lower = _rows(_INNER_UPPER_LIP), _rows(_INNER_LOWER_LIP)
+        middle = (anchors[:, upper] + anchors[:, lower]) / 2
+        return middle + displacement[:, upper], middle + displacement[:, lower]
+
+    def _new_interior(self, anchors: torch.Tensor, moved: torch.Tensor, upper_edge: torch.Tensor,
+                      lower_edge: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """How far ``points`` [B, P, 2] lie in the mouth's newly opened gap (between the parted teeth edges; the
+        whole inner mouth for a portrait whose lips met): an ellipse, 0 … 1 [B, P], zero when the mouth did not
+        open further."""
+        axis_x, axis_y, iod = self._frame(anchors)
+        upper, lower = upper_edge.mean(dim=1), lower_edge.mean(dim=1)
+        corners = moved[:, _rows(_MOUTH_CORNERS)]
+        gap = ((lower - upper) * axis_y).sum(-1)  # B
+        half_height = (gap / 2).clamp(min=1e-4)
         half_width = 0.42 * (corners[:, 1] - corners[:, 0]).norm(dim=-1).clamp(min=1e-4)
         offset = points - ((upper + lower) / 2)[:, None]
         u = (offset * axis_x[:, None]).sum(-1) / half_width[:, None]
         v = (offset * axis_y[:, None]).sum(-1) / half_height[:, None]
-        return torch.sigmoid(6.0 * (1 - u * u - v * v))
+        opened = (gap / (0.02 * iod[:, 0])).clamp(0, 1)  # fades in over the first 2 % of an eye distance
+        return torch.sigmoid(6.0 * (1 - u * u - v * v)) * opened[:, None]
 
-    def forward(self, anchors: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
-        """The rig's field over the portrait's coordinates [B, 3, F, F]: the backward flow (x, y; rendered face →
-        portrait) and the mouth's new interior (its opacity)."""
+    def forward(self, anchors: torch.Tensor, change: torch.Tensor) -> RigField:
+        """The rig's field over the face's box in the portrait: the backward flow (x, y; rendered face → portrait)
+        and the mouth's new interior (its opacity)."""
         displacement = self.displacements(anchors, change)  # B, N, 2
         moved = anchors + displacement
+        upper_edge, lower_edge = self._teeth_edges(anchors, displacement)
+        low, high = anchors.amin(dim=1), anchors.amax(dim=1)  # the face's box (every anchor is on the face)
+        margin = BOX_MARGIN * (high - low)
+        low, span = low - margin, (high - low + 2 * margin).clamp(min=1e-3)
+        points = low[:, None] + self.unit_points * span[:, None]  # B, P, 2
         _, _, iod = self._frame(anchors)
-        sigma = self.sigma[None] * iod  # B, N
-        distance2 = ((self.points[:, :, None] - moved[:, None]) ** 2).sum(-1)  # B, P, N
-        weight = self.strength * torch.exp(-distance2 / (2 * sigma[:, None] ** 2))
-        flow = -(weight @ displacement) / (weight.sum(-1, keepdim=True) + _BACKGROUND)  # B, P, 2
-        # inside the moved lips, what the warp brings from outside the portrait's own mouth (closed lips,
-        # stretched) is painted dark; what it brings from inside (the portrait's teeth) is kept
-        points = self.points.expand(anchors.shape[0], -1, -1)
-        brought_from = points + flow
-        opacity = (self._inside_mouth(moved, points) - self._inside_mouth(anchors, brought_from)).clamp(min=0)
-        opacity = opacity * CAVITY_OPACITY  # exactly zero when nothing moved
+        upper, lower = _rows(_INNER_UPPER_LIP), _rows(_INNER_LOWER_LIP)
+        targets = torch.cat([moved, upper_edge, lower_edge], dim=1)  # B, N + 6, 2
+        motion = torch.cat([displacement, displacement[:, upper], displacement[:, lower]], dim=1)
+        scale = 1 / (2 * (self.sigma[None] * iod) ** 2)  # B, N + 6
+        # |p − m|² as |p|² + |m|² − 2 p·m: one small matmul instead of a [P, N, 2] difference
+        distance2 = (points * points).sum(-1, keepdim=True) + (targets * targets).sum(-1)[:, None] \
+            - 2 * points @ targets.transpose(1, 2)  # B, P, N + 6
+        weight = self.strength * torch.exp(-distance2.clamp(min=0) * scale[:, None])
+        flow = -(weight @ motion) / (weight.sum(-1, keepdim=True) + _BACKGROUND)  # B, P, 2
+        opacity = self._new_interior(anchors, moved, upper_edge, lower_edge, points) * CAVITY_OPACITY
         size = self.field_size
-        return torch.cat([flow, opacity[..., None]], dim=-1).reshape(-1, size, size, 3).permute(0, 3, 1, 2)
+        values = torch.cat([flow, opacity[..., None]], dim=-1).reshape(-1, size, size, 3).permute(0, 3, 1, 2)
+        return RigField(values, low, span)
 
 
-def sample_field(field: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """The rig's field [B, 3, F, F] at grid points [B, H, W, 2] (portrait coordinates) → [B, H, W, 3]."""
-    return torch.nn.functional.grid_sample(field, grid.to(field.dtype), mode="bilinear", padding_mode="zeros",
-                                           align_corners=False).permute(0, 2, 3, 1)
+class RigField(NamedTuple):
+    """The rig's field [B, 3, F, F] (flow x, y and the interior's opacity) over the box from ``low`` [B, 2] spanning
+    ``span`` [B, 2] (normalised portrait coordinates); zero outside it."""
+
+    values: torch.Tensor
+    low: torch.Tensor
+    span: torch.Tensor
+
+
+def sample_field(field: RigField, grid: torch.Tensor) -> torch.Tensor:
+    """The rig's field at grid points [B, H, W, 2] (portrait coordinates) → [B, H, W, 3]."""
+    inside_box = (grid - field.low[:, None, None]) / field.span[:, None, None] * 2 - 1
+    return torch.nn.functional.grid_sample(field.values, inside_box.to(field.values.dtype), mode="bilinear",
+                                           padding_mode="zeros", align_corners=False).permute(0, 2, 3, 1)
 
 
 def paint_cavity(frame: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
-from adasr.expression_rig import paint_cavity, sample_field
+from adasr.expression_rig import RigField, paint_cavity, sample_field
 from adasr.detail_path import (DetailEncoder, DetailFlow, catmull_rom, catmull_rom_weights, pack_detail,
                                sample_border, unpack_detail, with_photo_differences)
 from adasr.spade_decoder import SPADEDecoder
@@ -94,7 +94,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         return f_s
 
     def render(self, f_s: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
-               warp: WarpFn = grid_sample_3d, rig: torch.Tensor | None = None) -> RenderOutput:
+               warp: WarpFn = grid_sample_3d, rig: RigField | None = None) -> RenderOutput:
         """Cached f_s and keypoints x_s, x_d [B, K, 3] → the driven frame and intermediates; ``rig``: the
         expression rig's field (``adasr.expression_rig``), composed with the learned warp."""
         packed_detail = f_s[:, self.feature_channel:]

@@ -1,0 +1,113 @@
+"""The expression rig (adasr/expression_rig.py): the driver's face ratios move the portrait's own lips and lids."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from adasr.demo_media import ASTRONAUT_FACE_ANCHORS, ASTRONAUT_FACE_RATIOS
+from adasr.expression_rig import (ANCHORS, LOWER_LIP_SHARE, NUM_ANCHORS, ExpressionRig, sample_field,
+                                  target_ratios)
+from adasr.expression_signal import FEATURE_NAMES, NUM_FEATURES
+
+MOUTH, RIGHT_EYE = FEATURE_NAMES.index("mouth_open"), FEATURE_NAMES.index("right_eye_open")
+CHIN, UPPER_LID = ANCHORS.index(152), ANCHORS.index(159)
+INNER_LOWER_LIP = ANCHORS.index(14)
+
+
+def _anchors(closed_mouth: bool = False) -> torch.Tensor:
+    """The astronaut's anchors (her mouth is open on her teeth), or with her inner lips met."""
+    anchors = torch.from_numpy(ASTRONAUT_FACE_ANCHORS.copy())[None]
+    if closed_mouth:
+        upper, lower = [ANCHORS.index(i) for i in (82, 13, 312)], [ANCHORS.index(i) for i in (87, 14, 317)]
+        middle = (anchors[:, upper] + anchors[:, lower]) / 2
+        anchors[:, upper], anchors[:, lower] = middle, middle
+    return anchors
+
+
+def _change(**values: float) -> torch.Tensor:
+    change = torch.zeros(1, NUM_FEATURES)
+    for name, value in values.items():
+        change[0, FEATURE_NAMES.index(name)] = value
+    return change
+
+
+def test_no_change_moves_nothing_and_paints_nothing_with_or_without_a_face() -> None:
+    rig = ExpressionRig()
+    for anchors in (_anchors(), torch.zeros(1, NUM_ANCHORS, 2)):
+        assert torch.equal(rig(anchors, torch.zeros(1, NUM_FEATURES)).values, torch.zeros(1, 3, rig.field_size,
+                                                                                     rig.field_size))
+
+
+def test_an_opening_mouth_moves_the_lower_lip_and_chin_down_by_the_asked_gap_and_paints_its_interior() -> None:
+    rig, anchors = ExpressionRig(), _anchors(closed_mouth=True)
+    change = _change(mouth_open=0.2)  # 0.2 eye-corner distances wider
+    moved = rig.displacements(anchors, change)[0]
+    iod = float((anchors[0, ANCHORS.index(263)] - anchors[0, ANCHORS.index(33)]).norm())
+    assert abs(float(moved[INNER_LOWER_LIP, 1]) - LOWER_LIP_SHARE * 0.2 * iod) < 0.1 * 0.2 * iod  # down (y)
+    assert float(moved[CHIN, 1]) > 0.5 * LOWER_LIP_SHARE * 0.2 * iod
+    field = rig(anchors, change)
+    target = (anchors[0, INNER_LOWER_LIP] + moved[INNER_LOWER_LIP])[None, None, None]
+    at_lip = sample_field(field, target)[0, 0, 0]
+    # the rendered lower lip comes from where the portrait's lower lip was (the flow points back to it)
+    assert torch.allclose(at_lip[:2], -moved[INNER_LOWER_LIP], atol=0.3 * float(moved[INNER_LOWER_LIP].norm()))
+    gap_middle = (anchors[0, ANCHORS.index(13)] + anchors[0, INNER_LOWER_LIP] + moved[INNER_LOWER_LIP]) / 2
+    assert float(sample_field(field, gap_middle[None, None, None])[0, 0, 0, 2]) > 0.5  # a dark interior opened
+    # her own mouth is open on her teeth: they part with their jaws and the dark opens between them
+    anchors = _anchors()
+    moved = rig.displacements(anchors, change)[0]
+    open_lips = rig(anchors, change)
+    upper_lip, lower_lip = anchors[0, ANCHORS.index(13)], anchors[0, INNER_LOWER_LIP]
+    teeth_meet = (upper_lip + lower_lip) / 2
+    upper_teeth = upper_lip + moved[ANCHORS.index(13)] + 0.3 * (teeth_meet - upper_lip)
+    parted = teeth_meet + (moved[ANCHORS.index(13)] + moved[INNER_LOWER_LIP]) / 2
+    assert float(sample_field(open_lips, upper_teeth[None, None, None])[0, 0, 0, 2]) < 0.2
+    assert float(sample_field(open_lips, parted[None, None, None])[0, 0, 0, 2]) > 0.5
+    corner = torch.tensor([[[[0.95, -0.95]]]])
+    assert torch.equal(sample_field(field, corner)[0, 0, 0], torch.zeros(3))  # far from the face: untouched
+
+
+def test_a_blink_brings_the_upper_lid_down_and_leaves_the_mouth_alone() -> None:
+    rig, anchors = ExpressionRig(), _anchors()
+    moved = rig.displacements(anchors, _change(right_eye_open=-0.3))[0]
+    assert float(moved[UPPER_LID, 1]) > 0.005  # down
+    assert float(moved[INNER_LOWER_LIP].norm()) == 0.0
+
+
+def test_target_ratios_follow_the_driver_relative_to_its_reference() -> None:
+    source = ASTRONAUT_FACE_RATIOS
+    reference = np.array([0.02, 0.6, 0.25, 0.0, 0.30, 0.30, 0.24, 0.24], np.float32)
+    assert np.allclose(target_ratios(source, reference, reference), source)  # the reference frame: the portrait
+    talking = reference.copy()
+    talking[MOUTH] += 0.25
+    assert np.isclose(target_ratios(source, talking, reference)[MOUTH], source[MOUTH] + 0.25)
+    blink = reference.copy()
+    blink[RIGHT_EYE] = 0.0
+    assert target_ratios(source, blink, reference)[RIGHT_EYE] == 0.0  # a blink closes any eye
+    wide = reference.copy()
+    wide[RIGHT_EYE] = 0.9
+    assert target_ratios(source, wide, reference)[RIGHT_EYE] <= source[RIGHT_EYE] * 1.15 + 1e-6
+    closing = reference.copy()
+    closing[MOUTH] = 0.0
+    assert target_ratios(np.zeros(NUM_FEATURES, np.float32), closing, reference)[MOUTH] == 0.0
+    assert np.allclose(target_ratios(source, talking, None), talking)  # no reference: the driver's own
+
+
+def test_the_renderer_with_the_rig_moves_only_the_face_and_gives_the_portrait_back_without_a_change(
+        fast_head) -> None:  # type: ignore[no-untyped-def]
+    from engines.talking_head import astronaut_state
+
+    state = astronaut_state(fast_head)
+    backend = fast_head.backend
+    kp = state.kp_source
+    still = backend.render(state.f_s, kp, kp, torch.zeros(1, NUM_ANCHORS, 2), torch.zeros(1, NUM_FEATURES))
+    same = backend.render(state.f_s, kp, kp, state.anchors, torch.zeros(1, NUM_FEATURES))
+    assert torch.equal(still, same)
+    talking = backend.render(state.f_s, kp, kp, state.anchors, _change(mouth_open=0.25))
+    difference = (talking - still).abs().amax(dim=1)[0]  # S, S
+    size = difference.shape[-1]
+    mouth_y, mouth_x = ((ASTRONAUT_FACE_ANCHORS[INNER_LOWER_LIP] + 1) / 2 * size).astype(int)[::-1]
+    window = difference[mouth_y - size // 16: mouth_y + size // 8, mouth_x - size // 10: mouth_x + size // 10]
+    assert float(window.max()) > 0.2  # the mouth opened
+    # the hair above moved only through the decoder's instance norms (a global shift), far less than the mouth
+    assert float(difference[: size // 8].max()) < float(window.max()) / 4
