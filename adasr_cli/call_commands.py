@@ -153,7 +153,7 @@ def add_send(sub: SubParsers) -> None:
                             "there is a display, else none); none: a one-way call, your face only")
     watch.add_argument("--output", type=Path, default=None, help="OUT.mp4 or a folder, for --sink file")
     watch.add_argument("--vcam-device", default=None, help="virtual camera device (e.g. /dev/video10)")
-    _add_hearing_arguments(watch, "the receiver's")
+    add_hearing_arguments(watch, "the receiver's")
     http = p.add_argument_group("calling a receiver (what `adasr receive` printed)")
     http.add_argument("--url", default=None,
                       help="https://HOST:PORT of `adasr receive` (required unless --signaling tcp)")
@@ -209,7 +209,7 @@ def _voice(args: argparse.Namespace, microphone: bool) -> Any:
                         opus=OpusOptions(kbps=args.audio_kbps, frame_ms=args.audio_frame_ms))
 
 
-def _add_hearing_arguments(group: argparse._ArgumentGroup, whose: str) -> None:
+def add_hearing_arguments(group: argparse._ArgumentGroup, whose: str) -> None:
     """Where the peer's voice goes: a speaker or a WAV file."""
     group.add_argument("--speaker", nargs="?", const="default", default="default", metavar="DEVICE",
                        help=f"play {whose} voice on this output (index or name); on by default with the system's "
@@ -218,7 +218,7 @@ def _add_hearing_arguments(group: argparse._ArgumentGroup, whose: str) -> None:
                        help=f"write {whose} voice to this WAV file instead of playing it")
 
 
-def _audio_sink(args: argparse.Namespace) -> Any:
+def open_hearing_sink(args: argparse.Namespace) -> Any:
     """Opens where the peer's voice goes (called when it arrives)."""
     from realtime.audio.playout import open_audio_sink
 
@@ -311,7 +311,7 @@ def run_send(args: argparse.Namespace) -> int:
         from realtime.sinks import open_sink
 
         watching = Watching(open_sink(watch_sink, width=head.size, height=head.size, fps=30.0, output=args.output,
-                                      device=args.vcam_device), audio_sink=lambda: _audio_sink(args))
+                                      device=args.vcam_device), audio_sink=lambda: open_hearing_sink(args))
     stats = asyncio.run(run_sender(head, options, signaling, transport, voice=voice, watching=watching))
     summary = {
         "frames_captured": stats.frames_captured, "frames_sent": stats.frames_sent,
@@ -356,7 +356,7 @@ def add_receive(sub: SubParsers) -> None:
     _add_face_lost_argument(p)
     p.add_argument("--peer-timeout", type=float, default=5.0,
                    help="seconds without any message before the sender counts as vanished and the call ends (5)")
-    _add_hearing_arguments(p.add_argument_group("the caller's voice"), "the caller's")
+    add_hearing_arguments(p.add_argument_group("the caller's voice"), "the caller's")
     face = p.add_argument_group("answering with your own face (a two-way call; without --source the caller sees none)")
     face.add_argument("--source", type=Path, default=None, help="your portrait, shown to the caller")
     _add_capture_arguments(p, required=False)
@@ -454,7 +454,7 @@ def run_receive(args: argparse.Namespace) -> int:
     answering = _answering(args)
 
     def audio_sink() -> Any:  # opened when a caller's voice arrives
-        return _audio_sink(args)
+        return open_hearing_sink(args)
 
     if args.signaling == "tcp":
         head = head_from_args(args)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adasr_cli.backend_args import add_backend_arguments, head_from_args
+from adasr_cli.call_commands import add_hearing_arguments, open_hearing_sink
 from adasr_cli.command import SubParsers
 from realtime.settings import SINK_CHOICES, SinkKind
 
@@ -61,6 +62,7 @@ def add_room(sub: SubParsers) -> None:
     voice = p.add_argument_group("voice").add_mutually_exclusive_group()
     voice.add_argument("--audio", type=Path, default=None, help="send this sound file as your voice")
     voice.add_argument("--no-audio", action="store_true", help="publish no voice")
+    add_hearing_arguments(p.add_argument_group("the others' voices (mixed)"), "every other participant's")
     out = p.add_argument_group("the grid")
     out.add_argument("--sink", choices=SINK_CHOICES, default=None,
                      help="where the grid goes (default: file when --output is given, else window)")
@@ -71,7 +73,8 @@ def add_room(sub: SubParsers) -> None:
                      help="seconds without a message before a participant leaves the grid (5; Janus waits 60)")
     p.add_argument("--max-seconds", type=float, default=0.0, help="leave after this long in the room (0: no limit)")
     p.add_argument("--stats-json", type=Path, default=None,
-                   help="write the call's report here as JSON, every second and at the end")
+                   help="write the call's report here as JSON, every second and at the end (per face: frames "
+                        "rendered, lip sync, and its voice: milliseconds heard, mouth-to-ear delay, losses)")
     add_backend_arguments(p)
     p.set_defaults(func=run_room)
 
@@ -119,7 +122,7 @@ def run_room(args: argparse.Namespace) -> int:
         voice=VoiceOptions(file=args.audio, microphone=not args.no_audio),
         faces=FaceOptions(silence_timeout_s=args.silence_timeout),
         max_seconds=args.max_seconds)
-    call = GroupCall(head, options, sink)
+    call = GroupCall(head, options, sink, audio_sink=lambda: open_hearing_sink(args))
 
     async def run() -> dict[str, Any]:
         loop = asyncio.get_running_loop()

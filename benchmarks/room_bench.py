@@ -4,10 +4,12 @@
 
 Needs root (network namespaces), ``janus`` and ``ip`` (``tests/janus_fixture.py`` starts Janus there
 with a minimal configuration). Every participant is an `adasr room` driven by the carphone clip (looped,
-``--fps``) with a tone as its voice, rendering into no sink, for ``--seconds`` in the room; the
-arguments after ``--`` pick the backend. Reported per participant: bytes on the wire up and down (DTLS
-records: data channels, voice, SCTP acks; add 28 B of IPv4/UDP per packet), join time, and per remote
-face the render rate, its first frame after joining, and the frames dropped (latest wins). All
+``--fps``) with a tone as its voice, rendering into no sink and mixing the others' voices into a WAV
+file (``--audio-out``), for ``--seconds`` in the room; the arguments after ``--`` pick the backend.
+Reported per participant: bytes on the wire up and down (DTLS records: data channels, voice, SCTP acks;
+add 28 B of IPv4/UDP per packet), join time, and per remote face the render rate, its first frame after
+joining, the frames dropped (latest wins), lip sync (``av_offset_ms``), and its voice: mouth-to-ear delay
+(sender capture → out of the mix; one machine, one clock), seconds mixed, packets lost and concealed. All
 participants share this machine's CPU: a face's rate here is that CPU divided among N·(N−1) faces.
 """
 
@@ -20,6 +22,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,7 +52,8 @@ def main() -> None:
                 "room", "--janus", server.url, "--api-secret", server.api_secret, "--room", "777",
                 "--display", name, "--ice-host", ADDRESS, "--source", str(astronaut_portrait()),
                 "--video", str(carphone_clip()), "--loop", "--fps", str(args.fps), "--audio", str(voice),
-                "--sink", "none", "--max-seconds", str(args.seconds), "--stats-json", str(workdir / f"{name}.json"),
+                "--sink", "none", "--audio-out", str(workdir / f"{name}-heard.wav"), "--max-seconds",
+                str(args.seconds), "--stats-json", str(workdir / f"{name}.json"),
                 *backend], name)
         for process in processes.values():
             process.popen.wait(args.seconds + 600)
@@ -72,20 +76,38 @@ def main() -> None:
             "source_state_bytes": report["published"]["source_state_bytes"],
             "source_uploads": report["published"]["source_uploads"],
             "motion_frames_sent": report["published"]["frames_sent"],
-            "faces": {face["display"]: {k: face[k] for k in ("frames_rendered", "render_fps", "render_ms_p50",
-                                                             "first_face_s", "frames_dropped", "audio_frames")}
+            "faces": {face["display"]: {**{k: face[k] for k in ("frames_rendered", "render_fps", "render_ms_p50",
+                                                                "first_face_s", "frames_dropped", "audio_frames",
+                                                                "av_offset_ms_p50", "av_offset_ms_p95")},
+                                        "voice": _voice(face["voice"])}
                       for face in faces},
         }
-    fps = [f["render_fps"] for p in participants.values() for f in p["faces"].values()]
-    first = [f["first_face_s"] for p in participants.values() for f in p["faces"].values() if f["first_face_s"]]
+    faces = [f for p in participants.values() for f in p["faces"].values()]
+    fps = [f["render_fps"] for f in faces]
+    first = [f["first_face_s"] for f in faces if f["first_face_s"]]
     print(json.dumps({
         "participants": args.participants, "seconds": args.seconds, "capture_fps": args.fps, "backend": backend,
         "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
         "render_fps_per_face_median": statistics.median(fps) if fps else None,
         "first_face_s_median": statistics.median(first) if first else None,
+        "voice_delay_ms_p50_median": _median([f["voice"].get("delay_ms_p50") for f in faces]),
+        "av_offset_ms_p50_median": _median([f["av_offset_ms_p50"] for f in faces]),
+        "voices_heard": sum(f["voice"].get("ms_mixed", 0) > 0 for f in faces), "voices": len(faces),
         "kbps_up_median": statistics.median(p["kbps_up"] for p in participants.values()),
         "kbps_down_median": statistics.median(p["kbps_down"] for p in participants.values()),
         "per_participant": participants}, indent=1))
+
+
+def _voice(voice: dict[str, Any] | None) -> dict[str, Any]:
+    """What a participant heard of one other voice (empty: none came)."""
+    keys = ("delay_ms_p50", "delay_ms_p95", "ms_mixed", "frames", "packets", "lost", "concealed", "late",
+            "jitter_target_ms", "lip_sync_delay_ms")
+    return {k: voice[k] for k in keys if k in voice} if voice else {}
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 if __name__ == "__main__":

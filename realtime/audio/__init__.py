@@ -12,4 +12,5 @@ is only packetised, so the sender encodes itself (libopus through PyAV, mono, at
 * ``sync``: RTP timestamps of the received voice → the sender's wall clock, from RTCP sender reports;
 * ``playout``: the receiver's consumer of the remote track (WAV file, speaker, or nowhere when there is
   no speaker), with the playout clock the face renderer is scheduled against.
+* ``mixer``: several voices' playouts into one speaker or file (a group call), on the local clock.
 """

@@ -10,8 +10,11 @@ another's), and a feed that leaves takes down only its own connection.
 What the caller sees, through ``RoomCallbacks``, per remote feed: it joined (with its display
 name; from then on it is in ``feeds``), each message on its data channel, each audio frame of its
 voice, and that it left (unpublished, left the room, hung up, or its connection failed). It moves
-bytes only; the call's message formats are layered on top. ``send`` broadcasts to every
-subscriber; the participant is also a ``realtime.transport.Channel``, so a sender can write to it.
+bytes only; the call's message formats are layered on top. A caller that plays the voices itself
+(through its own jitter buffer) takes each subscription's connection before Janus's offer is
+applied instead (``RoomCallbacks.connecting``), and the participant leaves its tracks alone.
+``send`` broadcasts to every subscriber; the participant is also a ``realtime.transport.Channel``,
+so a sender can write to it.
 
 Janus's behaviour this relies on, measured with Janus 1.1.2: a subscriber must open a data channel
 of its own before answering Janus's offer, or Janus never forwards a message to it; Janus relays a
@@ -98,7 +101,8 @@ class RemoteFeed:
     bytes: int = 0
     """Their payload bytes."""
     audio_frames: int = 0
-    """Decoded audio frames received from it."""
+    """Decoded audio frames the participant drained from it (none when the caller takes the voice:
+    ``RoomCallbacks.connecting``)."""
 
 
 def _ignore(*_: object) -> None:
@@ -119,7 +123,11 @@ class RoomCallbacks:
     message: Callable[[RemoteFeed, bytes], None] = _ignore
     """A message from a feed's data channel (text arrives UTF-8 encoded)."""
     audio_frame: Callable[[RemoteFeed, AudioFrame], None] = _ignore
-    """A decoded audio frame of a feed's voice."""
+    """A decoded audio frame of a feed's voice (not called when ``connecting`` is given)."""
+    connecting: Callable[[RemoteFeed, RTCPeerConnection], None] | None = None
+    """A feed's subscription connection, made, before Janus's offer is applied (aiortc announces the feed's tracks
+    then): the caller takes the feed's voice from it (``realtime.audio.reception.RemoteVoice``). None: the
+    participant drains the voice itself, into ``audio_frame``."""
     feed_left: Callable[[RemoteFeed, str], None] = _ignore
     """A joined feed is gone (the reason in words); nothing more comes from it."""
     ended: Callable[[str], None] = _ignore
@@ -305,7 +313,10 @@ class RoomParticipant:
             sub.handle = await self._session.attach(VIDEOROOM, lambda event: self._on_subscriber_event(sub, event))
             offer = await join_as_subscriber(sub.handle, self.options.room, sub.feed.id, self._private_id)
             sub.pc = pc = create_peer_connection(transport)
-            pc.on("track", lambda track: self._on_track(sub, track))
+            if self.callbacks.connecting is not None:
+                self._call(self.callbacks.connecting, sub.feed, pc)
+            else:
+                pc.on("track", lambda track: self._on_track(sub, track))
             pc.on("datachannel", lambda channel: self._listen(sub, channel))
             pc.on("connectionstatechange", lambda: self._on_subscription_state(sub))
             await pc.setRemoteDescription(offer)

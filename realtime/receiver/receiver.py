@@ -10,7 +10,7 @@ one). The parts, each usable without asyncio:
 * ``SourceInbox``: transfers → checked SourceStates, refusals, the source deadline;
 * ``RenderLoop``: the render thread and the sink;
 * ``MotionGapWatch``: gaps in motion (the last pose holds, and it is reported);
-* ``LipSync`` and a ``DelayLine`` (with voice): each face held until its voice plays (``realtime.lip_sync``);
+* ``FaceSync`` (with voice): each face held until its voice plays (``realtime.receiver.face_sync``);
 * ``ControlLink`` (shared with the sender): sequence numbers, STATS as keepalive, GOODBYE, and the
   peer timeout: a sender that says nothing at all for ``peer_timeout_s`` has vanished and the call
   ends with that reason (``ReceiverStats.end_reason``), so the caller can accept the next one.
@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from adasr.inference import SourceState
@@ -32,19 +32,20 @@ from realtime.audio.playout import PlayoutStats
 from realtime.clock import monotonic_us
 from realtime.control_link import ControlLink, LinkOptions
 from realtime.errors import ProtocolError
-from realtime.lip_sync import DelayLine, LipSync
+from realtime.lip_sync import LipSync
 from realtime.messages import (DEFAULT_MAX_MESSAGE, CallStats, ClockMessage, Goodbye, GoodbyeReason, ResetReference,
                                StatsMessage)
 from realtime.motion_codec import MotionPacket
 from realtime.peer_text import escaped
 from realtime.protocol import ReceiverCounters, ReplayGuard, parse_or_count
+from realtime.receiver.face_sync import FaceSync
 from realtime.receiver.motion_gaps import GapCounters, MotionGapWatch
 from realtime.receiver.pose import FaceLostPolicy, PoseCounters, PoseOptions, PoseState
 from realtime.receiver.render_loop import RenderCounters, RenderJob, RenderLoop
 from realtime.receiver.source_inbox import SourceCounters, SourceInbox
 from realtime.sinks import NullSink, Sink
 from realtime.source_messages import DEFAULT_MAX_SOURCE_BYTES, SourceBegin, SourceChunk
-from realtime.stats import SAMPLES_KEPT, append_bounded, percentile
+from realtime.stats import percentile
 from realtime.tasks import PeerTasks
 from realtime.transport import Channel
 
@@ -181,7 +182,7 @@ class Receiver:
         self.renderer = RenderLoop(head, sink or NullSink(), stats,
                                    overlay=self._overlay_lines if options.overlay else None,
                                    on_sink_closed=lambda: self.finish("the preview window was closed"))
-        self._held = DelayLine(self.renderer.offer, on_superseded=self._superseded)
+        self._held = FaceSync(lip_sync, self.renderer.offer, self._superseded, stats.render_ms, stats.sync_slack_ms)
         self._motion_guard = ReplayGuard()
         self._num_kp = int(head.backend.config.num_kp)
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=DECODE_THREAD)
@@ -237,17 +238,7 @@ class Receiver:
 
     def _schedule(self, job: RenderJob) -> None:
         """To the renderer now, or, with voice, when its voice plays less the usual render time (latest wins)."""
-        sync = self.lip_sync
-        if sync is None:
-            self.renderer.offer(job)
-            return
-        job = replace(job, voice_heard_at=functools.partial(sync.due, job.timestamp_us))
-        render_ms = percentile(self.stats.render_ms[-30:], 50) or 0.0
-        due = sync.due(job.timestamp_us)
-        if due is not None:  # what the voice's delay leaves this face (the voice follows it: AdaptiveVoice)
-            append_bounded(self.stats.sync_slack_ms, (due - render_ms / 1e3 - job.arrival_us / 1e6) * 1e3,
-                           SAMPLES_KEPT)
-        self._held.put(job.seq, job, sync.delay_s(job.timestamp_us, job.arrival_us / 1e6, render_ms / 1e3))
+        self._held.schedule(job)
 
     def _superseded(self, job: RenderJob) -> None:
         """A held face overtaken by a newer one: dropped, as the renderer's slot drops (latest wins)."""

@@ -43,6 +43,9 @@ class FaceRenderCounters:
     """When its latest frame was rendered."""
     render_ms: list[float] = field(default_factory=list)
     """Render time per frame (recent ones)."""
+    av_offset_ms: list[float] = field(default_factory=list)
+    """Per frame shown while its voice's timing was known: shown − when its instant's voice is heard (positive: the
+    face lags its voice; recent ones)."""
 
 
 class GridRenderer:
@@ -115,41 +118,57 @@ class GridRenderer:
         try:
             while True:
                 item = self._queue.get(timeout=0.25)
-                if item is not None:
-                    self._render(*item)
-                elif self._queue.closed:
-                    return
-                if self._queue.take_poke() or item is not None:
-                    self._show()
+                if item is None:
+                    if self._queue.closed:
+                        return
+                    if self._queue.take_poke():
+                        self._show()
+                    continue
+                rendered = self._render(*item)
+                self._queue.take_poke()  # shown now anyway
+                if self._show() and rendered:
+                    self._note_av_offset(*item)
         finally:
             try:
                 self.sink.close()
             except Exception:
                 logger.exception("closing the grid's sink failed")
 
-    def _render(self, face: int, job: RenderJob) -> None:
+    def _render(self, face: int, job: RenderJob) -> bool:
+        """Render the job into its tile; whether it is there now."""
         counters = self.faces.get(face)
         if counters is None:
-            return
+            return False
         t0 = time.perf_counter()
         try:
             frame = job.render(self.head)
         except Exception:
             counters.render_errors += 1
             (logger.exception if counters.render_errors == 1 else logger.debug)("rendering face %d failed", face)
-            return
-        if self.grid.set_frame(face, frame):
-            now = monotonic_us()
-            counters.first_frame_us = counters.first_frame_us or now
-            counters.last_frame_us = now
-            counters.frames_rendered += 1
-            append_bounded(counters.render_ms, (time.perf_counter() - t0) * 1e3, SAMPLES_KEPT)
+            return False
+        if not self.grid.set_frame(face, frame):
+            return False
+        now = monotonic_us()
+        counters.first_frame_us = counters.first_frame_us or now
+        counters.last_frame_us = now
+        counters.frames_rendered += 1
+        append_bounded(counters.render_ms, (time.perf_counter() - t0) * 1e3, SAMPLES_KEPT)
+        return True
 
-    def _show(self) -> None:
+    def _note_av_offset(self, face: int, job: RenderJob) -> None:
+        """The face just shown against its voice (``FaceSync`` stamped the job with when that voice is heard)."""
+        counters = self.faces.get(face)
+        heard_s = job.voice_heard_at() if job.voice_heard_at is not None else None
+        if counters is not None and heard_s is not None:
+            append_bounded(counters.av_offset_ms, (time.monotonic() - heard_s) * 1e3, SAMPLES_KEPT)
+
+    def _show(self) -> bool:
+        """The grid to the sink; whether it took it."""
         try:
             self.sink.show(self.grid.compose(), FrameInfo(self.frames_shown, monotonic_us(), 0.0))
         except Exception:
             self.sink_errors += 1
             (logger.exception if self.sink_errors == 1 else logger.debug)("the grid's sink failed")
-            return
+            return False
         self.frames_shown += 1
+        return True

@@ -2,9 +2,12 @@
 
 ``GroupCall.run`` is what ``adasr room`` runs. On the event loop only cheap work happens: messages
 are checked and routed per feed (``RemoteFace``), poses handed to the one render thread
-(``GridRenderer``), source states decoded on one decode thread, one at a time. A feed that
-leaves (Janus says so, or it says GOODBYE) or goes silent for ``FaceOptions.silence_timeout_s``
-leaves the grid at once; a silent one comes back if it speaks again. One that left is forgotten:
+(``GridRenderer``), source states decoded on one decode thread, one at a time. Every feed's voice
+plays through its own adaptive jitter buffer into one mix (``RoomVoices``: the speaker or a WAV
+file), and its face is held for that voice as in a 1:1 call (``FaceSync``, on the CLOCK it sends).
+A feed that leaves (Janus says so, or it says GOODBYE) or goes silent for
+``FaceOptions.silence_timeout_s`` leaves the grid and the mix at once; a silent one comes back if
+it speaks again. One that left is forgotten:
 its face and source state freed, a short summary kept (the last ``DEPARTURES_KEPT``). Whatever one
 feed sends, it costs that feed only: its requests for our state and its decodes are rate-limited
 (``FaceOptions``), and a fault while the watch looks at it drops it, not the watch. The call ends
@@ -24,17 +27,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engines.talking_head import TalkingHead
+from realtime.audio.mixer import MixerOptions, VoiceMixer
+from realtime.audio.playout import AudioSink, DiscardSink
 from realtime.audio.voice import OpusTrack, VoiceOptions, open_voice
 from realtime.clock import monotonic_us
 from realtime.errors import ProtocolError
 from realtime.janus.participant import ParticipantOptions, RemoteFeed, RoomCallbacks, RoomParticipant
-from realtime.messages import Goodbye, ResetReference, SourceRequest, StatsMessage
+from realtime.lip_sync import LipSync
+from realtime.messages import ClockMessage, Goodbye, ResetReference, SourceRequest, StatsMessage
 from realtime.motion_codec import MotionPacket
 from realtime.peer_text import escaped
+from realtime.receiver.face_sync import FaceSync
+from realtime.receiver.render_loop import RenderJob
 from realtime.room.grid import Grid
 from realtime.room.grid_renderer import GridRenderer
 from realtime.room.publisher import Publisher
 from realtime.room.remote_face import FaceOptions, RemoteFace
+from realtime.room.voices import FeedVoice, RoomVoices
 from realtime.sender import SenderOptions
 from realtime.sinks import Sink
 from realtime.source_messages import SourceBegin, SourceChunk
@@ -63,6 +72,8 @@ class GroupCallOptions:
     """Our voice: a file, the microphone, or none."""
     faces: FaceOptions = FaceOptions()
     """How remote faces are received: pose, silence timeout, source requests."""
+    mix: MixerOptions = MixerOptions()
+    """How the voices are mixed to the speaker or the file."""
     grid_size: tuple[int, int] | None = None
     """(width, height) of the grid picture; None: twice the model's size, square."""
     max_seconds: float = 0.0
@@ -81,7 +92,17 @@ class _Member:
     """Why it left ("" while it is in)."""
     silenced: int = 0
     """Times it left the grid for its silence."""
+    silenced_after_s: float | None = None
+    """The last time it did: how long it had been silent then (the timeout, plus at most the watch's period)."""
     decoding: bool = False
+    sync: FaceSync | None = None
+    """Its faces, held for its voice."""
+    voice: FeedVoice | None = None
+    """Its voice (None: its subscription carried none)."""
+    superseded: int = 0
+    """Its faces held for their voice that a newer one overtook (dropped)."""
+    voice_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when it left: its voice stops following its faces."""
 
 
 Report = dict[str, Any]
@@ -90,9 +111,12 @@ Report = dict[str, Any]
 class GroupCall:
     """One participant of a group call; ``await run()``, ``stop()`` from the loop (a signal handler)."""
 
-    def __init__(self, head: TalkingHead, options: GroupCallOptions, sink: Sink) -> None:
+    def __init__(self, head: TalkingHead, options: GroupCallOptions, sink: Sink,
+                 audio_sink: Callable[[], AudioSink] | None = None) -> None:
         self.head = head
         self.options = options
+        self.audio_sink = audio_sink or DiscardSink
+        """Opens where the others' voices are played (at ``run``): the speaker, a WAV file; default nowhere."""
         width, height = options.grid_size or (2 * head.size, 2 * head.size)
         self.renderer = GridRenderer(head, sink, Grid(width, height))
         self.members: dict[int, _Member] = {}
@@ -106,6 +130,8 @@ class GroupCall:
         self.participant: RoomParticipant | None = None
         self.publisher: Publisher | None = None
         self.voice: OpusTrack | None = None
+        self.voices: RoomVoices | None = None
+        """The others' voices and their mix, from ``run``."""
         self._stop = asyncio.Event()
         self._tasks = PeerTasks()
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=ROOM_DECODE_THREAD)
@@ -124,11 +150,14 @@ class GroupCall:
         """Join, publish, render until the call ends (module docstring), leave; the final report."""
         self._started_us = monotonic_us()
         self.voice = open_voice(self.options.voice)
+        voices = self.voices = RoomVoices(VoiceMixer(self.audio_sink(), self.options.mix))
         callbacks = RoomCallbacks(feed_joined=self._joined, message=self._message, feed_left=self._left,
-                                  ended=lambda reason: self.stop(f"out of the room: {reason}"))
+                                  ended=lambda reason: self.stop(f"out of the room: {reason}"),
+                                  connecting=voices.connecting)
         participant = self.participant = RoomParticipant(self.options.participant, callbacks, audio=self.voice)
         publisher = self.publisher = Publisher(self.head, self.options.sender, participant)
         self.renderer.start()
+        voices.start()
         try:
             await participant.join()
             self._joined_us = monotonic_us()
@@ -154,6 +183,10 @@ class GroupCall:
             await self.publisher.goodbye()
         if self.participant is not None:
             await self.participant.leave()
+        for member in self.members.values():
+            self._unsync(member)
+        if self.voices is not None:
+            await self.voices.stop()
         await self.renderer.stop()
         if self.publisher is not None:
             await self.publisher.close()
@@ -170,6 +203,8 @@ class GroupCall:
             now = monotonic_us()
             for member in list(self.members.values()):
                 self._look_at(member, now)
+            if self.voices is not None:
+                self.voices.keep_only(set(self.members))
             if self.options.max_seconds and self._joined_us is not None \
                     and (now - self._joined_us) / 1e6 >= self.options.max_seconds:
                 self.stop(f"{self.options.max_seconds:g} s in the room")
@@ -194,7 +229,10 @@ class GroupCall:
         if not face.silent and face.watch.vanished(now):
             face.silent = True
             member.silenced += 1
+            member.silenced_after_s = face.watch.silent_s(now)
             self.renderer.remove(face.feed)
+            if self.voices is not None:
+                self.voices.mute(face.feed, True)
             logger.warning("%s (feed %d) is silent for %.1f s: out of the grid", escaped(face.display), face.feed,
                            face.watch.silent_s(now) or 0.0)
         # a silent feed is still asked (every ``source_request_s``): one whose own subscription to us comes up
@@ -207,10 +245,32 @@ class GroupCall:
 
     def _joined(self, feed: RemoteFeed) -> None:
         face = RemoteFace(feed.id, feed.display, self.head, self.options.faces, monotonic_us())
-        self.members[feed.id] = _Member(feed, face)
+        member = self.members[feed.id] = _Member(feed, face)
         self.renderer.add(feed.id, feed.display)
+        self._sync(member)
         logger.info("%s (feed %d) joined", escaped(feed.display), feed.id)
         self._look_at(self.members[feed.id], monotonic_us())  # ask for its face at once
+
+    def _sync(self, member: _Member) -> None:
+        """Hold the member's faces for its voice, and let its voice wait for its faces (as a 1:1 receiver does)."""
+        feed = member.face.feed
+        voice = member.voice = self.voices.voices.get(feed) if self.voices is not None else None
+        slack_ms: list[float] = []
+
+        def superseded(_: RenderJob) -> None:
+            member.superseded += 1
+
+        member.sync = FaceSync(LipSync(voice.remote.show_at) if voice is not None else None,
+                               functools.partial(self.renderer.offer, feed), superseded,
+                               self.renderer.faces[feed].render_ms, slack_ms)
+        if voice is not None:
+            voice.remote.hold_for_faces(slack_ms, member.voice_ended)
+
+    @staticmethod
+    def _unsync(member: _Member) -> None:
+        member.voice_ended.set()
+        if member.sync is not None:
+            member.sync.clear()
 
     def _left(self, feed: RemoteFeed, reason: str) -> None:
         member = self.members.get(feed.id)
@@ -228,6 +288,9 @@ class GroupCall:
             "frames_rendered": {m.face.display: self.renderer.faces[f].frames_rendered
                                 for f, m in self.members.items() if f in self.renderer.faces}})
         self._departed_faces.append((f"{member.face.display}#{feed}", self._face_report(member, now)))
+        self._unsync(member)
+        if self.voices is not None:
+            self.voices.drop(feed)
         self.renderer.forget(feed)
         if self.members.get(feed) is member:
             del self.members[feed]
@@ -237,16 +300,18 @@ class GroupCall:
         if member is None or member.left:
             return
         face, now = member.face, monotonic_us()
-        if face.silent:  # it speaks again: back in the grid
+        if face.silent:  # it speaks again: back in the grid and the mix
             face.silent = False
             self.renderer.add(face.feed, face.display)
+            if self.voices is not None:
+                self.voices.mute(face.feed, False)
             if face.refused:
                 self.renderer.refuse(face.feed, face.refused)
         message = face.receive(data, now)
         if isinstance(message, MotionPacket):
             job = face.motion(message, now)
-            if job is not None:
-                self.renderer.offer(face.feed, job)
+            if job is not None and member.sync is not None:
+                member.sync.schedule(job)
         elif isinstance(message, (SourceBegin, SourceChunk)):
             if face.source(message, now) and not member.decoding:
                 self._start_decode(member)
@@ -259,6 +324,9 @@ class GroupCall:
             face.stats.peer = message.stats
         elif isinstance(message, ResetReference):
             face.pose.reset_from(message.from_motion_seq)
+        elif isinstance(message, ClockMessage):
+            if member.sync is not None and member.sync.lip_sync is not None:
+                member.sync.lip_sync.note_clock(message)
         elif isinstance(message, Goodbye):
             face.stats.goodbye = f"{message.reason.name}: {escaped(message.text)}"
             self._depart(member, f"said goodbye ({face.stats.goodbye})")
@@ -318,6 +386,8 @@ class GroupCall:
                 "source_requests_refused": publisher.source_requests_refused,
                 "voice_frames": self.voice.frames_encoded if self.voice is not None else 0,
                 "voice_payload_bytes": self.voice.payload_bytes if self.voice is not None else 0}
+        if self.voices is not None:
+            report["voice_mix"] = self.voices.report()
         for feed_id, member in self.members.items():
             report["faces"][f"{member.face.display}#{feed_id}"] = self._face_report(member, now)
         return report
@@ -328,12 +398,18 @@ class GroupCall:
         first, last = (rendered.first_frame_us, rendered.last_frame_us) if rendered else (None, None)
         frames = rendered.frames_rendered if rendered else 0
         span_s = (last - first) / 1e6 if first is not None and last is not None else 0.0
+        heard = member.voice.report() if member.voice is not None else None
         return {
             "display": face.display, "feed": face.feed, "left": member.left, "silent": face.silent,
-            "silenced": member.silenced, "messages": feed.messages, "bytes": feed.bytes,
-            "audio_frames": feed.audio_frames, "frames_accepted": s.frames_accepted,
+            "silenced": member.silenced, "silenced_after_s": member.silenced_after_s, "messages": feed.messages,
+            "bytes": feed.bytes,
+            "audio_frames": heard["frames"] if heard is not None else feed.audio_frames, "voice": heard,
+            "av_offset_ms_p50": percentile(rendered.av_offset_ms, 50) if rendered else None,
+            "av_offset_ms_p95": percentile(rendered.av_offset_ms, 95) if rendered else None,
+            "frames_accepted": s.frames_accepted,
             "frames_before_source": s.frames_before_source, "frames_rendered": frames,
-            "frames_dropped": self.renderer.dropped(face.feed), "frames_face_lost": s.frames_face_lost,
+            "frames_dropped": self.renderer.dropped(face.feed) + member.superseded,
+            "frames_face_lost": s.frames_face_lost,
             "render_errors": rendered.render_errors if rendered else 0,
             "render_fps": (frames - 1) / span_s if span_s > 0 else 0.0,
             "render_ms_p50": percentile(rendered.render_ms, 50) if rendered else None,
