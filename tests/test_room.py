@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.janus_fixture import ADDRESS, JanusServer, NamespaceProcess, PeerFailed, janus_server  # noqa: F401
-from tests.tones import write_tone
+from tests.tones import tone_amplitude, write_tone
 
 NAMES = ("A", "B", "C")
 #: Frames of each other face, and voice frames of each other participant, each must get before C leaves.
@@ -137,18 +136,6 @@ WINDOW_S = 0.1
 HEARD_AMPLITUDE = 1000.0
 
 
-def _tone_amplitude(wav: Path, hz: float) -> tuple[np.ndarray, float]:
-    """Per ``WINDOW_S`` window of a 48 kHz mono WAV: the amplitude of its ``hz`` component (±20 Hz); and the rate."""
-    with wave.open(str(wav)) as recording:
-        rate = recording.getframerate()
-        samples = np.frombuffer(recording.readframes(recording.getnframes()), "<i2").astype(np.float64)
-    size = int(WINDOW_S * rate)
-    windows = samples[: samples.size // size * size].reshape(-1, size) * np.hanning(size)
-    spectrum = np.abs(np.fft.rfft(windows, axis=1)) * 4.0 / size  # a sine of amplitude a peaks at ~a (Hann)
-    bins = np.fft.rfftfreq(size, 1.0 / rate)
-    return spectrum[:, np.abs(bins - hz) <= 20.0].max(axis=1), rate
-
-
 @pytest.mark.slow
 def test_every_voice_is_mixed_in_lip_sync_and_a_killed_participant_leaves_the_grid_and_the_mix(
         janus_server: JanusServer, fast_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -213,11 +200,9 @@ def test_every_voice_is_mixed_in_lip_sync_and_a_killed_participant_leaves_the_gr
             assert faces[who]["av_offset_ms_p50"] is not None  # its face was held against this voice
         assert report["voice_mix"]["started_unix"] is not None
 
-        amplitude = {who: _tone_amplitude(heard[name], TONES[who]) for who in ("C", other, name)}
-        rate = amplitude["C"][1]
+        c_tone, other_tone, own_tone = (tone_amplitude(heard[name], TONES[who], WINDOW_S) for who in ("C", other, name))
         start = report["voice_mix"]["started_unix"]
         kill = int((killed_at - start) / WINDOW_S)  # the window C was killed in
-        c_tone, other_tone, own_tone = amplitude["C"][0], amplitude[other][0], amplitude[name][0]
         enough = int(0.75 * HEARD_S / WINDOW_S)  # windows of each voice, allowing for a busy machine's stalls
         assert np.sum(c_tone[:kill] > HEARD_AMPLITUDE) >= enough, f"{name} did not hear C before the kill"
         assert np.sum(other_tone[:kill] > HEARD_AMPLITUDE) >= enough, f"{name} did not hear {other} before the kill"
@@ -227,4 +212,3 @@ def test_every_voice_is_mixed_in_lip_sync_and_a_killed_participant_leaves_the_gr
         assert stopped_s <= SILENCE_TIMEOUT_S, f"C's voice went on {stopped_s:.2f} s in {name}'s mix after the kill"
         after = slice(kill + 5, int((stopped_at - start) / WINDOW_S))
         assert np.sum(other_tone[after] > HEARD_AMPLITUDE) >= enough, f"{name} lost {other}'s voice after the kill"
-        assert rate == 48000

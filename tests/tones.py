@@ -1,4 +1,5 @@
-"""Sine tones written as 16-bit WAV files: the voices of the call and room tests and benchmarks."""
+"""Sine tones written as 16-bit WAV files, the voices of the call and room tests and benchmarks, and found again in
+what was heard."""
 
 from __future__ import annotations
 
@@ -19,3 +20,16 @@ def write_tone(path: Path, hz: float, seconds: float, rate: int = 8000, channels
         out.setframerate(rate)
         out.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
     return path
+
+
+def tone_amplitude(wav: Path, hz: float, window_s: float = 0.1, width_hz: float = 20.0) -> np.ndarray:
+    """Per ``window_s`` window of a mono 16-bit WAV: the amplitude (int16 units) of its component within
+    ``width_hz`` of ``hz`` (a sine of amplitude a gives ~a)."""
+    with wave.open(str(wav)) as recording:
+        rate = recording.getframerate()
+        samples = np.frombuffer(recording.readframes(recording.getnframes()), "<i2").astype(np.float64)
+    size = int(window_s * rate)
+    windows = samples[: samples.size // size * size].reshape(-1, size) * np.hanning(size)
+    spectrum = np.abs(np.fft.rfft(windows, axis=1)) * 4.0 / size  # the Hann window's coherent gain is 1/2
+    bins = np.fft.rfftfreq(size, 1.0 / rate)
+    return spectrum[:, np.abs(bins - hz) <= width_hz].max(axis=1)
