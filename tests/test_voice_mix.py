@@ -89,6 +89,17 @@ def test_latency_says_when_a_write_leaves_the_output() -> None:
     assert sink.sound[int(0.105 * SAMPLE_RATE)] == 7
 
 
+def test_behind_its_schedule_the_mix_takes_a_write_at_once() -> None:
+    mixer, sink, clock = _mixer()
+    voice = mixer.input("a")
+    voice.write(np.full(FRAME, 6, np.int16))
+    clock.now += 0.5  # the mix thread was held up: nothing mixed for half a second
+    voice.write(np.full(FRAME, 7, np.int16))
+    assert voice.latency_s == sink.latency_s  # its place is mixed as soon as the thread runs again
+    mixer.mix_due()
+    assert np.all(sink.sound[:FRAME] == 6) and np.all(sink.sound[FRAME:2 * FRAME] == 7) and mixer.late_ticks > 0
+
+
 def test_a_write_later_than_its_place_starts_at_the_first_place_not_mixed() -> None:
     mixer, sink, clock = _mixer()
     voice = mixer.input("a")

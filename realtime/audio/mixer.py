@@ -96,7 +96,8 @@ class MixerInput:
             if not self.muted and samples.size:
                 self._chunks.append((place, np.asarray(samples, np.int16)))
             self._next = place + samples.size
-            self.latency_s = mixer.mixed_at(place) - mixer.clock() + mixer.output_latency_s
+            # a mix running behind its schedule writes this place as soon as it catches up
+            self.latency_s = max(mixer.mixed_at(place) - mixer.clock(), 0.0) + mixer.output_latency_s
 
     def mute(self, muted: bool) -> None:
         """Leave the voice out of the mix (what it queued is dropped), or take it back."""
