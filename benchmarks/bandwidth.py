@@ -27,7 +27,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from adasr.faces import crop_face
 from adasr.keypoints import Motion
 from adasr_cli.backend_args import add_backend_arguments, backend_from_args, checkpoint_of
 from engines.talking_head import TalkingHead
-from clip_faces import ClipFaces, psnr, scale_clip, sender_motion, track_clip
+from clip_faces import ClipFaces, psnr, scale_clip, sender_motion, sender_ratios, track_clip
 from realtime.motion_codec import encode_motion
 from realtime.protocol import decode
 from realtime.stats import WireOverhead
@@ -152,10 +152,11 @@ def our_stream(head: Any, clip: ClipFaces) -> dict[str, Any]:
     """Render every frame from wire-quantised motion (self-reenactment); PSNR against the real crop."""
     state = head.prepare_source(clip.crops[0], clip.landmarks[0])
     vectors = sender_motion(head, clip)
-    messages = [encode_motion(i, 0, v) for i, v in enumerate(vectors)]
-    motions = [decode(m).vector for m in messages]  # type: ignore[union-attr]
-    reference = Motion.from_vector(motions[0])
-    renders = [head.render_image(state, Motion.from_vector(m), reference) for m in motions]
+    messages = [encode_motion(i, 0, v, face_ratios=r) for i, (v, r) in enumerate(zip(vectors, sender_ratios(clip)))]
+    packets = [decode(m) for m in messages]
+    motions = [replace(Motion.from_vector(p.vector), face_ratios=p.face_ratios)  # type: ignore[union-attr]
+               for p in packets]
+    renders = [head.render_image(state, m, motions[0]) for m in motions]
     scores = [psnr(r, c) for r, c in zip(renders[1:], clip.crops[1:])]
     message_bytes = float(np.mean([len(m) for m in messages]))
     return {"psnr_db": float(np.mean(scores)), "bytes_per_frame": message_bytes,

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from adasr.expression_signal import raw_ratios
 from adasr.face_cropper import FaceCropper
 from adasr.faces import CropBox, FaceTrackerConfig, crop_face
 from engines.talking_head import TalkingHead
@@ -79,6 +80,15 @@ def sender_motion(head: TalkingHead, clip: ClipFaces,
     smoother = MotionSmoother(smoothing)
     return [smoother(head.extract_motion(crop, lms).to_vector(), i / clip.fps)
             for i, (crop, lms) in enumerate(zip(clip.crops, clip.landmarks))]
+
+
+def sender_ratios(clip: ClipFaces) -> list[np.ndarray | None]:
+    """The face ratios the sender sends with each frame's motion: measured where the tracker found the face, the
+    last measured ones while it is lost (None before the first face)."""
+    ratios: list[np.ndarray | None] = []
+    for lms in clip.landmarks:
+        ratios.append(raw_ratios(lms) if lms is not None else (ratios[-1] if ratios else None))
+    return ratios
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adasr import motion_layout  # noqa: E402
+from adasr.expression_signal import NUM_FEATURES  # noqa: E402
 from realtime.errors import ProtocolError  # noqa: E402
 from realtime.messages import (MAGIC, PROTOCOL_VERSION, CallStats, GoodbyeReason, MessageType,  # noqa: E402
                                encode_goodbye, encode_reset_reference, encode_stats)
@@ -97,8 +98,11 @@ class Corpus:
     def build(cls, model_id: bytes, seed: int) -> Corpus:
         rng = np.random.default_rng(seed)
         size = motion_layout.vector_size(K)
+        ratios = rng.uniform(-0.3, 1.0, (64, NUM_FEATURES)).astype(np.float32)
         motion = [encode_motion(seq, seq * 33_333, rng.uniform(-0.4, 0.4, size).astype(np.float32),
-                                MotionFlags.FACE_LOST if seq % 7 == 0 else MotionFlags.NONE) for seq in range(64)]
+                                MotionFlags.FACE_LOST if seq % 7 == 0 else MotionFlags.NONE,
+                                face_ratios=ratios[seq] if seq % 2 else None)  # half of them with the face ratios
+                  for seq in range(64)]
         payloads = sample_state_payloads(rng)
         transfers = [split_source(p, model_id, SourceKind.SOURCE_IMAGE if i == 3 else SourceKind.FEATURE_VOLUME,
                                   max_message=256 + 64 * i, first_seq=100 * i) for i, p in enumerate(payloads)]

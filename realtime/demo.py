@@ -414,7 +414,7 @@ def build_report(sender: SenderStats, receiver: ReceiverStats, send_us: dict[int
         "packets_rejected": receiver.motion.dropped,
         "render_errors": receiver.render_errors,
         "motion_payload_bytes_per_frame": message_bytes,
-        "motion_packet_payload_bytes": DEFAULT_QUANTIZER.payload_size(15) if message_bytes else 0,
+        "motion_packet_payload_bytes": DEFAULT_QUANTIZER.payload_size(15, ratios=True) if message_bytes else 0,
         "motion_wire_bytes_per_frame": wire_model,
         "motion_kbps_payload": kbps(message_bytes, fps_sent),
         "motion_kbps_wire_model": kbps(wire_model, fps_sent),

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 #: First two bytes of every message: "AS" (AdaSR). Tells a stray or foreign message apart at once.
 MAGIC = b"AS"
 #: Wire protocol version this build speaks. Any change of a layout or a quantiser default bumps it.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: magic (2s), version (B), type (B), sequence number (I), capture timestamp in µs (Q).
 HEADER_STRUCT = struct.Struct("<2sBBIQ")
 #: Bytes in the fixed header.

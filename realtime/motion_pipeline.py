@@ -32,6 +32,10 @@ class MotionSample:
     """Smoothed float32 motion in ``Motion.to_vector`` order (the last good one when the face is lost)."""
     flags: MotionFlags
     """FACE_LOST when the tracker found no face in this frame."""
+    face_ratios: np.ndarray | None
+    """The tracker's mouth, eye and brow ratios (``Motion.face_ratios``, unsmoothed: mouth motion is fast and the
+    quantiser's step is coarser than the tracker's jitter); the last measured ones while the face is lost; None
+    before any face or without landmarks."""
     crop: np.ndarray
     """The S×S driving crop the extractor saw (the last box is kept while the face is lost)."""
     track_ms: float
@@ -49,6 +53,7 @@ class MotionPipeline:
         self.smoother = MotionSmoother(smoothing)
         self.cropper = FaceCropper.for_stream(head.size, tracker_config) if crop else None
         self._last: np.ndarray | None = None
+        self._last_ratios: np.ndarray | None = None
         self._lost = False
 
     def process(self, frame: CapturedFrame) -> MotionSample:
@@ -67,15 +72,15 @@ class MotionPipeline:
             self._lost = True
             self.smoother.reset()  # start afresh when the face returns, do not glide from a stale pose
             vector = self._last if self._last is not None else self._neutral()
-            return MotionSample(vector, MotionFlags.FACE_LOST, crop, (t1 - t0) * 1e3, 0.0)
+            return MotionSample(vector, MotionFlags.FACE_LOST, self._last_ratios, crop, (t1 - t0) * 1e3, 0.0)
         if self._lost:
             logger.info("face found again at frame %d", frame.index)
             self._lost = False
-        raw = self.head.extract_motion(crop, landmarks).to_vector()
+        motion = self.head.extract_motion(crop, landmarks)
         t2 = time.perf_counter()
-        vector = self.smoother(raw, frame.timestamp_us / 1e6)
-        self._last = vector
-        return MotionSample(vector, MotionFlags.NONE, crop, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        vector = self.smoother(motion.to_vector(), frame.timestamp_us / 1e6)
+        self._last, self._last_ratios = vector, motion.face_ratios
+        return MotionSample(vector, MotionFlags.NONE, motion.face_ratios, crop, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
     def _neutral(self) -> np.ndarray:
         """All-zero motion, sent (flagged FACE_LOST) before any face was seen."""

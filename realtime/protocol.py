@@ -118,7 +118,8 @@ def decode(
 def encode(message: Message, *, quantizer: MotionQuantizer = DEFAULT_QUANTIZER) -> bytes:
     """Message object → bytes (the inverse of ``decode``), for tests and resends."""
     if isinstance(message, MotionPacket):
-        return encode_motion(message.seq, message.timestamp_us, message.vector, message.flags, quantizer)
+        return encode_motion(message.seq, message.timestamp_us, message.vector, message.flags, quantizer,
+                             message.face_ratios)
     if isinstance(message, SourceBegin):
         return encode_source_begin(message)
     if isinstance(message, SourceChunk):

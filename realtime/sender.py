@@ -204,7 +204,7 @@ class Sender:
         opts = self.options.source
         face = portrait_crop(opts.portrait, self.head.size, opts.crop, self.options.tracker)
         if opts.send_image:
-            return encode_image(face.crop, compression=opts.compression), SourceKind.SOURCE_IMAGE
+            return encode_image(face.crop, face.landmarks, compression=opts.compression), SourceKind.SOURCE_IMAGE
         state = self.head.prepare_source(face.crop, face.landmarks)
         payload = encode_state(state, self.head.backend.config, quantization=opts.quantization,
                                compression=opts.compression)
@@ -270,7 +270,8 @@ class Sender:
             self.link.send(encode_reset_reference(self.link.reserve(), monotonic_us(), seq))
             self.stats.resets_sent += 1
             logger.info("reference pose reset from motion %d", seq)
-        data, flags = encode_motion_message(seq, frame.timestamp_us, sample.vector, sample.flags)
+        data, flags = encode_motion_message(seq, frame.timestamp_us, sample.vector, sample.flags,
+                                           face_ratios=sample.face_ratios)
         self.motion.send(data)
         self._motion_seq = (seq + 1) % SEQ_MODULUS
         s = self.stats

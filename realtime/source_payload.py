@@ -54,8 +54,9 @@ DEFAULT_MAX_RAW_BYTES = 128 * 1024 * 1024
 
 #: First bytes of a source payload.
 STATE_MAGIC = b"ASRC"
-#: Version of the payload format (independent of the wire version, checked on its own).
-STATE_FORMAT_VERSION = 1
+#: Version of the payload format (independent of the wire version, checked on its own). 2: a payload of either
+#: kind may carry the portrait's expression-rig anchors and face ratios (``source_state_codec.RIG_ARRAYS``).
+STATE_FORMAT_VERSION = 2
 # magic, format version, compression, reserved u16, uncompressed body length
 _STATE_HEADER = struct.Struct("<4sBBHI")
 #: Arrays per payload, name length and rank limits: a state has three or four small-rank arrays.

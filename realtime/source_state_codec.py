@@ -6,11 +6,16 @@
   (``max_raw_bytes`` and a shape check handed to ``realtime.source_payload.unpack_source_state``);
 * ``wire_model_id``: the identity both peers compare before a transfer.
 
+Either kind may also carry the portrait's expression-rig anchors and face ratios (``RIG_ARRAYS``, both or
+neither): without them a receiver's rig cannot move the portrait's mouth and eyes, and the receiver of an image
+has no face tracker to find them itself.
+
 The byte format itself is ``realtime.source_payload`` (torch-free, as is the rest of the wire format).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,6 +24,8 @@ import torch
 from adasr import motion_layout
 from adasr.config import ModelConfig
 from adasr.detail_path import with_photo_differences
+from adasr.expression_rig import NUM_ANCHORS, anchors_from_landmarks
+from adasr.expression_signal import NUM_FEATURES, raw_ratios
 from adasr.inference import SourceState
 from adasr.keypoints import Motion
 from engines.talking_head import TalkingHead
@@ -32,6 +39,12 @@ from realtime.source_payload import MAX_NAME_BYTES, MAX_NDIM, Compression, Quant
 FEATURE_ARRAYS = ("f_s", "x_c", "motion")
 #: Array name of a SOURCE_IMAGE payload.
 IMAGE_ARRAY = "image"
+#: The portrait's expression-rig arrays, optional in both kinds (both or neither) and their one shape.
+RIG_ARRAYS: dict[str, tuple[int, ...]] = {"anchors": (1, NUM_ANCHORS, 2), "face_ratios": (NUM_FEATURES,)}
+#: Bounds a received anchor (normalised crop coordinates: a face inside the crop lies in −1…1) and face ratio
+#: (``adasr.expression_signal.raw_ratios``: 0…0.8 on real faces) must respect.
+ANCHOR_BOUND = 2.0
+RATIO_BOUNDS = (-1.0, 2.0)
 #: Smallest side of a SOURCE_IMAGE, and its largest as a multiple of the model's input size.
 MIN_IMAGE_SIDE = 16
 MAX_IMAGE_SCALE = 4
@@ -49,9 +62,9 @@ def max_raw_bytes(kind: SourceKind, config: ModelConfig) -> int:
     widest encoding, 4 bytes a value plus per-channel scales): anything claiming more is refused unread."""
     if kind == SourceKind.SOURCE_IMAGE:
         side = MAX_IMAGE_SCALE * config.image_size
-        shapes: dict[str, tuple[int, ...]] = {IMAGE_ARRAY: (side, side, 3)}
+        shapes: dict[str, tuple[int, ...]] = {IMAGE_ARRAY: (side, side, 3), **RIG_ARRAYS}
     else:
-        shapes = expected_shapes(config)
+        shapes = {**expected_shapes(config), **RIG_ARRAYS}
     per_array = 3 + MAX_NAME_BYTES + 4 * MAX_NDIM + 1  # name length, name, encoding, rank, dims, channel axis
     return 2 + sum(per_array + 4 * math.prod(shape) + 8 * max(shape) for shape in shapes.values())
 
@@ -69,7 +82,10 @@ def _shape_check(kind: SourceKind, config: ModelConfig) -> ShapeCheck:
     biggest = MAX_IMAGE_SCALE * config.image_size
 
     def check(name: str, shape: tuple[int, ...]) -> None:
-        if kind == SourceKind.SOURCE_IMAGE:
+        if name in RIG_ARRAYS:
+            if shape != RIG_ARRAYS[name]:
+                raise ProtocolError(f"source array {name!r} of shape {shape}, expected {RIG_ARRAYS[name]}")
+        elif kind == SourceKind.SOURCE_IMAGE:
             if name != IMAGE_ARRAY:
                 raise ProtocolError(f"SOURCE_IMAGE payload holds an array {name!r}, expected only '{IMAGE_ARRAY}'")
             if (len(shape) != 3 or shape[2] != 3
@@ -78,7 +94,8 @@ def _shape_check(kind: SourceKind, config: ModelConfig) -> ShapeCheck:
                                     f"[{MIN_IMAGE_SIDE}, {biggest}] "
                                     f"({MAX_IMAGE_SCALE}× the model's {config.image_size}²)")
         elif name not in expected:
-            raise ProtocolError(f"FEATURE_VOLUME payload holds an array {name!r}, expected {sorted(expected)}")
+            raise ProtocolError(f"FEATURE_VOLUME payload holds an array {name!r}, expected {sorted(expected)} "
+                                f"(and optionally {sorted(RIG_ARRAYS)})")
         elif shape != expected[name]:
             raise ProtocolError(f"source array {name!r} of shape {shape}, this model takes {expected[name]}")
 
@@ -105,14 +122,45 @@ def encode_state(
         "x_c": state.x_c.detach().float().cpu().numpy(),
         "motion": state.motion.to_vector(),
     }
+    anchors = None if state.anchors is None else state.anchors.detach().float().cpu().numpy()
+    arrays.update(_rig_arrays(anchors, state.face_ratios))
     return pack_source_state(arrays, quantization=quantization, compression=compression)
 
 
-def encode_image(crop: np.ndarray, *, compression: Compression = "zlib") -> bytes:
-    """Portrait crop (HWC RGB uint8) → SOURCE_IMAGE payload."""
+def encode_image(crop: np.ndarray, landmarks: np.ndarray | None = None, *, compression: Compression = "zlib") -> bytes:
+    """Portrait crop (HWC RGB uint8) → SOURCE_IMAGE payload, with the rig's anchors and face ratios measured from
+    the tracker's ``landmarks`` [478, ≥2] (pixels of the crop) when given."""
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
         raise ValueError(f"the source image must be HWC RGB uint8, got {crop.dtype} {crop.shape}")
-    return pack_source_state({IMAGE_ARRAY: np.ascontiguousarray(crop)}, compression=compression)
+    arrays = {IMAGE_ARRAY: np.ascontiguousarray(crop)}
+    if landmarks is not None:
+        anchors = anchors_from_landmarks(landmarks, crop.shape[1], crop.shape[0])[None]
+        arrays.update(_rig_arrays(anchors, raw_ratios(landmarks)))
+    return pack_source_state(arrays, compression=compression)
+
+
+def _rig_arrays(anchors: np.ndarray | None, face_ratios: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The payload's optional rig arrays: both, or none when the portrait has no landmarks; clipped to what a
+    receiver accepts (a degenerate face's ratio, an eye a pixel wide, must not cost the call its portrait)."""
+    if anchors is None or face_ratios is None:
+        return {}
+    anchors = np.clip(np.asarray(anchors, np.float32), -ANCHOR_BOUND, ANCHOR_BOUND)
+    face_ratios = np.clip(np.asarray(face_ratios, np.float32), *RATIO_BOUNDS)
+    return {"anchors": anchors.reshape(RIG_ARRAYS["anchors"]),
+            "face_ratios": face_ratios.reshape(RIG_ARRAYS["face_ratios"])}
+
+
+def _received_rig(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The payload's anchors and face ratios (both or neither), within their bounds; ProtocolError otherwise."""
+    anchors, ratios = arrays.pop("anchors", None), arrays.pop("face_ratios", None)
+    if (anchors is None) != (ratios is None):
+        raise ProtocolError("source payload carries one of the expression rig's 'anchors' and 'face_ratios' "
+                            "without the other")
+    if anchors is not None and float(np.abs(anchors).max()) > ANCHOR_BOUND:
+        raise ProtocolError(f"source anchors outside [−{ANCHOR_BOUND}, {ANCHOR_BOUND}] of the crop")
+    if ratios is not None and not (RATIO_BOUNDS[0] <= float(ratios.min()) <= float(ratios.max()) <= RATIO_BOUNDS[1]):
+        raise ProtocolError(f"source face ratios outside {list(RATIO_BOUNDS)}")
+    return anchors, ratios
 
 
 def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceState:
@@ -122,6 +170,7 @@ def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceS
     """
     config = head.backend.config
     arrays = unpack_source_state(payload, max_raw_bytes=max_raw_bytes(kind, config), check=_shape_check(kind, config))
+    anchors, ratios = _received_rig(arrays)  # finite already: unpack_source_state refuses NaN and infinity
     if kind == SourceKind.SOURCE_IMAGE:
         image = arrays.get(IMAGE_ARRAY)
         if image is None or image.dtype != np.uint8:
@@ -136,6 +185,9 @@ def decode_state(payload: bytes, kind: SourceKind, head: TalkingHead) -> SourceS
         device = head.backend.device
         state = SourceState(f_s.to(device), torch.from_numpy(x_c).to(device),
                             Motion.from_vector(motion, device), head.backend.model_id)
+    if anchors is not None:
+        state = dataclasses.replace(state, anchors=torch.from_numpy(anchors).to(head.backend.device),
+                                    face_ratios=ratios)
     try:
         frame = head.render(state, state.motion)
     except (RuntimeError, ValueError) as exc:

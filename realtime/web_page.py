@@ -58,6 +58,7 @@ PAGE_FILES: Mapping[str, str] = {
     "/app/motion.js": "src/motion.js",
     "/app/peer_face.js": "src/peer_face.js",
     "/app/render.js": "src/render.js",
+    "/app/rig.js": "src/rig.js",
     "/app/source_state.js": "src/source_state.js",
     "/app/wire.js": "src/wire.js",
 }

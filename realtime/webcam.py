@@ -336,9 +336,9 @@ class LocalWebcam:
             return
         assert self.pose is not None
         now = monotonic_us()
-        pose = self.pose.step(seq, sample.vector, face_lost, now)
+        pose = self.pose.step(seq, sample.vector, face_lost, now, sample.face_ratios)
         if pose is not None:
-            renderer.offer(RenderJob(seq, frame.timestamp_us, pose.vector, pose.reference, state, now))
+            renderer.offer(RenderJob(seq, frame.timestamp_us, pose, state, now))
 
     async def _stop_when_window_closes(self, compositor: WebcamCompositor) -> None:
         while not compositor.closed_by_user:

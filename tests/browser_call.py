@@ -117,6 +117,7 @@ def peer_frame_psnr(call: BrowserCall, head: TalkingHead, portrait: Path) -> flo
     """PSNR (dB) of the page's last frame of the receiver's face against Python's render of the same motion from
     the state the page received: the receiver's portrait crop, encoded, sent as a feature volume and decoded."""
     import base64
+    import dataclasses
 
     from adasr.image_ops import tensor_to_image
     from adasr.keypoints import Motion
@@ -130,8 +131,12 @@ def peer_frame_psnr(call: BrowserCall, head: TalkingHead, portrait: Path) -> flo
     face = locate_portrait(portrait, head.size, True)[1]  # the crop the receiver's sender encodes
     sent = encode_state(head.prepare_source(face.crop, face.landmarks), head.backend.config)
     state = decode_state(sent, SourceKind.FEATURE_VOLUME, head)
-    expected = tensor_to_image(head.render(state, Motion.from_vector(np.array(sample["vector"])),
-                                           Motion.from_vector(np.array(sample["reference"]))))
+    def motion(vector: list[float], ratios: list[float] | None) -> Motion:
+        face_ratios = None if ratios is None else np.array(ratios, np.float32)
+        return dataclasses.replace(Motion.from_vector(np.array(vector)), face_ratios=face_ratios)
+
+    expected = tensor_to_image(head.render(state, motion(sample["vector"], sample["face_ratios"]),
+                                           motion(sample["reference"], sample["reference_ratios"])))
     pixels = np.frombuffer(base64.b64decode(sample["pixels"]), np.uint8).reshape(*expected.shape[:2], 4)[..., :3]
     mse = float(np.mean((pixels.astype(np.float64) - expected.astype(np.float64)) ** 2))
     return float(10 * np.log10(255.0**2 / max(mse, 1e-9)))

@@ -111,27 +111,38 @@ def fake_media(tmp_path_factory: pytest.TempPathFactory, carphone_frames: list[n
 @pytest.mark.slow
 @needs_packages
 def test_the_page_renders_the_faces_python_renders(lite_graphs: Path, lite_head: TalkingHead,
-                                                   carphone_frames: list[np.ndarray], astronaut_face: np.ndarray,
+                                                   carphone_frames: list[np.ndarray],
                                                    tmp_path: Path) -> None:
-    """web/src/render.js (source encoder, keypoint transform, renderer in onnxruntime-web's wasm, under node)
-    against the Python receiver's ONNX Runtime render of the same portrait and motions, and the motion extractor
-    graph against Python's: every graph runs in the web runtime at the opset it was exported with, the frames
-    agree to well over 30 dB and the motion to a twentieth of a degree."""
+    """web/src/render.js (source encoder, keypoint transform, expression rig inputs, renderer in onnxruntime-web's
+    wasm, under node) against the Python receiver's ONNX Runtime render of the same portrait (with its rig anchors),
+    motions and face ratios (the mouth opening further each frame), and the motion extractor graph against
+    Python's: every graph runs in the web runtime at the opset it was exported with, the frames agree to well over
+    30 dB and the motion to a twentieth of a degree."""
+    import dataclasses
     import json
     import subprocess
 
+    from adasr.demo_media import astronaut_face as demo_astronaut
+    from adasr.expression_signal import FEATURE_NAMES
     from adasr.image_ops import resize_square
     from adasr.keypoints import Motion
+    from engines.talking_head import astronaut_state
 
     side = lite_head.size
-    portrait = resize_square(astronaut_face, side)
+    portrait = demo_astronaut(side)
     motions = [lite_head.extract_motion(resize_square(frame, side)).to_vector() for frame in carphone_frames[:16:5]]
-    state = lite_head.prepare_source(portrait)
-    reference = Motion.from_vector(motions[0])
-    expected = np.stack([lite_head.render(state, Motion.from_vector(m), reference)[0].numpy() for m in motions])
+    state = astronaut_state(lite_head)
+    assert state.anchors is not None and state.face_ratios is not None
+    ratios = np.repeat(state.face_ratios[None], len(motions), axis=0)
+    ratios[:, FEATURE_NAMES.index("mouth_open")] += np.linspace(0.0, 0.3, len(motions), dtype=np.float32)
+    reference = dataclasses.replace(Motion.from_vector(motions[0]), face_ratios=ratios[0])
+    expected = np.stack([lite_head.render(state, dataclasses.replace(Motion.from_vector(m), face_ratios=r),
+                                          reference)[0].numpy() for m, r in zip(motions, ratios)])
     (tmp_path / "portrait.rgb").write_bytes(np.ascontiguousarray(portrait).tobytes())
     case = {"side": side, "image": str(tmp_path / "portrait.rgb"), "motions": [m.tolist() for m in motions],
-            "reference": motions[0].tolist(), "threads": 1}
+            "reference": motions[0].tolist(), "threads": 1,
+            "rig": {"anchors": state.anchors.numpy().reshape(-1).tolist(), "face_ratios": state.face_ratios.tolist()},
+            "face_ratios": ratios.tolist(), "reference_ratios": ratios[0].tolist()}
     (tmp_path / "case.json").write_text(json.dumps(case))
     node = shutil.which("node")
     assert node is not None

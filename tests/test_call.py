@@ -192,10 +192,11 @@ def test_loopback_call_on_carphone(fast_head) -> None:  # type: ignore[no-untype
                  + report["frames_before_source"] + report["render_errors"])
     assert report["frames_received"] == accounted == sent - report["frames_lost_in_network"]
     assert report["packets_rejected"] == 0
-    assert report["motion_payload_bytes_per_frame"] == 48 and report["motion_packet_payload_bytes"] == 32
-    assert report["motion_wire_bytes_per_frame"] == 141 and report["dtls_cipher"]
-    assert report["sender_wire_bytes_per_frame_measured"] >= 141  # every MOTION is one datagram, plus control
-    assert report["motion_kbps_payload"] == pytest.approx(48 * 8 * report["fps_sent"] / 1000)
+    # every frame of carphone has a face: its motion travels with the tracker's 8 face ratios
+    assert report["motion_payload_bytes_per_frame"] == 54 and report["motion_packet_payload_bytes"] == 38
+    assert report["motion_wire_bytes_per_frame"] == 149 and report["dtls_cipher"]
+    assert report["sender_wire_bytes_per_frame_measured"] >= 149  # every MOTION is one datagram, plus control
+    assert report["motion_kbps_payload"] == pytest.approx(54 * 8 * report["fps_sent"] / 1000)
     assert report["source_state_bytes"] > 10_000 and report["source_state_kind"] == "FEATURE_VOLUME"
     assert 0 < report["render_ms_p50"] <= report["e2e_latency_ms_p50"] <= report["e2e_latency_ms_p99"]
     assert report["network_ms_p50"] < 50

@@ -35,6 +35,7 @@ from realtime.messages import DEFAULT_MAX_MESSAGE, CallStats, GoodbyeReason
 from realtime.protocol import encode_goodbye, encode_stats
 from realtime.receiver import ReceiverOptions
 from realtime.source_messages import SourceBegin, SourceKind, encode_source_begin, max_chunk_data, split_source
+from realtime.source_payload import STATE_FORMAT_VERSION
 from tests.conftest import TINY_CHECKPOINT, TINY_CONFIG
 from tests.test_resilience import TRANSPORT, serving_calls, wait_until
 
@@ -126,7 +127,8 @@ def _crafted_payload(arrays: list[tuple[str, int, tuple[int, ...], bytes]], raw_
     for name, encoding, shape, data in arrays:
         raw = name.encode()
         body += bytes([len(raw)]) + raw + bytes([encoding, len(shape)]) + struct.pack(f"<{len(shape)}I", *shape) + data
-    return struct.pack("<4sBBHI", b"ASRC", 1, 0, 0, len(body) if raw_length is None else raw_length) + body
+    length = len(body) if raw_length is None else raw_length
+    return struct.pack("<4sBBHI", b"ASRC", STATE_FORMAT_VERSION, 0, 0, length) + body
 
 
 def test_f2_a_source_state_of_any_wrong_shape_is_refused_before_its_data_is_read_and_decodes_end_with_the_call(

@@ -59,6 +59,7 @@ from realtime.protocol import (
     unpack_source_state,
 )
 from realtime.source_messages import encode_source_begin, encode_source_chunk
+from realtime.source_payload import STATE_FORMAT_VERSION
 
 K = 15
 MODEL = model_id_for("lite-256@test")
@@ -85,12 +86,20 @@ def small_state(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+def random_ratios(rng: np.random.Generator, q: MotionQuantizer = DEFAULT_QUANTIZER) -> np.ndarray:
+    """Face ratios, each uniformly inside its quantiser range."""
+    lo, hi = np.array(q.ratio_ranges).T
+    return rng.uniform(lo, hi).astype(np.float32)
+
+
 def sample_messages() -> list[bytes]:
     """One valid message of every type."""
     payload = pack_source_state(small_state(np.random.default_rng(0)))
     source = split_source(payload, MODEL, SourceKind.FEATURE_VOLUME, 1024, first_seq=7, timestamp_us=99)
     return [
         encode_motion(1, 1000, random_motion(np.random.default_rng(0)), MotionFlags.FACE_LOST),
+        encode_motion(2, 1001, random_motion(np.random.default_rng(1)),
+                      face_ratios=random_ratios(np.random.default_rng(1))),
         source[0],
         source[1],
         source[-1],
@@ -111,6 +120,63 @@ def test_motion_frame_fits_32_payload_bytes() -> None:
     assert DEFAULT_QUANTIZER.payload_size(K) == payload
     assert payload <= 32
     assert HEADER_SIZE == 16 and len(data) == 48
+
+
+def test_motion_with_face_ratios_fits_64_bytes_with_its_header() -> None:
+    """The design's budget: a K = 15 motion and the tracker's 8 face ratios in at most 64 bytes, header included."""
+    data = encode_motion(0, 0, random_motion(RNG), face_ratios=random_ratios(RNG))
+    assert len(data) - HEADER_SIZE == DEFAULT_QUANTIZER.payload_size(K, ratios=True) == 38
+    assert len(data) == 54 <= 64
+
+
+def test_face_ratios_round_trip_within_their_bounds_and_clamp() -> None:
+    q = DEFAULT_QUANTIZER
+    bounds = q.ratio_error_bounds()
+    assert np.all(bounds < 0.11 * np.array([0.07, 0.065, 0.08, 0.03, 0.10, 0.10, 0.06, 0.06]))  # a tenth of a spread
+    rng = np.random.default_rng(8)
+    worst = np.zeros(len(bounds))
+    for _ in range(300):
+        vec, ratios = random_motion(rng), random_ratios(rng)
+        msg = decode(encode_motion(5, 6, vec, MotionFlags.FACE_LOST, face_ratios=ratios))
+        assert isinstance(msg, MotionPacket) and msg.face_lost
+        assert msg.flags == MotionFlags.FACE_LOST | MotionFlags.FACE_RATIOS
+        assert msg.face_ratios is not None and msg.face_ratios.dtype == np.float32
+        assert np.abs(msg.vector - vec)[6:].max() <= q.error_bounds()["delta"] + F32_SLACK  # the motion is intact
+        worst = np.maximum(worst, np.abs(msg.face_ratios.astype(np.float64) - ratios))
+    assert np.all(worst <= bounds + F32_SLACK) and np.all(worst > 0.8 * bounds)
+    neutral = np.array([0.0, 0.6, 0.25, 0.0, 0.3, 0.3, 0.24, 0.24], np.float32)
+    closed = decode(encode_motion(0, 0, random_motion(RNG), face_ratios=neutral))
+    assert closed.face_ratios is not None and closed.face_ratios[0] == 0.0 and closed.face_ratios[3] == 0.0
+    wide = neutral.copy()
+    wide[0], wide[3] = 2.0, -1.0  # a mouth opened past the range, a smile below it
+    clamped = decode(encode_motion(0, 0, random_motion(RNG), face_ratios=wide))
+    assert clamped.flags & MotionFlags.CLAMPED and clamped.face_ratios is not None
+    assert clamped.face_ratios[0] == pytest.approx(q.ratio_ranges[0][1])
+    assert clamped.face_ratios[3] == pytest.approx(q.ratio_ranges[3][0])
+    plain = decode(encode_motion(0, 0, random_motion(RNG)))
+    assert plain.face_ratios is None and not plain.flags & MotionFlags.FACE_RATIOS
+
+
+def test_face_ratios_refused_when_malformed() -> None:
+    with pytest.raises(ValueError, match="8 numbers"):
+        encode_motion(0, 0, random_motion(RNG), face_ratios=np.zeros(7, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        encode_motion(0, 0, random_motion(RNG), face_ratios=np.full(8, np.nan, np.float32))
+    with pytest.raises(ValueError, match="needs the face ratios"):
+        encode_motion(0, 0, random_motion(RNG), MotionFlags.FACE_RATIOS)
+    with_ratios = encode_motion(0, 0, random_motion(RNG), face_ratios=random_ratios(RNG))
+    without = bytearray(with_ratios)
+    without[HEADER_SIZE] &= ~int(MotionFlags.FACE_RATIOS)  # the flag cleared: the ratio codes are trailing bytes
+    with pytest.raises(ProtocolError, match="K=15"):
+        decode(bytes(without))
+    plain = bytearray(encode_motion(0, 0, random_motion(RNG)))
+    plain[HEADER_SIZE] |= MotionFlags.FACE_RATIOS  # the flag set on a packet without them: too short
+    with pytest.raises(ProtocolError, match="K=15"):
+        decode(bytes(plain))
+    with pytest.raises(ValueError, match="8 \\(low, high\\) pairs"):
+        MotionQuantizer(ratio_ranges=((0.0, 1.0),))
+    with pytest.raises(ValueError, match="ratio_ranges\\[2\\]"):
+        MotionQuantizer(ratio_ranges=((0.0, 1.0),) * 2 + ((1.0, 0.0),) + ((0.0, 1.0),) * 5)
 
 
 def test_motion_round_trip_within_stated_bounds() -> None:
@@ -427,7 +493,8 @@ def test_state_pack_refuses_bad_input() -> None:
         pack_source_state({"a": np.ones(3, np.float32)}, quantization="int4")  # type: ignore[arg-type]
 
 
-def state_with_header(body: bytes, *, codec: int = 0, raw_length: int | None = None, version: int = 1) -> bytes:
+def state_with_header(body: bytes, *, codec: int = 0, raw_length: int | None = None,
+                      version: int = STATE_FORMAT_VERSION) -> bytes:
     length = len(body) if raw_length is None else raw_length
     return struct.pack("<4sBBHI", b"ASRC", version, codec, 0, length) + body
 
@@ -437,8 +504,12 @@ def test_state_unpack_refuses_malformed() -> None:
     body = good[12:]
     with pytest.raises(ProtocolError, match="magic"):
         unpack_source_state(b"XXXX" + good[4:])
-    with pytest.raises(VersionMismatch, match="source payload format version 2"):
-        unpack_source_state(state_with_header(body, version=2))
+    with pytest.raises(VersionMismatch, match="source payload format version 3"):
+        unpack_source_state(state_with_header(body, version=3))
+    # a payload of the format before the rig's arrays (1) is refused with its reason
+    with pytest.raises(VersionMismatch, match="peer speaks AdaSR source payload format version 1, this build "
+                                              "speaks version 2"):
+        unpack_source_state(state_with_header(body, version=1))
     with pytest.raises(OversizedMessage):
         unpack_source_state(state_with_header(b"", raw_length=2**32 - 1))
     with pytest.raises(ProtocolError, match="compression"):
@@ -483,9 +554,13 @@ def test_wrong_magic_version_and_type() -> None:
     data = sample_messages()[0]
     with pytest.raises(ProtocolError, match="bad magic"):
         decode(b"XY" + data[2:])
-    with pytest.raises(VersionMismatch, match="version 2, this build speaks version 1") as info:
-        decode(MAGIC + bytes([2]) + data[3:])
-    assert info.value.peer_version == 2 and info.value.our_version == PROTOCOL_VERSION
+    with pytest.raises(VersionMismatch, match="version 3, this build speaks version 2") as info:
+        decode(MAGIC + bytes([3]) + data[3:])
+    assert info.value.peer_version == 3 and info.value.our_version == PROTOCOL_VERSION
+    # a peer of the release before the face ratios (version 1) is refused with the reason, not misread
+    with pytest.raises(VersionMismatch, match="peer speaks AdaSR wire protocol version 1, this build speaks "
+                                              "version 2: both sides of a call must run releases with the same"):
+        decode(MAGIC + bytes([1]) + data[3:])
     with pytest.raises(VersionMismatch):  # refused before the rest of the header is even read
         decode(MAGIC + bytes([0]))
     with pytest.raises(ProtocolError, match="unknown message type 0x7f"):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from realtime.receiver.pose import Pose
 from realtime.receiver.render_loop import RenderJob, RenderLoop
 from realtime.sinks import NullSink
 
@@ -26,7 +27,7 @@ class _GatedHead:
 
 
 def _job(seq: int) -> RenderJob:
-    return RenderJob(seq, 0, np.zeros(51, np.float32), None, state=None, arrival_us=0)  # type: ignore[arg-type]
+    return RenderJob(seq, 0, Pose(np.zeros(51, np.float32), None), state=None, arrival_us=0)  # type: ignore[arg-type]
 
 
 def test_taken_waits_while_a_job_waits_behind_the_one_rendering() -> None:

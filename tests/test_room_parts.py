@@ -12,6 +12,7 @@ import pytest
 from realtime.messages import encode_header, encode_source_request, MessageType
 from realtime.motion_codec import encode_motion_message
 from realtime.protocol import ReceiverCounters, SourceRequest, decode, encode, parse_or_count
+from realtime.receiver.pose import Pose
 from realtime.receiver.render_loop import RenderJob
 from realtime.room.face_queue import FaceQueue
 from realtime.room.grid import Grid, layout, printable
@@ -102,7 +103,7 @@ class _Frames:
 
 
 def _job(seq: int) -> RenderJob:
-    return RenderJob(seq, 0, np.zeros(51, np.float32), None, None, 0)  # type: ignore[arg-type]
+    return RenderJob(seq, 0, Pose(np.zeros(51, np.float32), None), None, 0)  # type: ignore[arg-type]
 
 
 def test_one_render_thread_serves_every_face_in_turn_and_never_queues_more_than_one_job_each() -> None:
@@ -115,7 +116,7 @@ def test_one_render_thread_serves_every_face_in_turn_and_never_queues_more_than_
             renderer.add(face, f"P{face}")
         for seq in range(60):  # three senders, far faster than the renderer
             for face in (1, 2, 3):
-                renderer.offer(face, RenderJob(seq, 0, np.zeros(51, np.float32), None, face, 0))  # type: ignore[arg-type]
+                renderer.offer(face, RenderJob(seq, 0, Pose(np.zeros(51, np.float32), None), face, 0))  # type: ignore[arg-type]
                 assert renderer.pending() <= 3
             await asyncio.sleep(0.001)
         renderer.remove(3)

@@ -1,4 +1,4 @@
-"""The wire format's golden vectors (web/golden/wire-v1.json): Python's encoders and decoder against them, and the
+"""The wire format's golden vectors (web/golden/wire-v2.json): Python's encoders and decoder against them, and the
 page's JavaScript against the same file (node's test runner), so the two implementations cannot drift apart."""
 
 from __future__ import annotations
@@ -21,19 +21,21 @@ from realtime.source_messages import SourceKind, split_source
 from realtime.source_payload import pack_source_state, unpack_source_state
 
 WEB = Path(__file__).resolve().parent.parent / "web"
-GOLDEN: dict[str, Any] = json.loads((WEB / "golden" / "wire-v1.json").read_text(encoding="utf-8"))
+GOLDEN: dict[str, Any] = json.loads((WEB / "golden" / "wire-v2.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("case", GOLDEN["motion"], ids=lambda c: c["name"])
 def test_motion_bytes_match_the_golden_vector(case: dict[str, Any]) -> None:
     vector = np.array(case["vector"], dtype=np.float32)
-    data = encode_motion(case["seq"], int(case["timestamp_us"]), vector, MotionFlags(case["flags"]))
+    ratios = None if case["face_ratios"] is None else np.array(case["face_ratios"], np.float32)
+    data = encode_motion(case["seq"], int(case["timestamp_us"]), vector, MotionFlags(case["flags"]), face_ratios=ratios)
     assert data.hex() == case["hex"]
     packet = decode(bytes.fromhex(case["hex"]))
     assert isinstance(packet, MotionPacket)
     assert packet.seq == case["seq"] and packet.timestamp_us == int(case["timestamp_us"])
     assert packet.face_lost == bool(case["flags"] & MotionFlags.FACE_LOST)
     assert bool(packet.flags & MotionFlags.CLAMPED) == (case["name"] == "clamped")
+    assert (packet.face_ratios is None) == (ratios is None)
 
 
 def test_control_messages_match_the_golden_vectors() -> None:
@@ -53,7 +55,9 @@ def test_control_messages_match_the_golden_vectors() -> None:
 def test_source_image_transfer_matches_the_golden_vectors() -> None:
     s = GOLDEN["source_image"]
     image = np.frombuffer(bytes.fromhex(s["rgb_hex"]), np.uint8).reshape(s["height"], s["width"], 3)
-    payload = pack_source_state({"image": image}, compression="none")
+    rig = {"anchors": np.array(s["anchors"], np.float32).reshape(1, -1, 2),
+           "face_ratios": np.array(s["face_ratios"], np.float32)}
+    payload = pack_source_state({"image": image, **rig}, compression="none")
     assert payload.hex() == s["payload_hex"]
     model_id = bytes.fromhex(s["model_id_hex"])
     messages = split_source(payload, model_id, SourceKind(s["kind"]), s["max_message"], first_seq=s["first_seq"],
@@ -84,6 +88,15 @@ def test_expression_features_match_the_golden_vectors() -> None:
     for case in golden["cases"]:
         features = expression_features(np.array(case["landmarks"], np.float64))
         np.testing.assert_allclose(features, case["features"], atol=1e-6, err_msg=case["name"])
+
+
+def test_rig_inputs_match_the_golden_vectors() -> None:
+    """web/golden/rig-v1.json, which web/test/rig.test.js checks the page's face ratios, anchors and target ratios
+    against, still holds what adasr computes (rewrite it with scripts/make_rig_golden.py if not)."""
+    from scripts.make_rig_golden import cases
+
+    golden = json.loads((WEB / "golden" / "rig-v1.json").read_text(encoding="utf-8"))
+    assert golden == json.loads(json.dumps(cases()))
 
 
 def test_the_page_wire_format_passes_its_node_tests() -> None:

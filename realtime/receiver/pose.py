@@ -4,7 +4,9 @@ In relative mode the first motion after a (new) source, or after a reset, is the
 renderer moves the portrait by the difference between each motion and it, so the sender's resting
 pose shows as the portrait's own. While the sender's tracker has lost the face (FACE_LOST) a motion
 is never a reference; the receiver holds the last frame or eases from the pose on screen to the
-neutral pose (the portrait's own) over ``neutral_ease_s``.
+neutral pose (the portrait's own) over ``neutral_ease_s``. The sender's face ratios (mouth, eyes, brows) travel
+with each motion and are taken relative to the reference's in the same way; the first ratios after a reference
+was taken are its ratios.
 
 Plain state, no asyncio and no clock of its own: the caller passes each motion's arrival time.
 The call's receiver and the local webcam both decide their poses here.
@@ -64,10 +66,15 @@ class PoseCounters:
 
 @dataclass(frozen=True)
 class Pose:
-    """What to render: a motion vector, and the reference it is relative to (None: absolute)."""
+    """What to render: a motion vector and its face ratios, and the reference they are relative to (None:
+    absolute)."""
 
     vector: np.ndarray
     reference: np.ndarray | None
+    face_ratios: np.ndarray | None = None
+    """The sender's face ratios for this frame (None: it sent none, the portrait's mouth and eyes stay)."""
+    reference_ratios: np.ndarray | None = None
+    """The reference frame's face ratios (None with no reference or none sent)."""
 
 
 class PoseState:
@@ -78,8 +85,10 @@ class PoseState:
         self.stats = stats if stats is not None else PoseCounters()
         self._source: SourceState | None = None
         self._reference: np.ndarray | None = None
+        self._reference_ratios: np.ndarray | None = None
         self._reset_from: int | None = None
         self._last_vector: np.ndarray | None = None  # the last motion rendered: the pose on screen
+        self._last_ratios: np.ndarray | None = None  # and its face ratios
         self._lost_since_us = 0
         self._eased = False  # the ease to neutral reached its end for this loss
 
@@ -87,13 +96,16 @@ class PoseState:
         """A new face: the next motion becomes its reference pose."""
         self._source = state
         self._reference, self._reset_from, self._last_vector = None, None, None
+        self._reference_ratios, self._last_ratios = None, None
 
     def reset_from(self, seq: int) -> None:
         """The first motion numbered ``seq`` or later (serial arithmetic) becomes the new reference pose."""
         self._reset_from = seq
 
-    def step(self, seq: int, vector: np.ndarray, face_lost: bool, now_us: int) -> Pose | None:
-        """The pose to render for this motion, or None when nothing is to be rendered (a held frame)."""
+    def step(self, seq: int, vector: np.ndarray, face_lost: bool, now_us: int,
+             face_ratios: np.ndarray | None = None) -> Pose | None:
+        """The pose to render for this motion (and the sender's face ratios with it), or None when nothing is to be
+        rendered (a held frame)."""
         if face_lost:
             return self._face_lost(now_us)  # a lost face is never a reference
         s = self.stats
@@ -103,13 +115,17 @@ class PoseState:
         if self._reset_from is not None and (seq - self._reset_from) % SEQ_MODULUS < SEQ_MODULUS // 2:
             self._reference, self._reset_from = None, None
         if self._reference is None:
-            self._reference = vector
+            self._reference, self._reference_ratios = vector, None
             s.references_set += 1
-        self._last_vector = vector
-        return self._pose(vector)
+        if self._reference_ratios is None:
+            self._reference_ratios = face_ratios
+        self._last_vector, self._last_ratios = vector, face_ratios
+        return self._pose(vector, face_ratios)
 
-    def _pose(self, vector: np.ndarray) -> Pose:
-        return Pose(vector, self._reference if self.options.relative else None)
+    def _pose(self, vector: np.ndarray, face_ratios: np.ndarray | None) -> Pose:
+        if not self.options.relative:
+            return Pose(vector, None, face_ratios)
+        return Pose(vector, self._reference, face_ratios, self._reference_ratios)
 
     def _face_lost(self, now_us: int) -> Pose | None:
         """Hold the last frame, or ease from the pose on screen to the neutral pose (``options.face_lost``)."""
@@ -132,10 +148,20 @@ class PoseState:
             return None
         self._eased = alpha >= 1.0
         s.frames_eased += 1
-        return self._pose((self._last_vector + (target - self._last_vector) * alpha).astype(np.float32))
+        ratios = self._last_ratios
+        neutral_ratios = None if ratios is None else self._neutral_ratios()
+        if ratios is not None and neutral_ratios is not None:
+            ratios = (ratios + (neutral_ratios - ratios) * alpha).astype(np.float32)
+        return self._pose((self._last_vector + (target - self._last_vector) * alpha).astype(np.float32), ratios)
 
     def _neutral_vector(self) -> np.ndarray | None:
         """The motion that renders the portrait's own pose: the reference (relative) or the source's motion."""
         if self.options.relative:
             return self._reference
         return None if self._source is None else self._source.motion.to_vector()
+
+    def _neutral_ratios(self) -> np.ndarray | None:
+        """The face ratios that render the portrait's own expression: the reference's (relative) or the source's."""
+        if self.options.relative:
+            return self._reference_ratios
+        return None if self._source is None else self._source.face_ratios

@@ -232,9 +232,9 @@ class Receiver:
         if self.state is None:
             stats.frames_before_source += 1
             return
-        pose = self.pose.step(message.seq, message.vector, message.face_lost, now)
+        pose = self.pose.step(message.seq, message.vector, message.face_lost, now, message.face_ratios)
         if pose is not None:
-            self._schedule(RenderJob(message.seq, message.timestamp_us, pose.vector, pose.reference, self.state, now))
+            self._schedule(RenderJob(message.seq, message.timestamp_us, pose, self.state, now))
 
     def _schedule(self, job: RenderJob) -> None:
         """To the renderer now, or, with voice, when its voice plays less the usual render time (latest wins)."""

@@ -10,6 +10,7 @@ receiver and the local webcam both render through one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from adasr.inference import SourceState
 from engines.talking_head import TalkingHead
 from realtime.clock import monotonic_us
 from realtime.latest import LatestSlot
+from realtime.receiver.pose import Pose
 from realtime.sinks import FrameInfo, Sink, draw_overlay
 from realtime.stats import SAMPLES_KEPT, append_bounded
 
@@ -64,10 +66,9 @@ class RenderJob:
     """Motion sequence number (the frame's number for the sink)."""
     timestamp_us: int
     """Capture time of the camera frame."""
-    vector: np.ndarray
-    """The motion to render, in ``Motion.to_vector`` order."""
-    reference: np.ndarray | None
-    """The reference pose it is relative to (None: absolute)."""
+    pose: Pose
+    """The motion to render (``Motion.to_vector`` order) with its face ratios, and the reference they are relative
+    to."""
     state: SourceState
     """The face to render."""
     arrival_us: int
@@ -78,8 +79,12 @@ class RenderJob:
 
     def render(self, head: TalkingHead) -> np.ndarray:
         """The frame (HWC uint8 RGB) this job asks of ``head``."""
-        reference = Motion.from_vector(self.reference) if self.reference is not None else None
-        return head.render_image(self.state, Motion.from_vector(self.vector), reference)
+        pose = self.pose
+        reference = None if pose.reference is None else Motion.from_vector(pose.reference)
+        if reference is not None:
+            reference = dataclasses.replace(reference, face_ratios=pose.reference_ratios)
+        motion = dataclasses.replace(Motion.from_vector(pose.vector), face_ratios=pose.face_ratios)
+        return head.render_image(self.state, motion, reference)
 
 
 #: Status lines drawn on each frame, given its render time in ms (``ReceiverOptions.overlay``).

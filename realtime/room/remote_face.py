@@ -140,10 +140,10 @@ class RemoteFace:
         if self.state is None:
             self.stats.frames_before_source += 1
             return None
-        pose = self.pose.step(message.seq, message.vector, message.face_lost, now_us)
+        pose = self.pose.step(message.seq, message.vector, message.face_lost, now_us, message.face_ratios)
         if pose is None:
             return None
-        return RenderJob(message.seq, message.timestamp_us, pose.vector, pose.reference, self.state, now_us)
+        return RenderJob(message.seq, message.timestamp_us, pose, self.state, now_us)
 
     def source(self, message: SourceBegin | SourceChunk, now_us: int) -> bool:
         """One message of a source transfer; True when a payload waits for its decode (``take``)."""

@@ -7,11 +7,12 @@
 import { FaceLandmarker, FilesetResolver } from '/mp/vision_bundle.mjs';
 
 import { Call, CallError, monotonicUs, probe } from './call.js';
-import { expressionFeatures, NUM_FEATURES } from './expression.js';
+import { expressionFeatures, NUM_FEATURES, rawRatios } from './expression.js';
 import { BoxSmoother, boxFromCenter, cropInto, MotionSmoother, rawBox, toChw, toRgb } from './face.js';
 import { configureRuntime, MotionExtractor, ort } from './motion.js';
 import { PeerFace } from './peer_face.js';
 import { FaceRenderer } from './render.js';
+import { anchorsFromLandmarks } from './rig.js';
 import { Compression, imageBody, MotionFlags, SourceKind, sourcePayload, zlibCompress } from './wire.js';
 
 const params = new URLSearchParams(location.search);
@@ -37,7 +38,7 @@ function notePeerFace() {
     error: peerFace.error };
 }
 
-/** The last frame rendered of the other side: its motion, reference and RGBA pixels (base64). */
+/** The last frame rendered of the other side: its motion, reference, their face ratios and RGBA pixels (base64). */
 window.adasrPeerSample = () => {
   const sample = peerFace?.sample;
   if (!sample) return null;
@@ -45,7 +46,8 @@ window.adasrPeerSample = () => {
   for (let i = 0; i < sample.pixels.length; i += 0x8000) {
     binary += String.fromCharCode(...sample.pixels.subarray(i, i + 0x8000));
   }
-  return { vector: sample.vector, reference: sample.reference, pixels: btoa(binary) };
+  return { vector: sample.vector, reference: sample.reference, face_ratios: sample.faceRatios,
+    reference_ratios: sample.referenceRatios, pixels: btoa(binary) };
 };
 
 function show(text, phase) {
@@ -89,7 +91,8 @@ function still(source, width, height) {
   return canvas;
 }
 
-/** The portrait's face crop at the model's size, RGB bytes; CallError when it has no face. */
+/** The portrait's face crop at the model's size, RGB bytes, and its expression rig's {anchors, faceRatios}
+ * (rig.js); CallError when it has no face. */
 function portraitCrop(landmarker, image, side) {
   const result = landmarker.detect(image);
   if (!result.faceLandmarks.length) {
@@ -98,7 +101,9 @@ function portraitCrop(landmarker, image, side) {
   const points = result.faceLandmarks[0].map((p) => ({ x: p.x * image.width, y: p.y * image.height }));
   const canvas = $('portrait');
   [canvas.width, canvas.height] = [side, side];
-  return toRgb(cropInto(canvas, image, boxFromCenter(rawBox(points))));
+  const box = boxFromCenter(rawBox(points));
+  return { rgb: toRgb(cropInto(canvas, image, box)), rig: { anchors: anchorsFromLandmarks(points, box),
+    faceRatios: rawRatios(points) } };
 }
 
 function waitPortrait(camera) {
@@ -123,6 +128,7 @@ async function stream(call, camera, landmarker, extractor, side) {
   const smoother = new MotionSmoother();
   const neutral = new Float32Array(NUM_FEATURES);
   let last = new Float32Array(6 + 3 * extractor.numKp);
+  let lastRatios = null; // sent again while the face is lost
   let lastMs = null;
   let box = null;
   let ended = false;
@@ -146,11 +152,12 @@ async function stream(call, camera, landmarker, extractor, side) {
       const raw = await extractor.run(toChw(pixels, side), expression);
       state.extractMs.push(performance.now() - t1);
       last = smoother.step(raw, dt);
-      call.sendMotion(last, MotionFlags.NONE, captureUs);
+      lastRatios = rawRatios(points); // unsmoothed, as the Python sender's: mouth motion is fast
+      call.sendMotion(last, MotionFlags.NONE, captureUs, lastRatios);
     } else {
       boxes.reset();
       smoother.reset();
-      call.sendMotion(last, MotionFlags.FACE_LOST, captureUs);
+      call.sendMotion(last, MotionFlags.FACE_LOST, captureUs, lastRatios);
     }
     state.firstMotionMs ??= performance.now();
     Object.assign(state, { framesSent: call.stats.frames_sent, faceLost: call.stats.face_lost_frames,
@@ -218,7 +225,7 @@ async function main() {
   call.peer.voice.then((track) => { $('peer-voice').srcObject = new MediaStream([track]); });
   $('hangup').hidden = false;
   $('hangup').onclick = () => call.hangUp();
-  const body = imageBody(portrait, config.image_size, config.image_size);
+  const body = imageBody(portrait.rgb, config.image_size, config.image_size, portrait.rig);
   const payload = sourcePayload(body, Compression.ZLIB, await zlibCompress(body));
   const modelId = Uint8Array.from(config.model_id.match(/../g), (h) => parseInt(h, 16));
   state.sourceBytes = await call.sendSource(payload, modelId, SourceKind.SOURCE_IMAGE, config.max_message);

@@ -3,7 +3,8 @@
 // control link's rules (realtime/control_link.py): CLOCK, then STATS every second as the keepalive, the source
 // transfer, and at the end final STATS then GOODBYE.
 import {
-  encodeClock, encodeGoodbye, encodeMotion, encodeStats, GoodbyeReason, MessageType, parseHeader, splitSource,
+  DEFAULT_QUANTIZER, encodeClock, encodeGoodbye, encodeMotion, encodeStats, GoodbyeReason, MessageType, parseHeader,
+  splitSource,
 } from './wire.js';
 
 export const MOTION_LABEL = 'adasr-motion';
@@ -195,10 +196,12 @@ export class Call {
     return messages.reduce((n, m) => n + m.length, 0);
   }
 
-  /** One MOTION on the unreliable channel, stamped with the frame's capture time. */
-  sendMotion(vector, flags, captureUs) {
+  /** One MOTION on the unreliable channel, stamped with the frame's capture time, with the tracker's face ratios
+   * (null before any face). */
+  sendMotion(vector, flags, captureUs, faceRatios = null) {
     if (this.motion.readyState !== 'open') return;
-    const { bytes, flags: sent } = encodeMotion(this.motionSeq, captureUs, vector, flags);
+    const { bytes, flags: sent } = encodeMotion(this.motionSeq, captureUs, vector, flags, DEFAULT_QUANTIZER,
+      faceRatios);
     this.motionSeq = (this.motionSeq + 1) % 2 ** 32;
     this.motion.send(bytes);
     this.stats.frames_sent += 1;

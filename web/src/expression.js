@@ -1,6 +1,7 @@
 // The driver's expression as a few landmark ratios (adasr/expression_signal.py): mouth, eye and brow distances
 // measured in the face's own frame, centred on a neutral face and scaled to order one. The motion extractor graph
-// of a model with an expression mapper takes them as its second input, "expression".
+// of a model with an expression mapper takes them as its second input, "expression"; unscaled, they travel in each
+// MOTION to the receiver's expression rig (rig.js).
 
 const EYE_OUTER = [33, 263];
 const INNER_UPPER_LIP = [82, 13, 312];
@@ -17,8 +18,9 @@ const NEUTRAL = [0.05, 0.60, 0.25, 0.0, 0.28, 0.28, 0.24, 0.24];
 const SPREAD = [0.07, 0.065, 0.08, 0.03, 0.10, 0.10, 0.06, 0.06];
 export const NUM_FEATURES = NEUTRAL.length;
 
-/** Landmarks [{x, y}] (478, any pixel scale) → the expression input, Float32Array [NUM_FEATURES]. */
-export function expressionFeatures(points) {
+/** Landmarks [{x, y}] (478, any pixel scale) → the unscaled mouth, eye and brow ratios, Float32Array [NUM_FEATURES]
+ * (adasr.expression_signal.raw_ratios): what a MOTION carries for the receiver's expression rig. */
+export function rawRatios(points) {
   const [right, left] = [points[EYE_OUTER[0]], points[EYE_OUTER[1]]];
   const iod = Math.max(Math.hypot(left.x - right.x, left.y - right.y), 1e-6);
   const ax = [(left.x - right.x) / iod, (left.y - right.y) / iod];
@@ -45,5 +47,10 @@ export function expressionFeatures(points) {
     const { corners, upper, lower } = EYES[side];
     raw.push(down([...corners, ...upper, ...lower]) - down(BROWS[side]));
   }
-  return Float32Array.from(raw, (v, i) => (Math.fround(v) - NEUTRAL[i]) / SPREAD[i]);
+  return Float32Array.from(raw);
+}
+
+/** Landmarks [{x, y}] (478, any pixel scale) → the expression input, Float32Array [NUM_FEATURES]. */
+export function expressionFeatures(points) {
+  return rawRatios(points).map((v, i) => (v - NEUTRAL[i]) / SPREAD[i]);
 }

@@ -6,9 +6,11 @@
 // follows), GOODBYE answered with final STATS then GOODBYE.
 import { monotonicUs } from './call.js';
 import { frameToRgba, withPhotoDifferences } from './render.js';
+import { ANCHORS } from './rig.js';
 import { parseSourceMessage, SourceAssembler, unpackSourceState } from './source_state.js';
 import {
-  decodeMotion, encodeGoodbye, encodeStats, GoodbyeReason, MessageType, MotionFlags, parseHeader, SourceKind,
+  ANCHOR_BOUND, decodeMotion, encodeGoodbye, encodeStats, GoodbyeReason, MessageType, MotionFlags, parseHeader, ProtocolError,
+  RATIO_BOUNDS, SourceKind,
 } from './wire.js';
 
 const KEEPALIVE_MS = 1000;
@@ -19,6 +21,20 @@ function newer(seq, newest) {
   if (newest === null) return true;
   const ahead = (seq - newest) >>> 0;
   return ahead >= 1 && ahead < 2 ** 31;
+}
+
+/** The portrait's expression-rig arrays of a received payload ({anchors, faceRatios}), both or neither, within the
+ * bounds the Python receiver checks (realtime/source_state_codec.py); null when it sent none. */
+export function receivedRig({ anchors, face_ratios: ratios }) {
+  if (!anchors && !ratios) return null;
+  if (!anchors || !ratios || anchors.shape.join() !== `1,${ANCHORS.length},2` || ratios.shape.join() !== '8') {
+    throw new ProtocolError('the other side\'s expression rig arrays are malformed');
+  }
+  const [low, high] = RATIO_BOUNDS;
+  if (anchors.values.some((v) => Math.abs(v) > ANCHOR_BOUND) || ratios.values.some((v) => v < low || v > high)) {
+    throw new ProtocolError('the other side\'s expression rig arrays are out of bounds');
+  }
+  return { anchors: anchors.values, faceRatios: ratios.values };
 }
 
 export class PeerFace {
@@ -34,6 +50,7 @@ export class PeerFace {
     this.newestSeq = null;
     this.latest = null;
     this.reference = null;
+    this.referenceRatios = null;
     this.resetFrom = null;
     this.rendering = false;
     this.controlSeq = 0;
@@ -100,8 +117,9 @@ export class PeerFace {
     const full = this.config.derived_channels
       ? withPhotoDifferences(fs.values, fs.shape, this.config.feature_channel, this.config.detail_channels)
       : fs;
-    this.renderer.setState(this.renderer.volume(full.values, full.shape), xc.values, motion.values);
+    this.renderer.setState(this.renderer.volume(full.values, full.shape), xc.values, motion.values, receivedRig(arrays));
     this.reference = null;
+    this.referenceRatios = null;
     this.renderNext();
   }
 
@@ -139,18 +157,23 @@ export class PeerFace {
         if (packet.flags & MotionFlags.FACE_LOST) continue; // hold the last frame
         if (this.resetFrom !== null && newer(packet.seq, (this.resetFrom - 1) >>> 0)) {
           this.reference = null;
+          this.referenceRatios = null;
           this.resetFrom = null;
         }
         this.reference ??= packet.vector;
+        this.referenceRatios ??= packet.faceRatios; // the first ratios after the reference was taken
         const t0 = performance.now();
-        const frame = await this.renderer.render(packet.vector, this.reference);
+        const frame = await this.renderer.render(packet.vector, this.reference, packet.faceRatios,
+          this.referenceRatios);
         const pixels = frameToRgba(frame, this.renderer.side);
         this.draw(pixels);
         this.renderMs.push(performance.now() - t0);
         if (this.renderMs.length > SAMPLES_KEPT) this.renderMs.shift();
         this.stats.frames_rendered += 1;
         this.firstFaceAt ??= performance.now();
-        this.sample = { vector: Array.from(packet.vector), reference: Array.from(this.reference), pixels };
+        this.sample = { vector: Array.from(packet.vector), reference: Array.from(this.reference), pixels,
+          faceRatios: packet.faceRatios && Array.from(packet.faceRatios),
+          referenceRatios: this.referenceRatios && Array.from(this.referenceRatios) };
       }
     } finally {
       this.rendering = false;

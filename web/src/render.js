@@ -1,8 +1,10 @@
 // The other side's face, rendered in the page with the same graphs the Python receiver runs: the source encoder
-// once (its portrait crop → f_s, x_c, its own motion), then the renderer per motion (onnxruntime-web, wasm).
+// once (its portrait crop → f_s, x_c, its own motion), then the renderer per motion (onnxruntime-web, wasm), fed
+// the expression rig's inputs too: the portrait's anchors and the change of face ratios the driver asks (rig.js).
 // Works in a page and in node (web/tools/render_check.mjs checks it against Python's ONNX Runtime).
 import { NUM_FEATURES } from './expression.js';
 import { drivingKeypoints, transformKeypoints } from './keypoints.js';
+import { ANCHORS, ratioChange } from './rig.js';
 
 function concat(arrays) {
   const out = new Float32Array(arrays.reduce((n, a) => n + a.length, 0));
@@ -26,21 +28,24 @@ export class FaceRenderer {
   }
 
   /** Encode the portrait crop (float32 CHW in [0, 1]) and, for a model that takes it, the portrait's expression
-   * (expression.js; zeros: neutral); what an image source state becomes on a receiver. */
-  async setSource(chw, expression = new Float32Array(NUM_FEATURES)) {
+   * (expression.js; zeros: neutral); what an image source state becomes on a receiver. ``rig``: the portrait's
+   * {anchors, faceRatios} (none: its mouth and eyes stay as they are). */
+  async setSource(chw, expression = new Float32Array(NUM_FEATURES), rig = null) {
     const feeds = { image: new this.ort.Tensor('float32', chw, [1, 3, this.side, this.side]) };
     if (this.encoder.inputNames.includes('expression')) {
       feeds.expression = new this.ort.Tensor('float32', expression, [1, expression.length]);
     }
     const out = await this.encoder.run(feeds);
     const motion = concat(['yaw', 'pitch', 'roll', 't', 'delta'].map((name) => out[name].data));
-    return this.setState(out.f_s, Float32Array.from(out.x_c.data), motion);
+    return this.setState(out.f_s, Float32Array.from(out.x_c.data), motion, rig);
   }
 
   /** A source state as the other side sent it (its feature volume with the derived channels appended: see
-   * ``withPhotoDifferences``), or as the encoder made it. */
-  setState(fs, xc, motion) {
-    this.source = { fs, xc, motion, kpSource: transformKeypoints(xc, motion) };
+   * ``withPhotoDifferences``), or as the encoder made it; ``rig`` as for ``setSource``. */
+  setState(fs, xc, motion, rig = null) {
+    const anchors = rig?.anchors ?? new Float32Array(2 * ANCHORS.length);
+    this.source = { fs, xc, motion, kpSource: transformKeypoints(xc, motion), faceRatios: rig?.faceRatios ?? null,
+      anchors: new this.ort.Tensor('float32', Float32Array.from(anchors), [1, ANCHORS.length, 2]) };
     return this.source;
   }
 
@@ -49,13 +54,16 @@ export class FaceRenderer {
     return new this.ort.Tensor('float32', values, shape);
   }
 
-  /** One frame for a motion (relative to ``reference`` when given): float32 [3, S, S] in [0, 1]. */
-  async render(motion, reference = null) {
-    const { fs, xc, kpSource } = this.source;
+  /** One frame for a motion and the driver's face ratios (relative to ``reference`` and its ratios when given):
+   * float32 [3, S, S] in [0, 1]. */
+  async render(motion, reference = null, faceRatios = null, referenceRatios = null) {
+    const { fs, xc, kpSource, anchors } = this.source;
     const k = xc.length / 3;
     const tensor = (data) => new this.ort.Tensor('float32', data, [1, k, 3]);
+    const change = ratioChange(this.source.faceRatios, faceRatios, reference === null ? null : referenceRatios);
     const out = await this.renderer.run({
       f_s: fs, kp_source: tensor(kpSource), kp_driving: tensor(drivingKeypoints(xc, kpSource, motion, reference)),
+      anchors, ratio_change: new this.ort.Tensor('float32', change, [1, change.length]),
     });
     return out.frame.data;
   }

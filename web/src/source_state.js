@@ -2,7 +2,7 @@
 // (realtime/source_messages.py's SourceAssembler), and the payload's arrays decoded
 // (realtime/source_payload.py's unpack_source_state). Every length is checked against the bytes present and a
 // limit before anything is allocated from it; a failure is a ProtocolError with the reason.
-import { MessageType, ProtocolError } from './wire.js';
+import { MessageType, ProtocolError, STATE_FORMAT_VERSION } from './wire.js';
 
 const MIN_CHUNK_DATA = 256 - 32;
 const ENCODINGS = { 0: { name: 'f32', size: 4 }, 1: { name: 'f16', size: 2 }, 2: { name: 'affine-u8', size: 1 },
@@ -173,7 +173,10 @@ export async function unpackSourceState(payload, maxRawBytes = 128 * 1024 * 1024
   if (payload.length < 12) throw new ProtocolError('source payload shorter than its header');
   const v = view(payload);
   if (hex(payload.subarray(0, 4)) !== '41535243') throw new ProtocolError('bad source payload magic');
-  if (payload[4] !== 1) throw new ProtocolError(`source payload format version ${payload[4]}, this page reads 1`);
+  if (payload[4] !== STATE_FORMAT_VERSION) {
+    throw new ProtocolError(`peer speaks AdaSR source payload format version ${payload[4]}, this page reads version ` +
+      `${STATE_FORMAT_VERSION}: both sides of a call must run releases with the same protocol version`);
+  }
   if (v.getUint16(6, true) !== 0) throw new ProtocolError('source payload with non-zero reserved field');
   const length = v.getUint32(8, true);
   if (length > maxRawBytes) throw new ProtocolError(`source payload claims ${length} bytes`);

@@ -1,11 +1,11 @@
-// The AdaSR call wire protocol, version 1, in JavaScript: the bytes the page puts on its data channels.
+// The AdaSR call wire protocol, version 2, in JavaScript: the bytes the page puts on its data channels.
 //
 // realtime/PROTOCOL.md is the specification and realtime/{messages,motion_codec,source_messages,source_payload}.py
-// the other implementation; web/golden/wire-v1.json holds byte vectors both are tested against, so the two cannot
+// the other implementation; web/golden/wire-v2.json holds byte vectors both are tested against, so the two cannot
 // drift. Integers are little-endian; timestamps are u64 microseconds, passed as BigInt so no bit is lost.
 
 export const MAGIC = [0x41, 0x53]; // "AS"
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const HEADER_SIZE = 16;
 export const DEFAULT_MAX_MESSAGE = 16 * 1024;
 export const MIN_MAX_MESSAGE = 256;
@@ -22,7 +22,8 @@ export const MessageType = Object.freeze({
   CLOCK: 0x24,
 });
 
-export const MotionFlags = Object.freeze({ NONE: 0, FACE_LOST: 0x01, CLAMPED: 0x02 });
+export const MotionFlags = Object.freeze({ NONE: 0, FACE_LOST: 0x01, CLAMPED: 0x02, FACE_RATIOS: 0x04 });
+const ALLOWED_FLAGS = MotionFlags.FACE_LOST | MotionFlags.CLAMPED | MotionFlags.FACE_RATIOS;
 export const GoodbyeReason = Object.freeze({ NORMAL: 0, ERROR: 1, VERSION_MISMATCH: 2, MODEL_MISMATCH: 3, TIMEOUT: 4 });
 export const SourceKind = Object.freeze({ FEATURE_VOLUME: 1, SOURCE_IMAGE: 2 });
 /** STATS counters, in wire order (realtime.messages.CallStats). */
@@ -99,12 +100,17 @@ export function parseHeader(data, maxMessage = DEFAULT_MAX_MESSAGE) {
 
 // ---- MOTION ---------------------------------------------------------------------------------------------------
 
-/** Ranges and bit widths of protocol version 1's motion quantiser (realtime.motion_codec.MotionQuantizer). */
+/** Ranges and bit widths of protocol version 2's motion quantiser (realtime.motion_codec.MotionQuantizer), the
+ * face ratios' in adasr.expression_signal.FEATURE_NAMES order (realtime.motion_codec.RATIO_RANGES). */
 export const DEFAULT_QUANTIZER = Object.freeze({
   angle: { low: -100.0, high: 100.0, bits: 11 },
   t: { low: -0.5, high: 0.5, bits: 8 },
   delta: { low: -0.3, high: 0.3, bits: 4 },
+  ratios: Object.freeze([[0.0, 0.8], [0.2, 1.0], [0.0, 0.8], [-0.2, 0.2], [-0.1, 0.6], [-0.1, 0.6], [0.0, 0.6],
+    [0.0, 0.6]].map(([low, high]) => Object.freeze({ low, high, bits: 6 }))),
 });
+/** Face ratios a MOTION carries with the FACE_RATIOS flag (adasr.expression_signal.NUM_FEATURES). */
+export const NUM_RATIOS = 8;
 
 /** K from the length of a motion vector (6 + 3K numbers). */
 export function keypointCount(size) {
@@ -115,10 +121,11 @@ export function keypointCount(size) {
   return expression / 3;
 }
 
-function fieldLayout(size, quantizer) {
+/** Each number's {low, high, bits}: the motion vector's [6 + 3K], then the face ratios' when ``ratios``. */
+function fieldLayout(size, quantizer, ratios = false) {
   const groups = [];
   for (let i = 0; i < size; i += 1) groups.push(i < 3 ? quantizer.angle : i < 6 ? quantizer.t : quantizer.delta);
-  return groups;
+  return ratios ? groups.concat(quantizer.ratios) : groups;
 }
 
 /** numpy.rint: round half to even, so that the codes equal the Python encoder's on every tie. */
@@ -130,14 +137,19 @@ function roundHalfEven(x) {
   return floor % 2 === 0 ? floor : floor + 1;
 }
 
-/** Float vector [6 + 3K] → {codes, clamped}: clamp to each range, then low + code·step with an odd level count. */
-export function quantizeMotion(vector, quantizer = DEFAULT_QUANTIZER) {
-  const groups = fieldLayout(vector.length, quantizer);
+/** Float vector [6 + 3K] (+ face ratios [NUM_RATIOS]) → {codes, clamped}: clamp to each range, then
+ * low + code·step with an odd level count. */
+export function quantizeMotion(vector, quantizer = DEFAULT_QUANTIZER, faceRatios = null) {
   keypointCount(vector.length);
-  const codes = new Uint32Array(vector.length);
+  if (faceRatios !== null && faceRatios.length !== NUM_RATIOS) {
+    throw new RangeError(`face ratios hold ${NUM_RATIOS} numbers, got ${faceRatios.length}`);
+  }
+  const groups = fieldLayout(vector.length, quantizer, faceRatios !== null);
+  const values = faceRatios === null ? vector : [...vector, ...faceRatios];
+  const codes = new Uint32Array(groups.length);
   let clamped = false;
   groups.forEach(({ low, high, bits }, i) => {
-    const value = vector[i];
+    const value = values[i];
     if (Number.isNaN(value)) throw new RangeError('motion vector contains NaN');
     // the float32 edges count as in range, as in Python: a decoded edge value re-encodes unflagged
     if (value < Math.min(low, Math.fround(low)) || value > Math.max(high, Math.fround(high))) clamped = true;
@@ -148,10 +160,12 @@ export function quantizeMotion(vector, quantizer = DEFAULT_QUANTIZER) {
   return { codes, clamped };
 }
 
-/** Codes [6 + 3K] → float32 vector (the receiver's view of the numbers). */
-export function dequantizeMotion(codes, quantizer = DEFAULT_QUANTIZER) {
-  const groups = fieldLayout(codes.length, quantizer);
-  return Float32Array.from(groups, ({ low, high, bits }, i) => low + codes[i] * ((high - low) / ((1 << bits) - 2)));
+/** Codes [6 + 3K (+ NUM_RATIOS)] → {vector, faceRatios} float32 (faceRatios null without ``ratios``). */
+export function dequantizeMotion(codes, quantizer = DEFAULT_QUANTIZER, ratios = false) {
+  const size = codes.length - (ratios ? NUM_RATIOS : 0);
+  const groups = fieldLayout(size, quantizer, ratios);
+  const values = Float32Array.from(groups, ({ low, high, bits }, i) => low + codes[i] * ((high - low) / ((1 << bits) - 2)));
+  return { vector: values.subarray(0, size), faceRatios: ratios ? values.subarray(size) : null };
 }
 
 function packCodes(codes, groups) {
@@ -183,27 +197,32 @@ function unpackCodes(data, groups) {
   return codes;
 }
 
-/** MOTION: header + flags u8 + K u8 + packed codes; returns {bytes, flags} (CLAMPED added when a value was). */
-export function encodeMotion(seq, timestampUs, vector, flags = MotionFlags.NONE, quantizer = DEFAULT_QUANTIZER) {
-  if (flags & ~(MotionFlags.FACE_LOST | MotionFlags.CLAMPED)) throw new RangeError(`unknown motion flags ${flags}`);
-  const { codes, clamped } = quantizeMotion(vector, quantizer);
-  const sent = clamped ? flags | MotionFlags.CLAMPED : flags;
+/** MOTION: header + flags u8 + K u8 + packed codes, the tracker's face ratios [NUM_RATIOS] after the motion's
+ * when given (flag FACE_RATIOS); returns {bytes, flags} (CLAMPED added when a value was). */
+export function encodeMotion(seq, timestampUs, vector, flags = MotionFlags.NONE, quantizer = DEFAULT_QUANTIZER,
+  faceRatios = null) {
+  if (flags & ~ALLOWED_FLAGS) throw new RangeError(`unknown motion flags ${flags}`);
+  if (flags & MotionFlags.FACE_RATIOS && faceRatios === null) throw new RangeError('FACE_RATIOS without the ratios');
+  const { codes, clamped } = quantizeMotion(vector, quantizer, faceRatios);
+  let sent = clamped ? flags | MotionFlags.CLAMPED : flags;
+  if (faceRatios !== null) sent |= MotionFlags.FACE_RATIOS;
   const prefix = Uint8Array.of(sent, keypointCount(vector.length));
   const bytes = concat([encodeHeader(MessageType.MOTION, seq, timestampUs), prefix,
-    packCodes(codes, fieldLayout(vector.length, quantizer))]);
+    packCodes(codes, fieldLayout(vector.length, quantizer, faceRatios !== null))]);
   return { bytes, flags: sent };
 }
 
-/** Parse a MOTION message: {seq, timestampUs, flags, vector}. */
+/** Parse a MOTION message: {seq, timestampUs, flags, vector, faceRatios} (faceRatios null when none were sent). */
 export function decodeMotion(data, quantizer = DEFAULT_QUANTIZER) {
   const { type, seq, timestampUs, payload } = parseHeader(data);
   if (type !== MessageType.MOTION) throw new ProtocolError(`not a MOTION message (type 0x${type.toString(16)})`);
   if (payload.length < 2) throw new ProtocolError('MOTION payload shorter than its prefix');
   const [flags, numKp] = payload;
-  if (flags & ~(MotionFlags.FACE_LOST | MotionFlags.CLAMPED)) throw new ProtocolError('MOTION with reserved flag bits');
+  if (flags & ~ALLOWED_FLAGS) throw new ProtocolError('MOTION with reserved flag bits');
   if (numKp === 0) throw new ProtocolError('MOTION with zero keypoints');
-  const codes = unpackCodes(payload.subarray(2), fieldLayout(6 + 3 * numKp, quantizer));
-  return { seq, timestampUs, flags, vector: dequantizeMotion(codes, quantizer) };
+  const ratios = Boolean(flags & MotionFlags.FACE_RATIOS);
+  const codes = unpackCodes(payload.subarray(2), fieldLayout(6 + 3 * numKp, quantizer, ratios));
+  return { seq, timestampUs, flags, ...dequantizeMotion(codes, quantizer, ratios) };
 }
 
 // ---- control messages -----------------------------------------------------------------------------------------
@@ -247,26 +266,57 @@ export function encodeResetReference(seq, timestampUs, fromMotionSeq) {
 // ---- source transfer ------------------------------------------------------------------------------------------
 
 const STATE_MAGIC = [0x41, 0x53, 0x52, 0x43]; // "ASRC"
-const STATE_FORMAT_VERSION = 1;
+export const STATE_FORMAT_VERSION = 2;
 export const Compression = Object.freeze({ NONE: 0, ZLIB: 1 });
+const F32 = 0;
 const RAW_U8 = 3;
 const CHUNK_OVERHEAD = HEADER_SIZE + 16;
 
-/** The body of a SOURCE_IMAGE payload: one raw uint8 array named "image" of shape [H, W, 3]. */
-export function imageBody(rgb, height, width) {
-  if (rgb.length !== height * width * 3) throw new RangeError(`an ${height}x${width} RGB image has ${height * width * 3} bytes`);
-  const name = new TextEncoder().encode('image');
-  const head = new Uint8Array(2 + 1 + name.length + 2 + 12);
+/** One named array of a payload body: name, encoding, rank, u32 shape, then the data as coded. */
+function arrayRecord(name, encoding, shape, data) {
+  const raw = new TextEncoder().encode(name);
+  const head = new Uint8Array(1 + raw.length + 2 + 4 * shape.length);
+  head[0] = raw.length;
+  head.set(raw, 1);
+  head[1 + raw.length] = encoding;
+  head[2 + raw.length] = shape.length;
   const view = new DataView(head.buffer);
-  view.setUint16(0, 1, true); // one array
-  head[2] = name.length;
-  head.set(name, 3);
-  let at = 3 + name.length;
-  head[at] = RAW_U8;
-  head[at + 1] = 3; // rank
-  at += 2;
-  [height, width, 3].forEach((d, i) => view.setUint32(at + 4 * i, d, true));
-  return concat([head, rgb]);
+  shape.forEach((d, i) => view.setUint32(3 + raw.length + 4 * i, d, true));
+  return concat([head, data]);
+}
+
+/** Float32 values as the payload's F32 encoding: little-endian bytes, byte-shuffled (all first bytes, then...). */
+function shuffledFloat32(values) {
+  const bytes = new Uint8Array(Float32Array.from(values).buffer); // little-endian on every platform the page runs
+  const out = new Uint8Array(bytes.length);
+  const count = values.length;
+  for (let i = 0; i < count; i += 1) {
+    for (let b = 0; b < 4; b += 1) out[b * count + i] = bytes[4 * i + b];
+  }
+  return out;
+}
+
+/** What a receiver accepts of the portrait's rig arrays (realtime.source_state_codec ANCHOR_BOUND, RATIO_BOUNDS). */
+export const ANCHOR_BOUND = 2.0;
+export const RATIO_BOUNDS = Object.freeze([-1.0, 2.0]);
+const clip = (v, low, high) => Math.min(Math.max(v, low), high);
+
+/** The body of a SOURCE_IMAGE payload: a raw uint8 array "image" [H, W, 3], and with ``rig`` ({anchors: [N·2]
+ * normalised, faceRatios: [NUM_RATIOS]}, expression.js) the portrait's expression-rig arrays, clipped as the
+ * Python sender clips them. */
+export function imageBody(rgb, height, width, rig = null) {
+  if (rgb.length !== height * width * 3) throw new RangeError(`an ${height}x${width} RGB image has ${height * width * 3} bytes`);
+  const records = [arrayRecord('image', RAW_U8, [height, width, 3], rgb)];
+  if (rig !== null) {
+    if (rig.anchors.length % 2 !== 0 || rig.faceRatios.length !== NUM_RATIOS) throw new RangeError('malformed rig arrays');
+    const anchors = Array.from(rig.anchors, (v) => clip(v, -ANCHOR_BOUND, ANCHOR_BOUND));
+    const ratios = Array.from(rig.faceRatios, (v) => clip(v, ...RATIO_BOUNDS));
+    records.push(arrayRecord('anchors', F32, [1, anchors.length / 2, 2], shuffledFloat32(anchors)),
+      arrayRecord('face_ratios', F32, [NUM_RATIOS], shuffledFloat32(ratios)));
+  }
+  const count = new Uint8Array(2);
+  new DataView(count.buffer).setUint16(0, records.length, true);
+  return concat([count, ...records]);
 }
 
 /** The source payload: 12-byte outer header (magic, format version, compression, body length) + body as coded. */

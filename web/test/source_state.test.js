@@ -1,4 +1,4 @@
-// Receiving the other side's source state: the payloads the Python sender packs (web/golden/wire-v1.json) decode
+// Receiving the other side's source state: the payloads the Python sender packs (web/golden/wire-v2.json) decode
 // to the values Python's unpack_source_state gives, and a transfer is reassembled and checked as Python does.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { parseSourceMessage, SourceAssembler, unpackSourceState } from '../src/source_state.js';
 import { parseHeader, ProtocolError } from '../src/wire.js';
 
-const golden = JSON.parse(readFileSync(new URL('../golden/wire-v1.json', import.meta.url), 'utf8'));
+const golden = JSON.parse(readFileSync(new URL('../golden/wire-v2.json', import.meta.url), 'utf8'));
 const fromHex = (text) => new Uint8Array(Buffer.from(text, 'hex'));
 
 test('fp16/zlib, int8 and fp32 payloads decode to Python\'s values exactly', async () => {
@@ -29,6 +29,9 @@ test('a corrupt or lying payload is refused, not expanded', async () => {
   await assert.rejects(unpackSourceState(payload, 100), /claims/);
   const broken = payload.slice(0, payload.length - 7);
   await assert.rejects(unpackSourceState(broken), ProtocolError);
+  const older = payload.slice();
+  older[4] = 1; // the format before the expression rig's arrays
+  await assert.rejects(unpackSourceState(older), /format version 1, this page reads version 2/);
 });
 
 test('the SOURCE_IMAGE transfer reassembles with its checksum and model id checked', async () => {

@@ -1,22 +1,29 @@
-// The page's wire format against the golden vectors the Python implementation wrote (web/golden/wire-v1.json).
+// The page's wire format against the golden vectors the Python implementation wrote (web/golden/wire-v2.json).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import {
-  Compression, decodeMotion, encodeClock, encodeGoodbye, encodeMotion, encodeResetReference, encodeStats, imageBody,
-  parseHeader, ProtocolError, sourcePayload, splitSource, zlibCompress,
+  Compression, DEFAULT_QUANTIZER, decodeMotion, encodeClock, encodeGoodbye, encodeMotion, encodeResetReference,
+  encodeStats, HEADER_SIZE, imageBody, MotionFlags, parseHeader, ProtocolError, sourcePayload, splitSource,
+  zlibCompress,
 } from '../src/wire.js';
 
-const golden = JSON.parse(readFileSync(new URL('../golden/wire-v1.json', import.meta.url), 'utf8'));
+const golden = JSON.parse(readFileSync(new URL('../golden/wire-v2.json', import.meta.url), 'utf8'));
 const hex = (bytes) => Buffer.from(bytes).toString('hex');
 const fromHex = (text) => new Uint8Array(Buffer.from(text, 'hex'));
 
-test('MOTION bytes equal the Python encoder\'s, clamped flag included', () => {
+const ratiosOf = (c) => (c.face_ratios === null ? null : Float32Array.from(c.face_ratios));
+
+test('MOTION bytes equal the Python encoder\'s, clamped flag and face ratios included', () => {
   for (const c of golden.motion) {
-    const { bytes } = encodeMotion(c.seq, BigInt(c.timestamp_us), Float32Array.from(c.vector), c.flags);
+    const { bytes, flags } = encodeMotion(c.seq, BigInt(c.timestamp_us), Float32Array.from(c.vector), c.flags,
+      DEFAULT_QUANTIZER, ratiosOf(c));
     assert.equal(hex(bytes), c.hex, c.name);
+    assert.equal(Boolean(flags & MotionFlags.FACE_RATIOS), c.face_ratios !== null, c.name);
   }
+  const withRatios = golden.motion.find((c) => c.face_ratios !== null);
+  assert.ok(fromHex(withRatios.hex).length <= 64); // a K = 15 motion and its face ratios, header included
 });
 
 test('MOTION decodes to the quantised vector within half a step', () => {
@@ -28,14 +35,28 @@ test('MOTION decodes to the quantised vector within half a step', () => {
       const step = i < 3 ? 200 / 2046 : i < 6 ? 1 / 254 : 0.6 / 14;
       assert.ok(Math.abs(packet.vector[i] - v) <= step / 2 + 1e-5, `${c.name}[${i}]`);
     });
+    assert.equal(packet.faceRatios === null, c.face_ratios === null, c.name);
+    c.face_ratios?.forEach((v, i) => {
+      const { low, high, bits } = DEFAULT_QUANTIZER.ratios[i];
+      assert.ok(Math.abs(packet.faceRatios[i] - v) <= (high - low) / ((1 << bits) - 2) / 2 + 1e-6, `${c.name} r${i}`);
+    });
   }
+});
+
+test('a MOTION whose FACE_RATIOS flag does not match its length is refused', () => {
+  const withRatios = fromHex(golden.motion.find((c) => c.face_ratios !== null).hex);
+  withRatios[HEADER_SIZE] &= ~MotionFlags.FACE_RATIOS;
+  assert.throws(() => decodeMotion(withRatios), ProtocolError);
+  const without = fromHex(golden.motion.find((c) => c.face_ratios === null).hex);
+  without[HEADER_SIZE] |= MotionFlags.FACE_RATIOS;
+  assert.throws(() => decodeMotion(without), ProtocolError);
 });
 
 test('a decoder refuses another version, bad magic, the all-ones code and a truncated header', () => {
   const good = fromHex(golden.motion[0].hex);
   const otherVersion = good.slice();
-  otherVersion[2] = 2;
-  assert.throws(() => parseHeader(otherVersion), /version 2.*version 1/);
+  otherVersion[2] = 1; // the release before the face ratios
+  assert.throws(() => parseHeader(otherVersion), /version 1.*version 2/);
   const badMagic = good.slice();
   badMagic[0] = 0;
   assert.throws(() => parseHeader(badMagic), ProtocolError);
@@ -59,7 +80,8 @@ test('STATS, GOODBYE, CLOCK and RESET_REFERENCE bytes equal the Python encoder\'
 
 test('a SOURCE_IMAGE payload and its SOURCE_BEGIN/CHUNK messages equal the Python encoder\'s', async () => {
   const s = golden.source_image;
-  const payload = sourcePayload(imageBody(fromHex(s.rgb_hex), s.height, s.width), Compression.NONE);
+  const rig = { anchors: Float32Array.from(s.anchors), faceRatios: Float32Array.from(s.face_ratios) };
+  const payload = sourcePayload(imageBody(fromHex(s.rgb_hex), s.height, s.width, rig), Compression.NONE);
   assert.equal(hex(payload), s.payload_hex);
   const messages = await splitSource(payload, fromHex(s.model_id_hex), s.kind, s.max_message,
     { firstSeq: s.first_seq, timestampUs: BigInt(s.timestamp_us) });

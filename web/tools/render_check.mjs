@@ -3,7 +3,8 @@
 // web/src/render.js (source encoder, keypoints, renderer) for the motions given.
 //   node tools/render_check.mjs GRAPHS_DIR CASE.json OUT_DIR
 // CASE.json: {side, image: "RGB file, side×side bytes", motions: [[6 + 3K]...], reference: [6 + 3K] | null,
-// threads}. Writes OUT_DIR/frames.f32 (N × 3 × side × side float32) and OUT_DIR/timing.json (with the image's
+// threads, and for the expression rig: rig: {anchors: [N·2], face_ratios: [8]} | null (the portrait's),
+// face_ratios: [[8]...] | null (each motion's), reference_ratios: [8] | null}. Writes OUT_DIR/frames.f32 (N × 3 × side × side float32) and OUT_DIR/timing.json (with the image's
 // motion as the extractor gives it).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -27,14 +28,18 @@ const imageMotion = ['yaw', 'pitch', 'roll', 't', 'delta'].flatMap((name) => Arr
 const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'renderer.onnx')), side,
   readFileSync(join(graphs, 'source_encoder.onnx')));
 const t0 = performance.now();
-await renderer.setSource(chw);
+const rig = spec.rig ? { anchors: Float32Array.from(spec.rig.anchors), faceRatios: Float32Array.from(spec.rig.face_ratios) }
+  : null;
+await renderer.setSource(chw, undefined, rig);
 const encodeMs = performance.now() - t0;
 const reference = spec.reference ? Float32Array.from(spec.reference) : null;
+const referenceRatios = spec.reference_ratios ? Float32Array.from(spec.reference_ratios) : null;
 const frames = [];
 const renderMs = [];
-for (const motion of spec.motions) {
+for (const [i, motion] of spec.motions.entries()) {
   const t = performance.now();
-  frames.push(Float32Array.from(await renderer.render(Float32Array.from(motion), reference)));
+  const ratios = spec.face_ratios ? Float32Array.from(spec.face_ratios[i]) : null;
+  frames.push(Float32Array.from(await renderer.render(Float32Array.from(motion), reference, ratios, referenceRatios)));
   renderMs.push(performance.now() - t);
 }
 const all = new Float32Array(frames.length * 3 * side * side);

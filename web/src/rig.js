@@ -1,0 +1,48 @@
+// The expression rig's inputs (adasr/expression_rig.py): the portrait's lip, lid and brow landmarks as the renderer
+// graph's "anchors", and the change of face ratios it asks of them, "ratio_change": the portrait's own ratios plus
+// the driver's change since its reference frame (each eye's opening scaled by the driver's), minus the portrait's.
+import { NUM_FEATURES } from './expression.js';
+
+/** mediapipe FaceMesh indices of the anchors, in the graph's order (adasr.expression_rig.ANCHORS). */
+export const ANCHORS = Object.freeze([
+  33, 133, 263, 362, // eye corners
+  159, 158, 160, 157, 161, 386, 385, 387, 384, 388, // upper lids
+  82, 13, 312, 87, 14, 317, // inner lips
+  0, 37, 267, 17, 84, 314, // outer lips
+  61, 291, // mouth corners
+  152, 148, 377, 176, 400, // jaw
+  52, 65, 105, 70, 46, 282, 295, 334, 300, 276, // brows
+  1, 2, 4, 6, 168, 205, 425, 50, 280, 172, 397, 234, 454, 10, 230, 450, 119, 348, 117, 346, // never moved
+]);
+const MOUTH_OPEN = 0;
+const EYES = [4, 5];
+/** Most an eye opens beyond the portrait's own (adasr.expression_rig.MAX_EYE_WIDENING). */
+const MAX_EYE_WIDENING = 1.15;
+
+/** Landmarks [{x, y}] in pixels of a square crop of ``side`` pixels at ``box`` ({x0, y0, size}) of the image they
+ * were found in → the anchors, Float32Array [ANCHORS.length · 2] in the renderer's normalised coordinates. */
+export function anchorsFromLandmarks(points, box) {
+  return Float32Array.from(ANCHORS.flatMap((i) => [
+    ((points[i].x - box.x0) / box.size) * 2 - 1, ((points[i].y - box.y0) / box.size) * 2 - 1]));
+}
+
+/** The ratios the rendered face should show (adasr.expression_rig.target_ratios): relative to the driver's
+ * ``reference`` when given, else the driver's own; eyes never open past MAX_EYE_WIDENING times the portrait's,
+ * a mouth never below closed. */
+export function targetRatios(source, driving, reference = null) {
+  const target = reference === null ? Float32Array.from(driving)
+    : Float32Array.from(source, (s, i) => s + (driving[i] - reference[i]));
+  for (const i of EYES) {
+    if (reference !== null) target[i] = (source[i] * driving[i]) / Math.max(reference[i], Math.fround(0.05));
+    target[i] = Math.min(Math.max(target[i], 0), Math.fround(source[i] * MAX_EYE_WIDENING));
+  }
+  target[MOUTH_OPEN] = Math.max(target[MOUTH_OPEN], 0);
+  return target;
+}
+
+/** The graph's "ratio_change" [NUM_FEATURES]: zeros (nothing moves) when the portrait or the frame has no ratios. */
+export function ratioChange(source, driving, reference = null) {
+  if (source === null || driving === null) return new Float32Array(NUM_FEATURES);
+  const target = targetRatios(source, driving, reference);
+  return Float32Array.from(target, (t, i) => t - source[i]);
+}
