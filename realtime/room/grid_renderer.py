@@ -43,6 +43,9 @@ class FaceRenderCounters:
     """When its latest frame was rendered."""
     render_ms: list[float] = field(default_factory=list)
     """Render time per frame (recent ones)."""
+    lead_ms: list[float] = field(default_factory=list)
+    """Per frame: offered → in the grid, the wait for the one render thread included (recent ones): how long before
+    it is due a face must be offered (``FaceSync``)."""
     av_offset_ms: list[float] = field(default_factory=list)
     """Per frame shown while its voice's timing was known: shown − when its instant's voice is heard (positive: the
     face lags its voice; recent ones)."""
@@ -60,7 +63,7 @@ class GridRenderer:
         self.frames_shown = 0
         """Grid pictures handed to the sink."""
         self.sink_errors = 0
-        self._queue: FaceQueue[RenderJob] = FaceQueue()
+        self._queue: FaceQueue[tuple[RenderJob, float]] = FaceQueue()  # with when it was offered
         self._thread = threading.Thread(target=self._run, name=GRID_THREAD, daemon=True)
         self._started = False
 
@@ -97,7 +100,7 @@ class GridRenderer:
 
     def offer(self, face: int, job: RenderJob) -> None:
         """The face's newest motion; one of its jobs still waiting is replaced (latest wins)."""
-        self._queue.put(face, job)
+        self._queue.put(face, (job, time.perf_counter()))
 
     def dropped(self, face: int) -> int:
         """The face's jobs replaced before they were rendered."""
@@ -124,17 +127,18 @@ class GridRenderer:
                     if self._queue.take_poke():
                         self._show()
                     continue
-                rendered = self._render(*item)
+                face, (job, offered) = item
+                rendered = self._render(face, job, offered)
                 self._queue.take_poke()  # shown now anyway
                 if self._show() and rendered:
-                    self._note_av_offset(*item)
+                    self._note_av_offset(face, job)
         finally:
             try:
                 self.sink.close()
             except Exception:
                 logger.exception("closing the grid's sink failed")
 
-    def _render(self, face: int, job: RenderJob) -> bool:
+    def _render(self, face: int, job: RenderJob, offered: float) -> bool:
         """Render the job into its tile; whether it is there now."""
         counters = self.faces.get(face)
         if counters is None:
@@ -152,7 +156,9 @@ class GridRenderer:
         counters.first_frame_us = counters.first_frame_us or now
         counters.last_frame_us = now
         counters.frames_rendered += 1
-        append_bounded(counters.render_ms, (time.perf_counter() - t0) * 1e3, SAMPLES_KEPT)
+        done = time.perf_counter()
+        append_bounded(counters.render_ms, (done - t0) * 1e3, SAMPLES_KEPT)
+        append_bounded(counters.lead_ms, (done - offered) * 1e3, SAMPLES_KEPT)
         return True
 
     def _note_av_offset(self, face: int, job: RenderJob) -> None:

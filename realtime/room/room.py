@@ -262,7 +262,7 @@ class GroupCall:
 
         member.sync = FaceSync(LipSync(voice.remote.show_at) if voice is not None else None,
                                functools.partial(self.renderer.offer, feed), superseded,
-                               self.renderer.faces[feed].render_ms, slack_ms)
+                               self.renderer.faces[feed].lead_ms, slack_ms)
         if voice is not None:
             voice.remote.hold_for_faces(slack_ms, member.voice_ended)
 
