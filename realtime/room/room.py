@@ -233,8 +233,8 @@ class GroupCall:
             self.renderer.remove(face.feed)
             if self.voices is not None:
                 self.voices.mute(face.feed, True)
-            logger.warning("%s (feed %d) is silent for %.1f s: out of the grid", escaped(face.display), face.feed,
-                           face.watch.silent_s(now) or 0.0)
+            logger.warning("%s (feed %d) is silent for %.1f s: out of the grid and the mix", escaped(face.display),
+                           face.feed, face.watch.silent_s(now) or 0.0)
         # a silent feed is still asked (every ``source_request_s``): one whose own subscription to us comes up
         # late hears nothing of our first requests, and would otherwise never be asked again
         if face.wants_source(now) and self.publisher is not None:
