@@ -35,6 +35,7 @@ _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 # mediapipe FaceMesh indices of the anchors, by what moves them.
 _RIGHT_EYE_CORNERS, _LEFT_EYE_CORNERS = (33, 133), (263, 362)
 _RIGHT_UPPER_LID, _LEFT_UPPER_LID = (159, 158, 160, 157, 161), (386, 385, 387, 384, 388)
+_RIGHT_LOWER_LID, _LEFT_LOWER_LID = (145, 144, 153), (374, 373, 380)
 _INNER_UPPER_LIP, _INNER_LOWER_LIP = (82, 13, 312), (87, 14, 317)
 _OUTER_UPPER_LIP, _OUTER_LOWER_LIP = (0, 37, 267), (17, 84, 314)
 _MOUTH_CORNERS = (61, 291)
@@ -46,7 +47,8 @@ _STILL = (1, 2, 4, 6, 168, 205, 425, 50, 280, 172, 397, 234, 454, 10, *_UNDER_EY
 keep the flow local, and the lower lids where they are)."""
 
 ANCHORS: tuple[int, ...] = (
-    *_RIGHT_EYE_CORNERS, *_LEFT_EYE_CORNERS, *_RIGHT_UPPER_LID, *_LEFT_UPPER_LID, *_INNER_UPPER_LIP,
+    *_RIGHT_EYE_CORNERS, *_LEFT_EYE_CORNERS, *_RIGHT_UPPER_LID, *_LEFT_UPPER_LID, *_RIGHT_LOWER_LID,
+    *_LEFT_LOWER_LID, *_INNER_UPPER_LIP,
     *_INNER_LOWER_LIP, *_OUTER_UPPER_LIP, *_OUTER_LOWER_LIP, *_MOUTH_CORNERS, *_JAW, *_RIGHT_BROW, *_LEFT_BROW,
     *_STILL)
 NUM_ANCHORS = len(ANCHORS)
@@ -72,7 +74,11 @@ _MOVING_WEIGHT = 3.0
 #: Weight of "no motion" everywhere: far from every anchor the flow fades to zero.
 _BACKGROUND = 0.05
 #: Most an eye opens beyond the portrait's own (wider shows eyeball the portrait does not have).
-MAX_EYE_WIDENING = 1.15
+MAX_EYE_WIDENING = 1.3
+#: The smallest lid gap (over eye width) taken for a face's open eye: below it an eye is half shut.
+EYE_OPEN_FLOOR = 0.2
+#: Share of an eye's closing taken by its lower lid (the upper one does most of a blink).
+LOWER_LID_SHARE = 0.2
 #: Colour of a mouth's dark interior (linear RGB in [0, 1]) and how much of the pixel it takes.
 CAVITY_RGB = (0.16, 0.06, 0.06)
 CAVITY_OPACITY = 0.85
@@ -88,8 +94,11 @@ def anchors_from_landmarks(landmarks: np.ndarray, width: int, height: int | None
 
 def target_ratios(source: np.ndarray, driving: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
     """The ratios the rendered face should show [..., E]: relative to the driver's ``reference`` frame when given
-    (the portrait's own expression plus the driver's change; each eye opening scaled by the driver's, so a
-    blink closes it whatever its size), else the driver's own ratios. Eyes never open past
+    (the portrait's own expression plus the driver's change), else the driver's own ratios.
+
+    An eye's opening moves as a share of each face's open eye, so a blink closes any eye: the driver's share is
+    its opening over its reference's (at least ``EYE_OPEN_FLOOR``: a reference caught mid-blink does not make
+    every later frame look wide open), applied to the portrait's own (same floor). Eyes never open past
     ``MAX_EYE_WIDENING`` times the portrait's, a mouth never below closed."""
     source = np.asarray(source, np.float32)
     driving = np.asarray(driving, np.float32)
@@ -100,7 +109,8 @@ def target_ratios(source: np.ndarray, driving: np.ndarray, reference: np.ndarray
         target = source + (driving - reference)
         for eye in ("right_eye_open", "left_eye_open"):
             i = _F[eye]
-            target[..., i] = source[..., i] * driving[..., i] / np.maximum(reference[..., i], 0.05)
+            share = np.maximum(driving[..., i], 0.0) / np.maximum(reference[..., i], EYE_OPEN_FLOOR)
+            target[..., i] = share * np.maximum(source[..., i], EYE_OPEN_FLOOR)
     for eye in ("right_eye_open", "left_eye_open"):
         i = _F[eye]
         target[..., i] = np.clip(target[..., i], 0.0, source[..., i] * MAX_EYE_WIDENING)
@@ -127,8 +137,8 @@ class ExpressionRig(nn.Module):
         y, x = torch.meshgrid(steps, steps, indexing="ij")
         self.register_buffer("unit_points", torch.stack([x, y], dim=-1).reshape(1, -1, 2), persistent=False)
         sigma = torch.full((NUM_ANCHORS,), _SIGMA_STILL)
-        sigma[_rows(_RIGHT_UPPER_LID + _LEFT_UPPER_LID + _RIGHT_EYE_CORNERS + _LEFT_EYE_CORNERS
-                    + _UNDER_EYES)] = _SIGMA_LID
+        sigma[_rows(_RIGHT_UPPER_LID + _LEFT_UPPER_LID + _RIGHT_LOWER_LID + _LEFT_LOWER_LID + _RIGHT_EYE_CORNERS
+                    + _LEFT_EYE_CORNERS + _UNDER_EYES)] = _SIGMA_LID
         sigma[_rows(_INNER_UPPER_LIP + _INNER_LOWER_LIP + _OUTER_UPPER_LIP + _OUTER_LOWER_LIP + _MOUTH_CORNERS
                     + _JAW)] = _SIGMA_MOUTH
         sigma[_rows(_RIGHT_BROW + _LEFT_BROW)] = _SIGMA_BROW
@@ -165,10 +175,13 @@ class ExpressionRig(nn.Module):
         along[:, corners] = (lower / 2 - change[:, _F["smile"]])[:, None]
         side[:, corners[0]] = -half_width
         side[:, corners[1]] = half_width
-        for lid, corner_pair, eye in ((_RIGHT_UPPER_LID, _RIGHT_EYE_CORNERS, "right_eye_open"),
-                                      (_LEFT_UPPER_LID, _LEFT_EYE_CORNERS, "left_eye_open")):
+        for upper_lid, lower_lid, corner_pair, eye in (
+                (_RIGHT_UPPER_LID, _RIGHT_LOWER_LID, _RIGHT_EYE_CORNERS, "right_eye_open"),
+                (_LEFT_UPPER_LID, _LEFT_LOWER_LID, _LEFT_EYE_CORNERS, "left_eye_open")):
             eye_width = (anchors[:, _AT[corner_pair[0]]] - anchors[:, _AT[corner_pair[1]]]).norm(dim=-1) / iod[:, 0]
-            along[:, _rows(lid)] = (-change[:, _F[eye]] * eye_width)[:, None]
+            gap = change[:, _F[eye]] * eye_width  # in iod; the lids part (>0) or meet (<0)
+            along[:, _rows(upper_lid)] = (-(1 - LOWER_LID_SHARE) * gap)[:, None]
+            along[:, _rows(lower_lid)] = (LOWER_LID_SHARE * gap)[:, None]
         along[:, _rows(_RIGHT_BROW)] = -change[:, _F["right_brow"], None]
         along[:, _rows(_LEFT_BROW)] = -change[:, _F["left_brow"], None]
         return (along[..., None] * axis_y[:, None] + side[..., None] * axis_x[:, None]) * iod[:, :, None]

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from adasr.demo_media import ASTRONAUT_FACE_ANCHORS, ASTRONAUT_FACE_RATIOS
-from adasr.expression_rig import (ANCHORS, LOWER_LIP_SHARE, NUM_ANCHORS, ExpressionRig, sample_field,
-                                  target_ratios)
+from adasr.expression_rig import (ANCHORS, LOWER_LIP_SHARE, MAX_EYE_WIDENING, NUM_ANCHORS, ExpressionRig,
+                                  sample_field, target_ratios)
 from adasr.expression_signal import FEATURE_NAMES, NUM_FEATURES
 
 MOUTH, RIGHT_EYE = FEATURE_NAMES.index("mouth_open"), FEATURE_NAMES.index("right_eye_open")
@@ -86,7 +86,7 @@ def test_target_ratios_follow_the_driver_relative_to_its_reference() -> None:
     assert target_ratios(source, blink, reference)[RIGHT_EYE] == 0.0  # a blink closes any eye
     wide = reference.copy()
     wide[RIGHT_EYE] = 0.9
-    assert target_ratios(source, wide, reference)[RIGHT_EYE] <= source[RIGHT_EYE] * 1.15 + 1e-6
+    assert target_ratios(source, wide, reference)[RIGHT_EYE] <= source[RIGHT_EYE] * MAX_EYE_WIDENING + 1e-6
     closing = reference.copy()
     closing[MOUTH] = 0.0
     assert target_ratios(np.zeros(NUM_FEATURES, np.float32), closing, reference)[MOUTH] == 0.0
