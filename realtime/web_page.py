@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adasr.expression_rig import ANCHORS
 from realtime.errors import CallError
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,9 @@ def add_page_routes(app: web.Application, options: PageOptions, authorized: Auth
     config = json.dumps({"model_id": options.model_id.hex(), "image_size": options.image_size,
                          "num_kp": options.num_kp, "max_message": options.max_message,
                          "feature_channel": options.feature_channel, "detail_channels": options.detail_channels,
-                         "derived_channels": options.derived_channels}).encode()
+                         "derived_channels": options.derived_channels,
+                         # the landmarks the renderer's expression rig takes, in its order: the page measures them
+                         "rig_anchors": list(ANCHORS)}).encode()
     private: dict[str, Callable[[], web.StreamResponse]] = {
         CONFIG_PATH: lambda: web.Response(body=config, content_type="application/json",
                                           headers={**SECURITY_HEADERS, "Cache-Control": "no-store"}),

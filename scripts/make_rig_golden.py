@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from adasr.expression_rig import anchors_from_landmarks, target_ratios
+from adasr.expression_rig import ANCHORS, anchors_from_landmarks, target_ratios
 from adasr.expression_signal import FEATURE_NAMES, raw_ratios
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "web" / "golden"
@@ -45,7 +45,7 @@ def cases() -> dict[str, Any]:
         targets.append({"name": name, "source": source.tolist(), "driving": drive.tolist(),
                         "reference": None if ref is None else ref.tolist(),
                         "target": target_ratios(source, drive, ref).tolist()})
-    return {"box": BOX, "ratios": {k: v.tolist() for k, v in ratios.items()},
+    return {"box": BOX, "anchor_indices": list(ANCHORS), "ratios": {k: v.tolist() for k, v in ratios.items()},
             "anchors": {k: v.tolist() for k, v in anchors.items()}, "targets": targets}
 
 

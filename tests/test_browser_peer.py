@@ -8,6 +8,7 @@ and sends the bytes ``adasr send`` sends. Everything stays on this machine's loo
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import wave
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from adasr import resources
+from adasr.expression_rig import ANCHORS
 from engines.talking_head import TalkingHead
 from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token
 from realtime.web_page import CONFIG_PATH, MOTION_GRAPH_PATH, PACKAGE_FILES, PageOptions, add_page_routes, page_link
@@ -76,6 +78,7 @@ def test_the_page_is_cross_origin_isolated_and_the_call_files_need_the_token(tmp
     assert replies["wasm"][0] == 200 and replies["wasm"][1]["Content-Type"] == "application/wasm"
     assert replies["config, no token"][0] == 401 and replies["graph, wrong token"][0] == 401
     assert replies["config"][0] == 200 and replies["config"][2].startswith(b'{"model_id": "000102')
+    assert json.loads(replies["config"][2])["rig_anchors"] == list(ANCHORS)  # the page measures the rig's landmarks
     assert replies["graph"][0] == 200 and replies["graph"][2] == b"graph"
     assert replies["elsewhere"][0] == 404
     assert page_link("https://10.0.0.2:8765", token) == f"https://10.0.0.2:8765/#token={token}"
@@ -119,7 +122,6 @@ def test_the_page_renders_the_faces_python_renders(lite_graphs: Path, lite_head:
     Python's: every graph runs in the web runtime at the opset it was exported with, the frames agree to well over
     30 dB and the motion to a twentieth of a degree."""
     import dataclasses
-    import json
     import subprocess
 
     from adasr.demo_media import astronaut_face as demo_astronaut
@@ -140,7 +142,7 @@ def test_the_page_renders_the_faces_python_renders(lite_graphs: Path, lite_head:
                                           reference)[0].numpy() for m, r in zip(motions, ratios)])
     (tmp_path / "portrait.rgb").write_bytes(np.ascontiguousarray(portrait).tobytes())
     case = {"side": side, "image": str(tmp_path / "portrait.rgb"), "motions": [m.tolist() for m in motions],
-            "reference": motions[0].tolist(), "threads": 1,
+            "reference": motions[0].tolist(), "threads": 1, "num_anchors": int(state.anchors.shape[1]),
             "rig": {"anchors": state.anchors.numpy().reshape(-1).tolist(), "face_ratios": state.face_ratios.tolist()},
             "face_ratios": ratios.tolist(), "reference_ratios": ratios[0].tolist()}
     (tmp_path / "case.json").write_text(json.dumps(case))

@@ -154,8 +154,11 @@ def test_remote_face_checks_its_messages_installs_one_state_and_skips_its_repeat
     again = split_source(payload, wire_model_id(fast_head), SourceKind.FEATURE_VOLUME, first_seq=len(messages))
     assert not any(face.source(face.receive(m, 3), 3) for m in again)  # type: ignore[arg-type]
     assert face.stats.sources_repeated == 1 and face.stats.sources_accepted == 1
-    job = face.motion(face.receive(encode_motion_message(1, 20, vector)[0], 4), 4)  # type: ignore[arg-type]
+    ratios = np.array([0.1, 0.6, 0.25, 0.05, 0.3, 0.3, 0.24, 0.24], np.float32)  # the publisher's face ratios...
+    job = face.motion(face.receive(encode_motion_message(1, 20, vector, face_ratios=ratios)[0], 4), 4)  # type: ignore[arg-type]
     assert job is not None and job.state is face.state
+    assert job.pose.face_ratios is not None and np.allclose(job.pose.face_ratios, ratios, atol=0.007)  # ...reach it
+    assert job.pose.reference_ratios is job.pose.face_ratios  # the first ratios after the reference was taken
     assert face.receive(encode_motion_message(1, 20, vector)[0], 5) is None  # a replay
     assert face.stats.motion.duplicate == 1 and face.stats.control.accepted == 2 * len(messages)
     assert face.receive(b"garbage", 6) is None and face.stats.control.malformed == 1

@@ -92,8 +92,8 @@ function still(source, width, height) {
 }
 
 /** The portrait's face crop at the model's size, RGB bytes, and its expression rig's {anchors, faceRatios}
- * (rig.js); CallError when it has no face. */
-function portraitCrop(landmarker, image, side) {
+ * (rig.js; ``anchorIndices``: config.json's "rig_anchors"); CallError when it has no face. */
+function portraitCrop(landmarker, image, side, anchorIndices) {
   const result = landmarker.detect(image);
   if (!result.faceLandmarks.length) {
     throw new CallError('No face found in the portrait: pick a photo where your face is clearly visible.');
@@ -102,7 +102,7 @@ function portraitCrop(landmarker, image, side) {
   const canvas = $('portrait');
   [canvas.width, canvas.height] = [side, side];
   const box = boxFromCenter(rawBox(points));
-  return { rgb: toRgb(cropInto(canvas, image, box)), rig: { anchors: anchorsFromLandmarks(points, box),
+  return { rgb: toRgb(cropInto(canvas, image, box)), rig: { anchors: anchorsFromLandmarks(points, box, anchorIndices),
     faceRatios: rawRatios(points) } };
 }
 
@@ -202,7 +202,8 @@ async function main() {
   });
   const extractor = await MotionExtractor.create(graph, config.image_size);
   extractor.numKp = config.num_kp;
-  peerFace = new PeerFace(await FaceRenderer.create(ort, rendererGraph, config.image_size), $('peer'), config);
+  const renderer = await FaceRenderer.create(ort, rendererGraph, config.image_size, config.rig_anchors.length);
+  peerFace = new PeerFace(renderer, $('peer'), config);
   show('Allow the camera and the microphone…', 'media');
   const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true })
     .catch((error) => {
@@ -216,7 +217,7 @@ async function main() {
   show(options.auto ? 'Taking a snapshot as your portrait…' : 'Pick your portrait: a photo, or a snapshot.',
     'portrait');
   const image = options.auto ? still(camera, camera.videoWidth, camera.videoHeight) : await waitPortrait(camera);
-  const portrait = portraitCrop(landmarker, image, config.image_size);
+  const portrait = portraitCrop(landmarker, image, config.image_size, config.rig_anchors);
   $('portrait-step').hidden = true;
   landmarker.setOptions({ runningMode: 'VIDEO' });
   show('Calling…', 'calling');

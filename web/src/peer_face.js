@@ -6,7 +6,6 @@
 // follows), GOODBYE answered with final STATS then GOODBYE.
 import { monotonicUs } from './call.js';
 import { frameToRgba, withPhotoDifferences } from './render.js';
-import { ANCHORS } from './rig.js';
 import { parseSourceMessage, SourceAssembler, unpackSourceState } from './source_state.js';
 import {
   ANCHOR_BOUND, decodeMotion, encodeGoodbye, encodeStats, GoodbyeReason, MessageType, MotionFlags, parseHeader, ProtocolError,
@@ -23,11 +22,12 @@ function newer(seq, newest) {
   return ahead >= 1 && ahead < 2 ** 31;
 }
 
-/** The portrait's expression-rig arrays of a received payload ({anchors, faceRatios}), both or neither, within the
- * bounds the Python receiver checks (realtime/source_state_codec.py); null when it sent none. */
-export function receivedRig({ anchors, face_ratios: ratios }) {
+/** The portrait's expression-rig arrays of a received payload ({anchors, faceRatios}), both or neither, of the
+ * rig's ``numAnchors`` and within the bounds the Python receiver checks (realtime/source_state_codec.py); null when
+ * it sent none. */
+export function receivedRig({ anchors, face_ratios: ratios }, numAnchors) {
   if (!anchors && !ratios) return null;
-  if (!anchors || !ratios || anchors.shape.join() !== `1,${ANCHORS.length},2` || ratios.shape.join() !== '8') {
+  if (!anchors || !ratios || anchors.shape.join() !== `1,${numAnchors},2` || ratios.shape.join() !== '8') {
     throw new ProtocolError('the other side\'s expression rig arrays are malformed');
   }
   const [low, high] = RATIO_BOUNDS;
@@ -117,7 +117,8 @@ export class PeerFace {
     const full = this.config.derived_channels
       ? withPhotoDifferences(fs.values, fs.shape, this.config.feature_channel, this.config.detail_channels)
       : fs;
-    this.renderer.setState(this.renderer.volume(full.values, full.shape), xc.values, motion.values, receivedRig(arrays));
+    this.renderer.setState(this.renderer.volume(full.values, full.shape), xc.values, motion.values,
+      receivedRig(arrays, this.config.rig_anchors.length));
     this.reference = null;
     this.referenceRatios = null;
     this.renderNext();

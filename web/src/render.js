@@ -4,7 +4,7 @@
 // Works in a page and in node (web/tools/render_check.mjs checks it against Python's ONNX Runtime).
 import { NUM_FEATURES } from './expression.js';
 import { drivingKeypoints, transformKeypoints } from './keypoints.js';
-import { ANCHORS, ratioChange } from './rig.js';
+import { ratioChange } from './rig.js';
 
 function concat(arrays) {
   const out = new Float32Array(arrays.reduce((n, a) => n + a.length, 0));
@@ -15,16 +15,17 @@ function concat(arrays) {
 
 export class FaceRenderer {
   /** ``ort``: the onnxruntime-web module (the page's or node's); the graphs as bytes (the source encoder only
-   * to encode a portrait here: a received feature volume needs none). */
-  static async create(ort, rendererBytes, side, encoderBytes = null) {
+   * to encode a portrait here: a received feature volume needs none); ``numAnchors``: the expression rig's anchor
+   * count (config.json's "rig_anchors"). */
+  static async create(ort, rendererBytes, side, numAnchors, encoderBytes = null) {
     const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
     const [renderer, encoder] = await Promise.all([ort.InferenceSession.create(rendererBytes, options),
       encoderBytes && ort.InferenceSession.create(encoderBytes, options)]);
-    return new FaceRenderer(ort, encoder, renderer, side);
+    return new FaceRenderer(ort, encoder, renderer, side, numAnchors);
   }
 
-  constructor(ort, encoder, renderer, side) {
-    Object.assign(this, { ort, encoder, renderer, side, source: null });
+  constructor(ort, encoder, renderer, side, numAnchors) {
+    Object.assign(this, { ort, encoder, renderer, side, numAnchors, source: null });
   }
 
   /** Encode the portrait crop (float32 CHW in [0, 1]) and, for a model that takes it, the portrait's expression
@@ -43,9 +44,10 @@ export class FaceRenderer {
   /** A source state as the other side sent it (its feature volume with the derived channels appended: see
    * ``withPhotoDifferences``), or as the encoder made it; ``rig`` as for ``setSource``. */
   setState(fs, xc, motion, rig = null) {
-    const anchors = rig?.anchors ?? new Float32Array(2 * ANCHORS.length);
+    const anchors = rig?.anchors ?? new Float32Array(2 * this.numAnchors);
+    if (anchors.length !== 2 * this.numAnchors) throw new RangeError(`the rig takes ${this.numAnchors} anchors`);
     this.source = { fs, xc, motion, kpSource: transformKeypoints(xc, motion), faceRatios: rig?.faceRatios ?? null,
-      anchors: new this.ort.Tensor('float32', Float32Array.from(anchors), [1, ANCHORS.length, 2]) };
+      anchors: new this.ort.Tensor('float32', Float32Array.from(anchors), [1, this.numAnchors, 2]) };
     return this.source;
   }
 

@@ -3,26 +3,16 @@
 // the driver's change since its reference frame (each eye's opening scaled by the driver's), minus the portrait's.
 import { NUM_FEATURES } from './expression.js';
 
-/** mediapipe FaceMesh indices of the anchors, in the graph's order (adasr.expression_rig.ANCHORS). */
-export const ANCHORS = Object.freeze([
-  33, 133, 263, 362, // eye corners
-  159, 158, 160, 157, 161, 386, 385, 387, 384, 388, // upper lids
-  82, 13, 312, 87, 14, 317, // inner lips
-  0, 37, 267, 17, 84, 314, // outer lips
-  61, 291, // mouth corners
-  152, 148, 377, 176, 400, // jaw
-  52, 65, 105, 70, 46, 282, 295, 334, 300, 276, // brows
-  1, 2, 4, 6, 168, 205, 425, 50, 280, 172, 397, 234, 454, 10, 230, 450, 119, 348, 117, 346, // never moved
-]);
 const MOUTH_OPEN = 0;
 const EYES = [4, 5];
 /** Most an eye opens beyond the portrait's own (adasr.expression_rig.MAX_EYE_WIDENING). */
 const MAX_EYE_WIDENING = 1.15;
 
-/** Landmarks [{x, y}] in pixels of a square crop of ``side`` pixels at ``box`` ({x0, y0, size}) of the image they
- * were found in → the anchors, Float32Array [ANCHORS.length · 2] in the renderer's normalised coordinates. */
-export function anchorsFromLandmarks(points, box) {
-  return Float32Array.from(ANCHORS.flatMap((i) => [
+/** Landmarks [{x, y}] in pixels of the image they were found in, the square crop ``box`` ({x0, y0, size}) of it
+ * and the anchors' landmark indices (adasr.expression_rig.ANCHORS: the receiver's config.json "rig_anchors") → the
+ * anchors, Float32Array [indices.length · 2] in the renderer's normalised coordinates (−1…1 across the crop). */
+export function anchorsFromLandmarks(points, box, indices) {
+  return Float32Array.from(indices.flatMap((i) => [
     ((points[i].x - box.x0) / box.size) * 2 - 1, ((points[i].y - box.y0) / box.size) * 2 - 1]));
 }
 

@@ -3,7 +3,7 @@
 // web/src/render.js (source encoder, keypoints, renderer) for the motions given.
 //   node tools/render_check.mjs GRAPHS_DIR CASE.json OUT_DIR
 // CASE.json: {side, image: "RGB file, side×side bytes", motions: [[6 + 3K]...], reference: [6 + 3K] | null,
-// threads, and for the expression rig: rig: {anchors: [N·2], face_ratios: [8]} | null (the portrait's),
+// threads, and for the expression rig: num_anchors, rig: {anchors: [N·2], face_ratios: [8]} | null (the portrait's),
 // face_ratios: [[8]...] | null (each motion's), reference_ratios: [8] | null}. Writes OUT_DIR/frames.f32 (N × 3 × side × side float32) and OUT_DIR/timing.json (with the image's
 // motion as the extractor gives it).
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -25,7 +25,7 @@ for (let i = 0; i < side * side; i += 1) {
 const extractor = await ort.InferenceSession.create(readFileSync(join(graphs, 'motion_extractor.onnx')));
 const extracted = await extractor.run({ image: new ort.Tensor('float32', chw, [1, 3, side, side]) });
 const imageMotion = ['yaw', 'pitch', 'roll', 't', 'delta'].flatMap((name) => Array.from(extracted[name].data));
-const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'renderer.onnx')), side,
+const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'renderer.onnx')), side, spec.num_anchors,
   readFileSync(join(graphs, 'source_encoder.onnx')));
 const t0 = performance.now();
 const rig = spec.rig ? { anchors: Float32Array.from(spec.rig.anchors), faceRatios: Float32Array.from(spec.rig.face_ratios) }
