@@ -38,13 +38,18 @@ def cases() -> dict[str, Any]:
     wide[eyes] = 0.9
     closing[FEATURE_NAMES.index("mouth_open")] = 0.0
     reference = (driving + np.float32(0.03)).astype(np.float32)
+    mid_blink, narrow = reference.copy(), source.copy()
+    mid_blink[eyes] = 0.1  # below the open-eye floor
+    narrow[eyes] = 0.12
     targets = []
-    for name, drive, ref in (("absolute", driving, None), ("relative", driving, reference),
-                             ("blink", blink, reference), ("wide eyes", wide, reference),
-                             ("mouth closes past the reference", closing, reference)):
-        targets.append({"name": name, "source": source.tolist(), "driving": drive.tolist(),
+    for name, portrait, drive, ref in (("absolute", source, driving, None), ("relative", source, driving, reference),
+                                       ("blink", source, blink, reference), ("wide eyes", source, wide, reference),
+                                       ("mouth closes past the reference", source, closing, reference),
+                                       ("reference mid-blink", source, driving, mid_blink),
+                                       ("narrow-eyed portrait", narrow, blink, reference)):
+        targets.append({"name": name, "source": portrait.tolist(), "driving": drive.tolist(),
                         "reference": None if ref is None else ref.tolist(),
-                        "target": target_ratios(source, drive, ref).tolist()})
+                        "target": target_ratios(portrait, drive, ref).tolist()})
     return {"box": BOX, "anchor_indices": list(ANCHORS), "ratios": {k: v.tolist() for k, v in ratios.items()},
             "anchors": {k: v.tolist() for k, v in anchors.items()}, "targets": targets}
 
