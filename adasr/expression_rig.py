@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adasr.expression_signal import FEATURE_NAMES
@@ -67,7 +68,7 @@ _JAW_FOLLOW = (1.0, 0.7, 0.7, 0.4, 0.4)
 _SIGMA_MOUTH, _SIGMA_LID, _SIGMA_BROW, _SIGMA_STILL, _SIGMA_TEETH = 0.13, 0.06, 0.12, 0.12, 0.05
 #: Cells per side of the rig's field, and the margin its box leaves around the face's anchors (a share of their
 #: extent): the flow fades to zero inside it.
-FIELD_SIZE = 64
+FIELD_SIZE = 48
 BOX_MARGIN = 0.2
 #: How much more a moving anchor counts than a still one where their influences meet (a lid reaches its place).
 _MOVING_WEIGHT = 3.0
@@ -246,10 +247,18 @@ class RigField(NamedTuple):
 
 
 def sample_field(field: RigField, grid: torch.Tensor) -> torch.Tensor:
-    """The rig's field at grid points [B, H, W, 2] (portrait coordinates) → [B, H, W, 3]."""
+    """The rig's field at grid points [B, H, W, 2] (portrait coordinates) → [B, 3, H, W]."""
     inside_box = (grid - field.low[:, None, None]) / field.span[:, None, None] * 2 - 1
-    return torch.nn.functional.grid_sample(field.values, inside_box.to(field.values.dtype), mode="bilinear",
-                                           padding_mode="zeros", align_corners=False).permute(0, 2, 3, 1)
+    return F.grid_sample(field.values, inside_box.to(field.values.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
+def field_on_grid(field: RigField, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rig's flow [B, H, W, 2] and interior opacity [B, 1, H, W] at a full-resolution grid [B, H, W, 2]: sampled
+    at every other point and upsampled (the field is smooth over several pixels; a quarter of the samples)."""
+    coarse = sample_field(field, grid[:, ::2, ::2])
+    fine = F.interpolate(coarse, size=grid.shape[1:3], mode="bilinear", align_corners=False)
+    return fine[:, :2].permute(0, 2, 3, 1), fine[:, 2:]
 
 
 def paint_cavity(frame: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:

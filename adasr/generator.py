@@ -16,7 +16,7 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
-from adasr.expression_rig import RigField, paint_cavity, sample_field
+from adasr.expression_rig import RigField, field_on_grid, paint_cavity, sample_field
 from adasr.detail_path import (DetailEncoder, DetailFlow, catmull_rom, catmull_rom_weights, pack_detail,
                                sample_border, unpack_detail, with_photo_differences)
 from adasr.spade_decoder import SPADEDecoder
@@ -105,10 +105,9 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         if deformation.shape[1:4] != (d, h, w):
             deformation = F.interpolate(deformation.permute(0, 4, 1, 2, 3), size=(d, h, w),
                                         mode="trilinear").permute(0, 2, 3, 4, 1)  # B, D, h, w, 3
-        if rig is not None:
-            planar = deformation[..., :2].reshape(b, d * h, w, 2)
-            moved = planar + sample_field(rig, planar)[..., :2]
-            deformation = torch.cat([moved.reshape(b, d, h, w, 2), deformation[..., 2:]], dim=-1)
+        if rig is not None:  # one flow for every depth: the slices' x, y differ by far less than a rig cell
+            flow = sample_field(rig, deformation[:, d // 2, :, :, :2])[:, :2].permute(0, 2, 3, 1)  # B, h, w, 2
+            deformation = torch.cat([deformation[..., :2] + flow[:, None], deformation[..., 2:]], dim=-1)
         out = warp(f_s, deformation).reshape(b, c * d, h, w)  # B, C·D, h, w
         out = self.fourth(self.third(out))  # B, ic, h, w
         occlusion = motion.occlusion
@@ -122,13 +121,13 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if rig is not None:
                 pixels = F.interpolate(motion.deformation[:, d // 2, :, :, :2].permute(0, 3, 1, 2), size=(size, size),
                                        mode="bilinear").permute(0, 2, 3, 1)
-                prediction = paint_cavity(prediction, sample_field(rig, pixels)[..., 2:].permute(0, 3, 1, 2))
+                prediction = paint_cavity(prediction, field_on_grid(rig, pixels)[1])
             return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out)
         grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
         cavity = None
         if rig is not None:
-            at_grid = sample_field(rig, grid)
-            grid, cavity = grid + at_grid[..., :2], at_grid[..., 2:].permute(0, 3, 1, 2)
+            flow, cavity = field_on_grid(rig, grid)
+            grid = grid + flow
         warped = sample_border(unpack_detail(packed_detail), grid)
         if self.blend_source:
             photo_channels = 3 + self.photo_differences

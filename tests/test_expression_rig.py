@@ -48,11 +48,11 @@ def test_an_opening_mouth_moves_the_lower_lip_and_chin_down_by_the_asked_gap_and
     assert float(moved[CHIN, 1]) > 0.5 * LOWER_LIP_SHARE * 0.2 * iod
     field = rig(anchors, change)
     target = (anchors[0, INNER_LOWER_LIP] + moved[INNER_LOWER_LIP])[None, None, None]
-    at_lip = sample_field(field, target)[0, 0, 0]
+    at_lip = sample_field(field, target)[0, :, 0, 0]
     # the rendered lower lip comes from where the portrait's lower lip was (the flow points back to it)
     assert torch.allclose(at_lip[:2], -moved[INNER_LOWER_LIP], atol=0.3 * float(moved[INNER_LOWER_LIP].norm()))
     gap_middle = (anchors[0, ANCHORS.index(13)] + anchors[0, INNER_LOWER_LIP] + moved[INNER_LOWER_LIP]) / 2
-    assert float(sample_field(field, gap_middle[None, None, None])[0, 0, 0, 2]) > 0.5  # a dark interior opened
+    assert float(sample_field(field, gap_middle[None, None, None])[0, 2, 0, 0]) > 0.5  # a dark interior opened
     # her own mouth is open on her teeth: they part with their jaws and the dark opens between them
     anchors = _anchors()
     moved = rig.displacements(anchors, change)[0]
@@ -61,10 +61,10 @@ def test_an_opening_mouth_moves_the_lower_lip_and_chin_down_by_the_asked_gap_and
     teeth_meet = (upper_lip + lower_lip) / 2
     upper_teeth = upper_lip + moved[ANCHORS.index(13)] + 0.3 * (teeth_meet - upper_lip)
     parted = teeth_meet + (moved[ANCHORS.index(13)] + moved[INNER_LOWER_LIP]) / 2
-    assert float(sample_field(open_lips, upper_teeth[None, None, None])[0, 0, 0, 2]) < 0.2
-    assert float(sample_field(open_lips, parted[None, None, None])[0, 0, 0, 2]) > 0.5
+    assert float(sample_field(open_lips, upper_teeth[None, None, None])[0, 2, 0, 0]) < 0.2
+    assert float(sample_field(open_lips, parted[None, None, None])[0, 2, 0, 0]) > 0.5
     corner = torch.tensor([[[[0.95, -0.95]]]])
-    assert torch.equal(sample_field(field, corner)[0, 0, 0], torch.zeros(3))  # far from the face: untouched
+    assert torch.equal(sample_field(field, corner)[0, :, 0, 0], torch.zeros(3))  # far from the face: untouched
 
 
 def test_a_blink_brings_the_upper_lid_down_and_leaves_the_mouth_alone() -> None:
