@@ -45,7 +45,8 @@ class TalkingHead:
         return torch.from_numpy(features)[None].to(self.backend.device)
 
     def prepare_source(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> SourceState:
-        """Run the source encoder once; ``landmarks``: the tracker's, for a model that takes the expression."""
+        """Run the source encoder once; ``landmarks``: the tracker's, in ``image``'s pixels (the expression rig's
+        anchors and the portrait's own face ratios, and the expression input of a model that takes one)."""
         out = self.backend.encode_source(self.to_input(image), self.expression_input(landmarks))
         anchors, ratios = None, None
         if landmarks is not None:
