@@ -17,10 +17,11 @@ DEFAULT_PORT = 8765
 #: (keeps it out of the process list).
 TOKEN_ENV_VAR = "ADASR_TOKEN"
 
-#: Opus bitrate of the voice, kbps (``--audio-kbps``). 11: speech keeps about the waveform correlation of 12 (0.94;
-#: 16: 0.944), and a two-way call, where each side also acknowledges the other's face, stays under 64 kbps each
-#: way with the face ratios of protocol 2 (6 bytes a frame more than protocol 1: 64.1 kbps at 12 under load).
-DEFAULT_AUDIO_KBPS = 11.0
+#: Opus bitrate of the voice, kbps (``--audio-kbps``). 10 (12 before protocol 2; 16 before that): a two-way call,
+#: where each side also acknowledges the other's face, stays under 64 kbps each way with protocol 2's face ratios
+#: (6 bytes a frame more than protocol 1: the two-way test's call measured 64.3 kbps at 11). Speech at 12 kept a
+#: 0.94 waveform correlation (16: 0.944); SILK's wideband mode still codes speech at 10.
+DEFAULT_AUDIO_KBPS = 10.0
 #: Audio per packet, ms (``--audio-frame-ms``). 40 ms: a whole call (voice, face at 30 fps) within 64 kbps on the
 #: wire, an ISDN channel; 20 ms costs ~14 kbps more in packet headers (50 packets/s instead of 25) but ~80 ms less
 #: delay through aiortc's 4-packet jitter buffer (benchmarks/RESULTS.md).
