@@ -120,6 +120,24 @@ def target_ratios(source: np.ndarray, driving: np.ndarray, reference: np.ndarray
     return target.astype(np.float32)
 
 
+class FaceFrame(NamedTuple):
+    """The face's own axes from the portrait's outer eye corners: x along them, y across (down), [B, 2] each; and
+    their distance ``iod`` [B, 1], the rig's unit of length."""
+
+    axis_x: torch.Tensor
+    axis_y: torch.Tensor
+    iod: torch.Tensor
+
+
+def face_frame(anchors: torch.Tensor) -> FaceFrame:
+    """The ``FaceFrame`` of anchors [B, N, 2]."""
+    right, left = anchors[:, _AT[_RIGHT_EYE_CORNERS[0]]], anchors[:, _AT[_LEFT_EYE_CORNERS[0]]]
+    across = left - right
+    iod = across.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # B, 1
+    axis_x = across / iod
+    return FaceFrame(axis_x, torch.stack([-axis_x[:, 1], axis_x[:, 0]], dim=-1), iod)
+
+
 class ExpressionRig(nn.Module):
     """Anchors [B, N, 2] and the ratio change [B, E] (target − portrait) → a backward flow and the mouth's
     interior, both as a field over the portrait's coordinates, and their use on the renderer's grids."""
@@ -149,19 +167,11 @@ class ExpressionRig(nn.Module):
         strength[_rows(_STILL + _RIGHT_EYE_CORNERS + _LEFT_EYE_CORNERS)] = 1.0
         self.register_buffer("strength", strength, persistent=False)
 
-    @staticmethod
-    def _frame(anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The face's own axes from the outer eye corners: x along them, y across (down); and their distance."""
-        right, left = anchors[:, _AT[_RIGHT_EYE_CORNERS[0]]], anchors[:, _AT[_LEFT_EYE_CORNERS[0]]]
-        across = left - right
-        iod = across.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # B, 1
-        axis_x = across / iod
-        axis_y = torch.stack([-axis_x[:, 1], axis_x[:, 0]], dim=-1)
-        return axis_x, axis_y, iod
-
-    def displacements(self, anchors: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
-        """Where each anchor moves [B, N, 2], forward (portrait → rendered face), in normalised coordinates."""
-        axis_x, axis_y, iod = self._frame(anchors)
+    def displacements(self, anchors: torch.Tensor, change: torch.Tensor,
+                      frame: FaceFrame | None = None) -> torch.Tensor:
+        """Where each anchor moves [B, N, 2], forward (portrait → rendered face), in normalised coordinates;
+        ``frame``: the anchors' ``face_frame``, when the caller has it already."""
+        axis_x, axis_y, iod = face_frame(anchors) if frame is None else frame
         b = anchors.shape[0]
         along = torch.zeros(b, NUM_ANCHORS, device=anchors.device, dtype=anchors.dtype)  # in iod, along axis_y
         side = torch.zeros_like(along)  # in iod, along axis_x
@@ -194,12 +204,12 @@ class ExpressionRig(nn.Module):
         middle = (anchors[:, upper] + anchors[:, lower]) / 2
         return middle + displacement[:, upper], middle + displacement[:, lower]
 
-    def _new_interior(self, anchors: torch.Tensor, moved: torch.Tensor, upper_edge: torch.Tensor,
+    def _new_interior(self, frame: FaceFrame, moved: torch.Tensor, upper_edge: torch.Tensor,
                       lower_edge: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """How far ``points`` [B, P, 2] lie in the mouth's newly opened gap (between the parted teeth edges; the
         whole inner mouth for a portrait whose lips met): an ellipse, 0 … 1 [B, P], zero when the mouth did not
         open further."""
-        axis_x, axis_y, iod = self._frame(anchors)
+        axis_x, axis_y, iod = frame
         upper, lower = upper_edge.mean(dim=1), lower_edge.mean(dim=1)
         corners = moved[:, _rows(_MOUTH_CORNERS)]
         gap = ((lower - upper) * axis_y).sum(-1)  # B
@@ -214,14 +224,15 @@ class ExpressionRig(nn.Module):
     def forward(self, anchors: torch.Tensor, change: torch.Tensor) -> RigField:
         """The rig's field over the face's box in the portrait: the backward flow (x, y; rendered face → portrait)
         and the mouth's new interior (its opacity)."""
-        displacement = self.displacements(anchors, change)  # B, N, 2
+        frame = face_frame(anchors)
+        displacement = self.displacements(anchors, change, frame)  # B, N, 2
         moved = anchors + displacement
         upper_edge, lower_edge = self._teeth_edges(anchors, displacement)
         low, high = anchors.amin(dim=1), anchors.amax(dim=1)  # the face's box (every anchor is on the face)
         margin = BOX_MARGIN * (high - low)
         low, span = low - margin, (high - low + 2 * margin).clamp(min=1e-3)
         points = low[:, None] + self.unit_points * span[:, None]  # B, P, 2
-        _, _, iod = self._frame(anchors)
+        iod = frame.iod
         upper, lower = _rows(_INNER_UPPER_LIP), _rows(_INNER_LOWER_LIP)
         targets = torch.cat([moved, upper_edge, lower_edge], dim=1)  # B, N + 6, 2
         motion = torch.cat([displacement, displacement[:, upper], displacement[:, lower]], dim=1)
@@ -231,7 +242,7 @@ class ExpressionRig(nn.Module):
             - 2 * points @ targets.transpose(1, 2)  # B, P, N + 6
         weight = self.strength * torch.exp(-distance2.clamp(min=0) * scale[:, None])
         flow = -(weight @ motion) / (weight.sum(-1, keepdim=True) + _BACKGROUND)  # B, P, 2
-        opacity = self._new_interior(anchors, moved, upper_edge, lower_edge, points) * CAVITY_OPACITY
+        opacity = self._new_interior(frame, moved, upper_edge, lower_edge, points) * CAVITY_OPACITY
         size = self.field_size
         values = torch.cat([flow, opacity[..., None]], dim=-1).reshape(-1, size, size, 3).permute(0, 3, 1, 2)
         return RigField(values, low, span)
