@@ -16,7 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from adasr.expression_rig import ExpressionRig
+from adasr.expression_rig import NUM_ANCHORS, ExpressionRig
+from adasr.expression_signal import NUM_FEATURES
 from adasr.keypoints import bins_to_degrees
 from adasr.networks import AdaSRNetworks
 from adasr.warp import WarpFn, grid_sample_3d
@@ -94,3 +95,17 @@ class Renderer(nn.Module):
                 ratio_change: torch.Tensor) -> torch.Tensor:
         rig = self.rig(anchors, ratio_change)
         return self.generator.render(f_s, kp_source, kp_driving, self.warp, rig).prediction
+
+
+def example_calls(networks: AdaSRNetworks, size: int) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+    """Each deployable network, by its graph's name, with inputs of the shapes it takes (a random image, the neutral
+    expression for a model with an expression mapper, driving keypoints near the source's, the expression rig at
+    rest): for counting and timing their work, which the values do not change."""
+    features = networks.cfg.he_estimator.expression_inputs
+    inputs = motion_inputs(torch.rand(1, 3, size, size), torch.zeros(1, features) if features else None)
+    encoder, extractor, renderer = SourceEncoder(networks), MotionExtractor(networks), Renderer(networks)
+    with torch.inference_mode():
+        src = encoder(*inputs)
+    rig_at_rest = (torch.zeros(1, NUM_ANCHORS, 2), torch.zeros(1, NUM_FEATURES))
+    return {"source_encoder": (encoder, inputs), "motion_extractor": (extractor, inputs),
+            "renderer": (renderer, (src.f_s, src.x_c, src.x_c + 0.01, *rig_at_rest))}

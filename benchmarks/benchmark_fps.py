@@ -157,26 +157,12 @@ def matmul_gflops_per_s(threads: int, repeats: int = 20) -> float:
 
 def network_gflops(model: LoadedModel) -> dict[str, float]:
     """FLOPs per call of each deployable network (the graphs every backend runs) at the model's size."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from adasr.deployable import example_calls
+    from model_stats import count_flops
 
-    from adasr.demo_media import ASTRONAUT_FACE_ANCHORS
-    from adasr.deployable import MotionExtractor, Renderer, SourceEncoder
-    from adasr.expression_signal import NUM_FEATURES
-
-    image = torch.rand(1, 3, model.config.image_size, model.config.image_size)
-    encoder, extractor, renderer = SourceEncoder(model.networks), MotionExtractor(model.networks), Renderer(
-        model.networks)
-    with torch.inference_mode():
-        src = encoder(image)
-        calls = {"source_encoding": (encoder, (image,)), "motion_extraction": (extractor, (image,)),
-                 "render": (renderer, (src.f_s, src.x_c, src.x_c, torch.from_numpy(ASTRONAUT_FACE_ANCHORS)[None],
-                                       torch.zeros(1, NUM_FEATURES)))}
-        out = {}
-        for stage, (module, args) in calls.items():
-            with FlopCounterMode(display=False) as counter:
-                module(*args)
-            out[stage] = counter.get_total_flops() / 1e9
-    return out
+    calls = example_calls(model.networks, model.config.image_size)
+    stages = (("source_encoding", "source_encoder"), ("motion_extraction", "motion_extractor"), ("render", "renderer"))
+    return {stage: count_flops(calls[graph][0], *calls[graph][1]) / 1e9 for stage, graph in stages}
 
 
 def with_throughput(records: list[Record], flops: dict[str, float], reference: float) -> list[Record]:

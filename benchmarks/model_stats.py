@@ -18,9 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adasr.config import load_model_config
-from adasr.demo_media import ASTRONAUT_FACE_ANCHORS
-from adasr.expression_signal import NUM_FEATURES
-from adasr.deployable import MotionExtractor, Renderer, SourceEncoder
+from adasr.deployable import example_calls
 from adasr.folding import fold_for_inference
 from adasr.networks import AdaSRNetworks
 
@@ -59,24 +57,14 @@ def main() -> None:
     trained = {"kp_detector": nets.kp_detector, "he_estimator": nets.he_estimator, "generator": nets.generator}
     params_m = {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in trained.items()}  # before folding
     fold_for_inference(nets)
-    image = torch.rand(1, 3, size, size)
-    encoder, extractor, renderer = SourceEncoder(nets), MotionExtractor(nets), Renderer(nets)
-    with torch.inference_mode():
-        src = encoder(image)
-    kp_d = src.x_c + 0.01
-    rows = {
-        "source_encoder": (encoder, (image,)),
-        "motion_extractor": (extractor, (image,)),
-        "renderer": (renderer, (src.f_s, src.x_c, kp_d, torch.from_numpy(ASTRONAUT_FACE_ANCHORS)[None],
-                                torch.zeros(1, NUM_FEATURES))),
-    }
+    rows = example_calls(nets, size)
     report = {
         "config": cfg.name, "size": size, "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "params_M": params_m,
         "gflops": {k: count_flops(m, *a) / 1e9 for k, (m, a) in rows.items()},
         "cpu_ms_p50": {k: time_ms(m, *a, repeats=args.repeats) for k, (m, a) in rows.items()},
-        "f_s_shape": list(src.f_s.shape),
+        "f_s_shape": list(rows["renderer"][1][0].shape),
     }
     report["gflops"]["per_rendered_frame"] = report["gflops"]["motion_extractor"] + report["gflops"]["renderer"]
     cpu_ms = report["cpu_ms_p50"]
