@@ -34,12 +34,14 @@ $(WEB_MODULES): web/package-lock.json
 install: $(STAMP) $(FACE_MODEL) $(WEB_MODULES)
 
 # Programs the tests run beside Python: coturn (the TURN relay), Janus (the SFU of group calls), iproute2 (the
-# network namespace Janus runs in), node/npm (the page's packages and tests) and chromium (the browser peer's tests,
-# headless). Installed where apt-get exists and we are root; elsewhere the tests that need them skip and say why.
-SYSTEM_PACKAGES := coturn janus iproute2 nodejs npm chromium
+# network namespace Janus runs in), node/npm (the page's packages and tests), chromium, and firefox-esr with xvfb and
+# pulseaudio (the browser peer's tests: Chromium headless, Firefox on a virtual display and a null sound server).
+# Installed where apt-get exists and we are root; elsewhere the tests that need them skip and say why.
+SYSTEM_PACKAGES := coturn janus iproute2 nodejs npm chromium firefox-esr xvfb pulseaudio
 system-packages:
 	@if command -v turnserver >/dev/null && command -v janus >/dev/null && command -v ip >/dev/null \
-		&& command -v npm >/dev/null && command -v chromium >/dev/null; then :; \
+		&& command -v npm >/dev/null && command -v chromium >/dev/null \
+		&& command -v firefox-esr >/dev/null && command -v Xvfb >/dev/null && command -v pulseaudio >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) \
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); } \

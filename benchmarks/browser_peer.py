@@ -7,11 +7,13 @@ onnxruntime-web, the whole per-frame loop), what it downloaded, the time from op
 receiver's first rendered face, and what the receiver rendered; with ``--screenshot``, the page beside the
 receiver's render of the same moment. ``--two-way``: the receiver answers with its own face (the astronaut,
 driven by carphone at ``--answer-fps``) and voice; then also the page's render rate of that face (renderer graph
-in onnxruntime-web), the time from opening the link to the first frame of it on the page, and its PSNR against
-Python's ONNX Runtime render of the same motion.
+in onnxruntime-web), the time from opening the link to the first frame of it on the page, its PSNR against
+Python's ONNX Runtime render of the same motion, the voice the page heard, its lip sync and the execution provider
+it rendered on. ``--browser firefox``: Firefox ESR instead; ``--webgpu``: Chromium with a (software) WebGPU adapter.
 
     .venv/bin/python benchmarks/browser_peer.py --json outputs/browser_peer.json --screenshot outputs/call.jpg
     .venv/bin/python benchmarks/browser_peer.py --two-way --json outputs/browser_two_way.json
+    .venv/bin/python benchmarks/browser_peer.py --two-way --browser firefox --json outputs/browser_firefox.json
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ import numpy as np  # noqa: E402
 from adasr import resources  # noqa: E402
 from adasr.demo_media import astronaut_portrait, carphone_clip  # noqa: E402
 from adasr.video_io import FrameSource, read_image  # noqa: E402
-from tests.browser_call import BrowserCall, browser_call, peer_frame_psnr  # noqa: E402
-from tests.headless_chromium import FakeMedia, find_chromium, write_y4m  # noqa: E402
+from tests.browser_call import Browser, BrowserCall, browser_call, peer_frame_psnr  # noqa: E402
+from tests.headless_chromium import (  # noqa: E402
+    NO_GPU_FLAGS, SOFTWARE_WEBGPU_FLAGS, Chromium, FakeMedia, find_chromium, write_y4m)
+from tests.headless_firefox import Firefox, find_firefox  # noqa: E402
 from tests.tones import write_tone  # noqa: E402
 
 
@@ -46,14 +50,14 @@ def _rate(samples_ms: list[float]) -> float | None:
     return round(1000.0 / statistics.median(kept), 1) if kept else None
 
 
-def figures(call: BrowserCall, chromium_version: str) -> dict[str, Any]:
+def figures(call: BrowserCall, browser_version: str) -> dict[str, Any]:
     """What one call measured, as RESULTS reports it."""
     page = call.page
     stats = call.receiver[0] if call.receiver else None
     served = sum(path.stat().st_size for path in (resources.web_dir() / "src").iterdir())
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-        "browser": chromium_version,
+        "browser": browser_version,
         "cross_origin_isolated": page.get("crossOriginIsolated"),
         "page_phase": page.get("phase"), "page_error": page.get("error"),
         "tracker_fps": _rate(page.get("trackMs", [])),
@@ -82,7 +86,26 @@ def two_way_figures(call: BrowserCall, psnr_db: float) -> dict[str, Any]:
         "link_to_first_face_on_page_s": None if first is None else round(first / 1e3, 2),
         "page_frame_psnr_db_vs_python_ort": round(psnr_db, 1),
         "page_voice_packets_received": call.page.get("peerVoicePackets"),
+        "page_voice_heard": call.page.get("peerVoice"),
+        "page_renderer": call.page.get("renderer"),
+        "page_lip_sync": lip_sync_figures(call.page.get("lipSync")),
     }
+
+
+def lip_sync_figures(sync: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The page's lip sync (web/src/voice_sync.js): offsets since its first decision, the holds it applied."""
+    if sync is None or sync.get("unsupported"):
+        return sync
+    held = sync["heldMs"][-sync["facesSynced"]:] if sync["facesSynced"] else []
+    return {"offset_ms_p50": _round(sync["offsetMsP50"]), "abs_offset_ms_p95": _round(sync["absOffsetMsP95"]),
+            "faces_synced": sync["facesSynced"], "faces_held": sum(h > 0 for h in held),
+            "face_hold_ms_p50": statistics.median(held) if held else None,
+            "voice_hold_target_ms": _round(sync["targetMs"]), "voice_jitter_buffer_ms": _round(sync["voiceDelayMs"]),
+            "voice_output_ms": _round(sync["playoutDelayMs"]), "decisions": sync["decisions"]}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def side_by_side(page_png: Path, frame: np.ndarray, out: Path) -> Path:
@@ -108,16 +131,22 @@ def main() -> None:
     parser.add_argument("--answer-fps", type=float, default=10.0, help="the receiver's face's capture rate (10)")
     parser.add_argument("--watch", type=int, default=60,
                         help="with --two-way: the page hangs up once it rendered this many of the receiver's frames")
+    parser.add_argument("--browser", choices=("chromium", "firefox"), default="chromium",
+                        help="the browser (Firefox: its camera the clip through the driver's canvas; chromium)")
+    parser.add_argument("--webgpu", action="store_true",
+                        help="Chromium with a WebGPU adapter (SwiftShader: the check against wasm, not a speed)")
     args = parser.parse_args()
-    chromium = find_chromium()
-    if chromium is None:
-        sys.exit("chromium is not installed (apt-get install chromium)")
+    path = find_chromium() if args.browser == "chromium" else find_firefox()
+    if path is None:
+        sys.exit(f"{args.browser} is not installed (apt-get install {args.browser.replace('firefox', 'firefox-esr')})")
+    browser: Browser = (Firefox(path) if args.browser == "firefox"
+                        else Chromium(path, SOFTWARE_WEBGPU_FLAGS if args.webgpu else NO_GPU_FLAGS))
     from adasr.checkpoint import load_model
     from engines.factory import create_backend
     from engines.talking_head import TalkingHead
     from export.onnx_export import export_model
 
-    version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         export_model(load_model(resources.default_checkpoint()), work / "graphs")
@@ -139,7 +168,7 @@ def main() -> None:
             query += f"&watch={args.watch}"
         shot_when = ("window.adasr?.peerFace?.frames_rendered >= 20" if args.two_way
                      else f"window.adasr?.framesSent >= {args.frames // 2}")
-        call = asyncio.run(browser_call(head, work / "graphs", chromium, media, work, query=query,
+        call = asyncio.run(browser_call(head, work / "graphs", browser, media, work, query=query,
                                         screenshot_when=shot_when, answering=answering))
         report = figures(call, version)
         if args.two_way:

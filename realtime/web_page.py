@@ -53,6 +53,7 @@ PAGE_FILES: Mapping[str, str] = {
     "/app/style.css": "src/style.css",
     "/app/app.js": "src/app.js",
     "/app/call.js": "src/call.js",
+    "/app/checked_renderer.js": "src/checked_renderer.js",
     "/app/expression.js": "src/expression.js",
     "/app/face.js": "src/face.js",
     "/app/keypoints.js": "src/keypoints.js",
@@ -61,16 +62,22 @@ PAGE_FILES: Mapping[str, str] = {
     "/app/render.js": "src/render.js",
     "/app/rig.js": "src/rig.js",
     "/app/source_state.js": "src/source_state.js",
+    "/app/voice_meter.js": "src/voice_meter.js",
+    "/app/voice_sync.js": "src/voice_sync.js",
     "/app/wire.js": "src/wire.js",
 }
 _ORT = "node_modules/onnxruntime-web/dist/"
 _MEDIAPIPE = "node_modules/@mediapipe/tasks-vision/"
-#: The packages' runtimes (web/node_modules), by URL path: onnxruntime-web's wasm build (threaded, SIMD) and
-#: mediapipe's vision tasks with the wasm builds its loader picks from (SIMD or not).
+#: The packages' runtimes (web/node_modules), by URL path: onnxruntime-web's wasm build (threaded, SIMD), its WebGPU
+#: build (fetched only by a browser with a WebGPU adapter) and mediapipe's vision tasks with the wasm builds its
+#: loader picks from (SIMD or not).
 PACKAGE_FILES: Mapping[str, str] = {
     "/ort/ort.wasm.min.mjs": _ORT + "ort.wasm.min.mjs",
     "/ort/ort-wasm-simd-threaded.mjs": _ORT + "ort-wasm-simd-threaded.mjs",
     "/ort/ort-wasm-simd-threaded.wasm": _ORT + "ort-wasm-simd-threaded.wasm",
+    "/ort/ort.webgpu.min.mjs": _ORT + "ort.webgpu.min.mjs",
+    "/ort/ort-wasm-simd-threaded.asyncify.mjs": _ORT + "ort-wasm-simd-threaded.asyncify.mjs",
+    "/ort/ort-wasm-simd-threaded.asyncify.wasm": _ORT + "ort-wasm-simd-threaded.asyncify.wasm",
     "/mp/vision_bundle.mjs": _MEDIAPIPE + "vision_bundle.mjs",
     **{f"/mp/wasm/{name}": f"{_MEDIAPIPE}wasm/{name}" for name in (
         "vision_wasm_internal.js", "vision_wasm_internal.wasm",

@@ -1,14 +1,15 @@
 """A whole browser → Python call on this machine: ``serve_calls`` (the receiver ``adasr receive`` runs) serving the
-page, and headless Chromium opening its link with a fake camera and microphone. Shared by tests/test_browser_peer.py
-and benchmarks/browser_peer.py."""
+page, and a headless browser (Chromium, or Firefox) opening its link with a fake camera and microphone. Shared by
+tests/test_browser_peer.py and benchmarks/browser_peer.py."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,10 +24,17 @@ from realtime.sinks import FrameInfo
 from realtime.tls_identity import load_or_create_identity
 from realtime.transport import LOOPBACK, TransportOptions
 from realtime.web_page import add_page_routes
-from tests.headless_chromium import FakeMedia, open_page
+from tests.headless_chromium import BrowserPage, FakeMedia
 
 #: What the page reports once it has ended, failed or been stopped (window.adasr).
 PAGE_DONE = "['ended', 'failed'].includes(window.adasr?.phase) && window.adasr"
+
+
+class Browser(Protocol):
+    """A headless browser the test drives (``tests.headless_chromium.Chromium``, ``tests.headless_firefox.Firefox``)."""
+
+    def open(self, url: str, media: FakeMedia, profile: Path) -> AbstractAsyncContextManager[BrowserPage]:
+        """The page at ``url``, with ``media`` as its camera and microphone, in a fresh ``profile``."""
 
 
 class RecordingSink:
@@ -71,11 +79,11 @@ class BrowserCall:
     """The page's last frame of the receiver's face (``answering``): motion, reference, RGBA pixels (base64)."""
 
 
-async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: FakeMedia, workdir: Path, *,
+async def browser_call(head: TalkingHead, graphs: Path, browser: Browser, media: FakeMedia, workdir: Path, *,
                        query: str = "auto=1&frames=40&fps=10", link_token: str | None = None,
                        screenshot_when: str | None = None, timeout_s: float = 400.0,
                        answering: Answering | None = None, portrait: Path | None = None) -> BrowserCall:
-    """Serve one call and open its link in Chromium (``link_token``: a different token in the link; ``answering``:
+    """Serve one call and open its link in ``browser`` (``link_token``: a different token in the link; ``answering``:
     the receiver's own face and voice back to the page); returns once the page has ended or failed and the
     receiver has finished with it. ``portrait``: picked in the page's file input once it asks for one (a query
     without ``auto=1``)."""
@@ -95,7 +103,7 @@ async def browser_call(head: TalkingHead, graphs: Path, chromium: str, media: Fa
     sample = None
     opened = time.monotonic()
     try:
-        async with open_page(chromium, link, media, workdir / "profile") as page:
+        async with browser.open(link, media, workdir / "profile") as page:
             if portrait is not None:
                 await page.wait_for("window.adasr?.phase === 'portrait'", timeout_s=timeout_s)
                 await page.choose_file("#portrait-file", portrait)

@@ -4,6 +4,7 @@ take screenshots. Nothing is downloaded: the browser is the system's, found on P
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import itertools
@@ -11,7 +12,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ import numpy as np
 
 #: The browser the tests drive: Debian's package (apt-get install chromium).
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
+#: No GPU at all (the default), or WebGPU on SwiftShader, Chromium's software Vulkan: slow, but a real WebGPU adapter
+#: for the page's check of WebGPU against wasm.
+NO_GPU_FLAGS = ("--disable-gpu",)
+SOFTWARE_WEBGPU_FLAGS = ("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-angle=swiftshader")
 
 
 def find_chromium() -> str | None:
@@ -55,8 +60,36 @@ class PageNotReady(RuntimeError):
     """The page has no JavaScript context yet (it is loading)."""
 
 
-class Page:
-    """One page target over its DevTools websocket: evaluate expressions, take screenshots."""
+class BrowserPage(abc.ABC):
+    """A page a test drives, in whichever browser: evaluate expressions, wait for one, take screenshots."""
+
+    @abc.abstractmethod
+    async def evaluate(self, expression: str) -> Any:
+        """The JSON value of a JavaScript expression in the page (PageNotReady while it has no context)."""
+
+    @abc.abstractmethod
+    async def screenshot(self, path: Path) -> Path:
+        """A PNG of the page as shown."""
+
+    async def choose_file(self, selector: str, path: Path) -> None:
+        """Pick ``path`` in the page's file input ``selector``, as a person would (fires its change event)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pick files")
+
+    async def wait_for(self, expression: str, *, timeout_s: float, poll_s: float = 0.5) -> Any:
+        """Poll until ``expression`` is truthy (bounded: ``timeout_s``); its value, or TimeoutError."""
+        for _ in range(int(timeout_s / poll_s) + 1):
+            try:
+                value = await self.evaluate(expression)
+            except PageNotReady:  # the page is still loading: no context to evaluate in yet
+                value = None
+            if value:
+                return value
+            await asyncio.sleep(poll_s)
+        raise TimeoutError(f"{expression} stayed false for {timeout_s:.0f} s")
+
+
+class Page(BrowserPage):
+    """One Chromium page target over its DevTools websocket."""
 
     def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
         self._socket = socket
@@ -75,42 +108,27 @@ class Page:
                 return dict(reply["result"])
 
     async def evaluate(self, expression: str) -> Any:
-        """The JSON value of a JavaScript expression in the page."""
         result = await self.call("Runtime.evaluate", expression=f"JSON.stringify({expression})", returnByValue=True)
         value = result["result"].get("value")
         return None if value is None else json.loads(value)
 
-    async def wait_for(self, expression: str, *, timeout_s: float, poll_s: float = 0.5) -> Any:
-        """Poll until ``expression`` is truthy (bounded: ``timeout_s``); its value, or TimeoutError."""
-        for _ in range(int(timeout_s / poll_s) + 1):
-            try:
-                value = await self.evaluate(expression)
-            except PageNotReady:  # the page is still loading: no context to evaluate in yet
-                value = None
-            if value:
-                return value
-            await asyncio.sleep(poll_s)
-        raise TimeoutError(f"{expression} stayed false for {timeout_s:.0f} s")
-
     async def choose_file(self, selector: str, path: Path) -> None:
-        """Pick ``path`` in the page's file input ``selector``, as a person would (fires its change event)."""
         document = await self.call("DOM.getDocument")
         node = await self.call("DOM.querySelector", nodeId=document["root"]["nodeId"], selector=selector)
         await self.call("DOM.setFileInputFiles", files=[str(path)], nodeId=node["nodeId"])
 
     async def screenshot(self, path: Path) -> Path:
-        """A PNG of the page as shown."""
         data = await self.call("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(data["data"]))
         return path
 
 
 @asynccontextmanager
-async def open_page(chromium: str, url: str, media: FakeMedia, profile: Path,
-                    start_timeout_s: float = 60.0) -> AsyncIterator[Page]:
+async def open_page(chromium: str, url: str, media: FakeMedia, profile: Path, start_timeout_s: float = 60.0,
+                    gpu_flags: tuple[str, ...] = NO_GPU_FLAGS) -> AsyncIterator[Page]:
     """Chromium headless on ``url`` with the fake camera and microphone; the page's DevTools handle."""
     flags = [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
+        "--headless=new", "--no-sandbox", *gpu_flags, "--no-first-run", "--no-default-browser-check",
         f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1000,900",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={media.video}", f"--use-file-for-fake-audio-capture={media.audio}",
@@ -140,3 +158,16 @@ async def open_page(chromium: str, url: str, media: FakeMedia, profile: Path,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass(frozen=True)
+class Chromium:
+    """How tests/browser_call.py opens a page in Chromium."""
+
+    path: str
+    gpu_flags: tuple[str, ...] = NO_GPU_FLAGS
+    """No GPU (the default), or ``SOFTWARE_WEBGPU_FLAGS``."""
+
+    def open(self, url: str, media: FakeMedia, profile: Path) -> AbstractAsyncContextManager[BrowserPage]:
+        """The page at ``url``, with ``media`` as the camera and microphone."""
+        return open_page(self.path, url, media, profile, gpu_flags=self.gpu_flags)

@@ -1,6 +1,6 @@
 // The page: check the link's token, load the tracker, the motion extractor and the renderer, take a portrait,
 // then call the receiver and drive the portrait with the camera, as `adasr send` does; when the receiver answers
-// with its own face, render it (peer_face.js) and play its voice. `?auto=1` joins at once with a camera snapshot
+// with its own face, render it (peer_face.js) and play its voice, held back for that face (voice_sync.js). `?auto=1` joins at once with a camera snapshot
 // as the portrait (kiosks, tests); `?frames=N` hangs up after N motion packets (and, with `&watch=M`, once M of the
 // other side's frames were rendered too); `?fps=F` caps the rate. window.adasr holds the page's state and figures
 // for whoever drives it (the tests read it); window.adasrPeerSample() the last frame rendered of the other side.
@@ -9,10 +9,13 @@ import { FaceLandmarker, FilesetResolver } from '/mp/vision_bundle.mjs';
 import { Call, CallError, monotonicUs, probe } from './call.js';
 import { expressionFeatures, NUM_FEATURES, rawRatios } from './expression.js';
 import { BoxSmoother, boxFromCenter, cropInto, MotionSmoother, rawBox, toChw, toRgb } from './face.js';
-import { configureRuntime, MotionExtractor, ort } from './motion.js';
+import { CheckedRenderer } from './checked_renderer.js';
+import { configureRuntime, loadWebGpuRuntime, MotionExtractor, ort } from './motion.js';
 import { PeerFace } from './peer_face.js';
 import { FaceRenderer } from './render.js';
 import { anchorsFromLandmarks } from './rig.js';
+import { VoiceMeter } from './voice_meter.js';
+import { VoiceSync } from './voice_sync.js';
 import { Compression, imageBody, MotionFlags, SourceKind, sourcePayload, zlibCompress } from './wire.js';
 
 const params = new URLSearchParams(location.search);
@@ -29,13 +32,54 @@ const state = window.adasr = {
   trackMs: [], extractMs: [], loopMs: [], crossOriginIsolated: window.crossOriginIsolated,
   downloadBytes: null, firstMotionMs: null, sourceBytes: null, ended: null,
   peerFace: null, // the other side's face: its counters, render times, first face, last error
+  lipSync: null, // its voice against its face: offsets (ms, positive: the face lags), the voice's hold (voice_sync.js)
+  peerVoice: null, // what the page heard of that voice: loudest RMS and its strongest frequency (voice_meter.js)
 };
 let peerFace = null;
+let voiceMeter = null;
 
 function notePeerFace() {
   if (peerFace === null) return;
   state.peerFace = { ...peerFace.stats, renderMs: peerFace.renderMs.slice(), firstFaceMs: peerFace.firstFaceAt,
     error: peerFace.error };
+  state.lipSync = peerFace.sync?.figures() ?? null;
+  state.renderer = peerFace.renderer.figures();
+  state.peerVoice = voiceMeter?.figures() ?? null;
+}
+
+/** The renderer of the other side's face: on wasm, and on WebGPU too where the browser has an adapter, trusted once
+ * its first frame matches wasm's (checked_renderer.js). */
+async function checkedRenderer(graph, config, threads) {
+  const create = (runtime, provider) => FaceRenderer.create(runtime, graph, config.image_size,
+    config.rig_anchors.length, null, provider);
+  const wasm = await create(ort, 'wasm');
+  try {
+    const { runtime, reason } = await loadWebGpuRuntime(threads);
+    return new CheckedRenderer(wasm, runtime && await create(runtime, 'webgpu'), reason);
+  } catch (error) {
+    return new CheckedRenderer(wasm, null, `WebGPU could not load the renderer (${error.message})`);
+  }
+}
+
+/** The other side's voice: played by the page's <audio> element, metered, and held for its face. */
+function playPeerVoice(receiver) {
+  const element = $('peer-voice');
+  element.srcObject = new MediaStream([receiver.track]);
+  element.play().catch((error) => { // no autoplay without a gesture here: let the person start it
+    state.peerVoiceError = error.name;
+    element.controls = true;
+  });
+  voiceMeter = new VoiceMeter(receiver.track);
+  peerFace.sync = new VoiceSync(receiver);
+  peerFace.sync.start();
+}
+
+function lipSyncText() {
+  const sync = state.lipSync;
+  if (!sync) return '';
+  if (sync.unsupported) return ` · lip sync: ${sync.unsupported}`;
+  if (sync.offsetMsP50 === null) return ' · lip sync: measuring';
+  return ` · face − voice ${sync.offsetMsP50.toFixed(0)} ms (median; voice held ${(sync.targetMs ?? 0).toFixed(0)} ms)`;
 }
 
 /** The last frame rendered of the other side: its motion, reference, their face ratios and RGBA pixels (base64). */
@@ -79,8 +123,9 @@ function showFigures() {
     `tracker ${rate(median(state.trackMs))} fps · motion extractor ${rate(median(state.extractMs))} fps · ` +
     `loop ${rate(median(state.loopMs))} fps · rendered there: ${state.peerRendered ?? '–'}` +
     (peerFace ? ` · the other side: ${peerFace.stats.frames_rendered} frames, ` +
-      `${rate(median(peerFace.renderMs))} fps render` : '');
+      `${rate(median(peerFace.renderMs))} fps render on ${peerFace.renderer.figures().provider}` : '');
   notePeerFace();
+  $('figures').textContent += lipSyncText() + (state.renderer?.reason ? ` · ${state.renderer.reason}` : '');
 }
 
 /** A still of ``source`` (image or video) as a canvas at its natural size. */
@@ -193,7 +238,8 @@ async function main() {
   const [faceModel, graph, rendererGraph] = await Promise.all(
     ['/call/face_landmarker.task', '/call/motion_extractor.onnx', '/call/renderer.onnx']
       .map(async (path) => new Uint8Array(await (await fetchPrivate(path)).arrayBuffer())));
-  configureRuntime(Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)));
+  const threads = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
+  configureRuntime(threads);
   const fileset = await FilesetResolver.forVisionTasks('/mp/wasm');
   const landmarker = await FaceLandmarker.createFromOptions(fileset, {
     baseOptions: { modelAssetBuffer: faceModel, delegate: 'CPU' },
@@ -202,8 +248,7 @@ async function main() {
   });
   const extractor = await MotionExtractor.create(graph, config.image_size);
   extractor.numKp = config.num_kp;
-  const renderer = await FaceRenderer.create(ort, rendererGraph, config.image_size, config.rig_anchors.length);
-  peerFace = new PeerFace(renderer, $('peer'), config);
+  peerFace = new PeerFace(await checkedRenderer(rendererGraph, config, threads), $('peer'), config);
   show('Allow the camera and the microphone…', 'media');
   const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true })
     .catch((error) => {
@@ -223,7 +268,7 @@ async function main() {
   show('Calling…', 'calling');
   const call = await Call.connect(token, media.getAudioTracks()[0], options.fps);
   call.peer.face.then(({ control, motion }) => peerFace.attach(control, motion));
-  call.peer.voice.then((track) => { $('peer-voice').srcObject = new MediaStream([track]); });
+  playPeerVoice(call.peer.voice);
   $('hangup').hidden = false;
   $('hangup').onclick = () => call.hangUp();
   const body = imageBody(portrait.rgb, config.image_size, config.image_size, portrait.rig);
@@ -239,6 +284,8 @@ async function main() {
   state.peerRendered = call.peerStats?.frames_rendered ?? state.peerRendered;
   media.getTracks().forEach((track) => track.stop());
   showFigures();
+  peerFace.sync.stop();
+  voiceMeter.close();
   show(`The call ended: ${state.ended}.`, 'ended');
 }
 

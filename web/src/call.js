@@ -99,8 +99,8 @@ export class Call {
   /** Offer a call to this page's receiver; resolves once both channels are open. */
   static async connect(token, voiceTrack, fps) {
     const pc = new RTCPeerConnection({ iceServers: [] });
-    // the callee's face comes on channels it opens, its voice on the one audio transceiver (sendrecv)
-    const peer = { channels: {}, voice: null };
+    // the callee's face comes on channels it opens, its voice on the one audio transceiver's receiver
+    const peer = { channels: {} };
     peer.face = new Promise((resolve) => {
       pc.addEventListener('datachannel', ({ channel }) => {
         if ([CONTROL_LABEL, MOTION_LABEL].includes(channel.label)) peer.channels[channel.label] = channel;
@@ -109,9 +109,8 @@ export class Call {
         }
       });
     });
-    peer.voice = new Promise((resolve) => pc.addEventListener('track', ({ track }) => resolve(track)));
-    if (voiceTrack) pc.addTransceiver(voiceTrack, { direction: 'sendrecv' });
-    else pc.addTransceiver('audio', { direction: 'recvonly' });
+    peer.voice = (voiceTrack ? pc.addTransceiver(voiceTrack, { direction: 'sendrecv' })
+      : pc.addTransceiver('audio', { direction: 'recvonly' })).receiver;
     const control = pc.createDataChannel(CONTROL_LABEL, { ordered: true });
     const motion = pc.createDataChannel(MOTION_LABEL, { ordered: false, maxRetransmits: 0 });
     await pc.setLocalDescription(await pc.createOffer());

@@ -5,10 +5,22 @@ import * as ort from '/ort/ort.wasm.min.mjs';
 
 export { ort };
 
-/** Where the runtime's wasm is served from and how many threads it gets (its default is 1 on a 2-core machine). */
-export function configureRuntime(threads) {
-  ort.env.wasm.wasmPaths = '/ort/';
-  ort.env.wasm.numThreads = threads;
+/** Where a runtime's wasm is served from and how many threads it gets (its default is 1 on a 2-core machine). */
+export function configureRuntime(threads, runtime = ort) {
+  runtime.env.wasm.wasmPaths = '/ort/';
+  runtime.env.wasm.numThreads = threads;
+}
+
+/** onnxruntime-web's WebGPU build (24 MB more), loaded only where the browser offers a WebGPU adapter: the
+ * module, or null and why not. */
+export async function loadWebGpuRuntime(threads) {
+  if (!navigator.gpu) return { runtime: null, reason: 'this browser has no WebGPU' };
+  if (!(await navigator.gpu.requestAdapter())) {
+    return { runtime: null, reason: 'this browser offers no WebGPU adapter (no GPU, or it is disabled)' };
+  }
+  const runtime = await import('/ort/ort.webgpu.min.mjs');
+  configureRuntime(threads, runtime);
+  return { runtime, reason: null };
 }
 
 export class MotionExtractor {

@@ -3,17 +3,20 @@
 // arrives on the callee's control channel, motion on its motion channel; the newest motion is rendered (latest
 // wins: a frame never waits behind an older one), relative to the first one after a source or a reset, and the
 // page answers as a receiver does: STATS every second (frames rendered and dropped, which the callee's sender
-// follows), GOODBYE answered with final STATS then GOODBYE.
+// follows), GOODBYE answered with final STATS then GOODBYE. The callee's CLOCK and each face drawn go to ``sync``
+// (voice_sync.js), which holds the voice for a late face and says how long to hold an early face for its voice.
 import { monotonicUs } from './call.js';
 import { frameToRgba, withPhotoDifferences } from './render.js';
 import { parseSourceMessage, SourceAssembler, unpackSourceState } from './source_state.js';
 import {
-  ANCHOR_BOUND, decodeMotion, encodeGoodbye, encodeStats, GoodbyeReason, MessageType, MotionFlags, parseHeader, ProtocolError,
+  ANCHOR_BOUND, decodeClock, decodeMotion, encodeGoodbye, encodeStats, GoodbyeReason, MessageType, MotionFlags, parseHeader, ProtocolError,
   RATIO_BOUNDS, SourceKind,
 } from './wire.js';
 
 const KEEPALIVE_MS = 1000;
 const SAMPLES_KEPT = 600;
+/** Recent renders whose median is what a face is expected to take (realtime/receiver/face_sync.py's). */
+const RENDERS_CONSIDERED = 30;
 
 /** Serial-number order of u32 sequence numbers (RFC 1982): is ``seq`` newer than ``newest``? */
 function newer(seq, newest) {
@@ -54,6 +57,7 @@ export class PeerFace {
     this.resetFrom = null;
     this.rendering = false;
     this.controlSeq = 0;
+    this.sync = null; // a VoiceSync once the voice's receiver is known
     this.ended = new Promise((resolve) => { this.end = resolve; });
   }
 
@@ -90,6 +94,8 @@ export class PeerFace {
       if (message.type === MessageType.SOURCE_BEGIN || message.type === MessageType.SOURCE_CHUNK) {
         const done = await this.assembler.feed(parseSourceMessage(message));
         if (done !== null) await this.install(done);
+      } else if (message.type === MessageType.CLOCK) {
+        this.sync?.noteClock(decodeClock(message));
       } else if (message.type === MessageType.RESET_REFERENCE && message.payload.length === 4) {
         this.resetFrom = new DataView(message.payload.buffer, message.payload.byteOffset).getUint32(0, true);
       } else if (message.type === MessageType.GOODBYE) {
@@ -163,11 +169,15 @@ export class PeerFace {
         }
         this.reference ??= packet.vector;
         this.referenceRatios ??= packet.faceRatios; // the first ratios after the reference was taken
+        // a face early for its voice waits for it, less the render's usual time (voice_sync.js)
+        const heldMs = this.sync?.holdMs(packet.timestampUs, this.renderMs.slice(-RENDERS_CONSIDERED)) ?? 0;
+        if (heldMs > 0) await new Promise((resolve) => setTimeout(resolve, heldMs));
         const t0 = performance.now();
         const frame = await this.renderer.render(packet.vector, this.reference, packet.faceRatios,
           this.referenceRatios);
         const pixels = frameToRgba(frame, this.renderer.side);
         this.draw(pixels);
+        this.sync?.faceShown(packet.timestampUs, heldMs);
         this.renderMs.push(performance.now() - t0);
         if (this.renderMs.length > SAMPLES_KEPT) this.renderMs.shift();
         this.stats.frames_rendered += 1;

@@ -1,6 +1,7 @@
 // The other side's face, rendered in the page with the same graphs the Python receiver runs: the source encoder
 // once (its portrait crop → f_s, x_c, its own motion), then the renderer per motion (onnxruntime-web, wasm), fed
-// the expression rig's inputs too: the portrait's anchors and the change of face ratios the driver asks (rig.js).
+// the expression rig's inputs too: the portrait's anchors and the change of face ratios the driver asks (rig.js);
+// on wasm, or on WebGPU once checked_renderer.js has checked it.
 // Works in a page and in node (web/tools/render_check.mjs checks it against Python's ONNX Runtime).
 import { NUM_FEATURES } from './expression.js';
 import { drivingKeypoints, transformKeypoints } from './keypoints.js';
@@ -16,9 +17,10 @@ function concat(arrays) {
 export class FaceRenderer {
   /** ``ort``: the onnxruntime-web module (the page's or node's); the graphs as bytes (the source encoder only
    * to encode a portrait here: a received feature volume needs none); ``numAnchors``: the expression rig's anchor
-   * count (config.json's "rig_anchors"). */
-  static async create(ort, rendererBytes, side, numAnchors, encoderBytes = null) {
-    const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
+   * count (config.json's "rig_anchors"); ``provider``: the execution provider (checked_renderer.js checks a
+   * WebGPU one against wasm before it is trusted). */
+  static async create(ort, rendererBytes, side, numAnchors, encoderBytes = null, provider = 'wasm') {
+    const options = { executionProviders: [provider], graphOptimizationLevel: 'all' };
     const [renderer, encoder] = await Promise.all([ort.InferenceSession.create(rendererBytes, options),
       encoderBytes && ort.InferenceSession.create(encoderBytes, options)]);
     return new FaceRenderer(ort, encoder, renderer, side, numAnchors);

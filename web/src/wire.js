@@ -255,6 +255,14 @@ export function encodeClock(seq, timestampUs, wallUs) {
   return concat([encodeHeader(MessageType.CLOCK, seq, timestampUs), body]);
 }
 
+/** A parsed CLOCK (``parseHeader``'s result) → the sender's two clocks read together, both µs as BigInt. */
+export function decodeClock({ type, timestampUs, payload }) {
+  if (type !== MessageType.CLOCK) throw new ProtocolError(`not a CLOCK message (type 0x${type.toString(16)})`);
+  if (payload.length !== 8) throw new ProtocolError(`CLOCK payload of ${payload.length} bytes, 8 expected`);
+  const wallUs = new DataView(payload.buffer, payload.byteOffset, 8).getBigUint64(0, true);
+  return { timestampUs, wallUs };
+}
+
 /** RESET_REFERENCE: header + u32 first motion sequence number of the new reference. */
 export function encodeResetReference(seq, timestampUs, fromMotionSeq) {
   checkU32(fromMotionSeq, 'from_motion_seq');

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import {
-  Compression, DEFAULT_QUANTIZER, decodeMotion, encodeClock, encodeGoodbye, encodeMotion, encodeResetReference,
+  Compression, decodeClock, DEFAULT_QUANTIZER, decodeMotion, encodeClock, encodeGoodbye, encodeMotion, encodeResetReference,
   encodeStats, HEADER_SIZE, imageBody, MotionFlags, parseHeader, ProtocolError, sourcePayload, splitSource,
   zlibCompress,
 } from '../src/wire.js';
@@ -74,6 +74,9 @@ test('STATS, GOODBYE, CLOCK and RESET_REFERENCE bytes equal the Python encoder\'
   assert.equal(hex(encodeGoodbye(g.seq, BigInt(g.timestamp_us), g.reason, g.text)), g.hex);
   const c = golden.clock;
   assert.equal(hex(encodeClock(c.seq, BigInt(c.timestamp_us), BigInt(c.wall_us))), c.hex);
+  assert.deepEqual(decodeClock(parseHeader(fromHex(c.hex))),
+    { timestampUs: BigInt(c.timestamp_us), wallUs: BigInt(c.wall_us) }); // the page reads the other side's CLOCK
+  assert.throws(() => decodeClock(parseHeader(fromHex(c.hex).subarray(0, HEADER_SIZE + 4))), ProtocolError);
   const r = golden.reset_reference;
   assert.equal(hex(encodeResetReference(r.seq, BigInt(r.timestamp_us), r.from_motion_seq)), r.hex);
 });
