@@ -101,7 +101,8 @@ def lip_sync_figures(sync: dict[str, Any] | None) -> dict[str, Any] | None:
             "faces_synced": sync["facesSynced"], "faces_held": sum(h > 0 for h in held),
             "face_hold_ms_p50": statistics.median(held) if held else None,
             "voice_hold_target_ms": _round(sync["targetMs"]), "voice_jitter_buffer_ms": _round(sync["voiceDelayMs"]),
-            "voice_output_ms": _round(sync["playoutDelayMs"]), "decisions": sync["decisions"]}
+            "voice_output_ms": _round(sync["playoutDelayMs"]), "voice_hold_failed": sync["voiceHoldFailed"],
+            "decisions": sync["decisions"]}
 
 
 def _round(value: float | None) -> float | None:
