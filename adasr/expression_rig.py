@@ -8,12 +8,16 @@ portrait's own landmarks say where its lips and lids are. So the renderer moves 
 1. ``target_ratios``: the portrait's ratios plus the driver's change since its reference frame (the mouth,
    width, smile and brows additively, each eye's opening multiplicatively so that a blink closes any eye);
    without a reference, the driver's own ratios.
-2. ``ExpressionRig`` (inside the renderer graph, no weights): each anchor (a lip, lid, brow, chin point)
+2. ``ExpressionRig`` (inside the renderer graph, no weights): each anchor (a lip, brow, chin point)
    moves by what its ratio's change asks, in units of the portrait's own eye-corner distance; a smooth
    backward flow through the moved anchors (normalised Gaussian weights, still anchors on the nose,
    cheeks and jaw keep it local) is composed with the learned warp, for the feature volume and for the
    full-resolution photo alike, so a lip moves by its true few pixels.
-3. A mouth that opens wider than the portrait's shows a dark interior (the space between the moved inner
+3. The eyelids are not left to that smooth field: a closing lid is a jump of the flow (the eyeball vanishes
+   between the lids), which a field of a few pixels' cells blurs into a half-open eye. ``lid_flow`` remaps
+   each eye's band exactly, at every pixel: the lids are parabolas between the eye's corners, and along the
+   face's down axis a piecewise-linear map takes the moved lids back to the portrait's.
+4. A mouth that opens wider than the portrait's shows a dark interior (the space between the moved inner
    lips, an ellipse), which warping alone cannot make.
 
 A change of zero (identity motion, a portrait without landmarks, a driver without a face) is exactly
@@ -42,6 +46,7 @@ _OUTER_UPPER_LIP, _OUTER_LOWER_LIP = (0, 37, 267), (17, 84, 314)
 _MOUTH_CORNERS = (61, 291)
 _JAW = (152, 148, 377, 176, 400)  # chin, then along the jaw towards the ears
 _RIGHT_BROW, _LEFT_BROW = (52, 65, 105, 70, 46), (282, 295, 334, 300, 276)
+_RIGHT_BROW_LOWER, _LEFT_BROW_LOWER = (52, 65, 46), (282, 295, 276)
 _UNDER_EYES = (230, 450, 119, 348, 117, 346)
 _STILL = (1, 2, 4, 6, 168, 205, 425, 50, 280, 172, 397, 234, 454, 10, *_UNDER_EYES)
 """Never moved: the nose, cheeks, the skin under the eyes, the jaw's corners, the face's sides and forehead (they
@@ -80,6 +85,18 @@ MAX_EYE_WIDENING = 1.3
 EYE_OPEN_FLOOR = 0.2
 #: Share of an eye's closing taken by its lower lid (the upper one does most of a blink).
 LOWER_LID_SHARE = 0.2
+#: How far the skin that stretches or folds with a moving lid reaches above the upper lid and below the lower one,
+#: in eye half-widths; above, at most ``LID_REACH_TO_BROW`` of the way up to the brow's lower edge (the lid's fold
+#: stretches, the brow stays where it is: low brows on a closing eye would otherwise be dragged into it).
+LID_REACH_ABOVE, LID_REACH_BELOW, LID_REACH_TO_BROW = 1.0, 0.7, 0.7
+#: The least bow (1 − u²) by which a lid's measured height is scaled to its curve's middle: lid anchors near a
+#: corner do not blow up the curve.
+_MIN_BOW = 0.3
+#: How far past each lid's landmarks (the lid margin) the squeezed eye reaches, in eye half-widths: a shut eye
+#: hides all of the eyeball, not just what lies between the landmarks.
+LID_MARGIN = 0.12
+#: Narrowest lid gap the eye's remap divides by (normalised coordinates, ~0.1 px): a shut eye's.
+_SHUT = 1e-3
 #: Colour of a mouth's dark interior (linear RGB in [0, 1]) and how much of the pixel it takes.
 CAVITY_RGB = (0.16, 0.06, 0.06)
 CAVITY_OPACITY = 0.85
@@ -100,7 +117,11 @@ def target_ratios(source: np.ndarray, driving: np.ndarray, reference: np.ndarray
     An eye's opening moves as a share of each face's open eye, so a blink closes any eye: the driver's share is
     its opening over its reference's (at least ``EYE_OPEN_FLOOR``: a reference caught mid-blink does not make
     every later frame look wide open), applied to the portrait's own (same floor). Eyes never open past
-    ``MAX_EYE_WIDENING`` times the portrait's, a mouth never below closed."""
+    ``MAX_EYE_WIDENING`` times the portrait's, a mouth never below closed.
+
+    A mouth opens at least as wide as the driver's own (both over their eye-corner distance): a driver whose
+    reference frame was caught talking would otherwise leave a closed-mouthed portrait shut for every opening
+    smaller than that frame's; a portrait that smiles open keeps its smile (relative is wider there)."""
     source = np.asarray(source, np.float32)
     driving = np.asarray(driving, np.float32)
     if reference is None:
@@ -116,7 +137,7 @@ def target_ratios(source: np.ndarray, driving: np.ndarray, reference: np.ndarray
         i = _F[eye]
         target[..., i] = np.clip(target[..., i], 0.0, source[..., i] * MAX_EYE_WIDENING)
     i = _F["mouth_open"]
-    target[..., i] = np.maximum(target[..., i], 0.0)
+    target[..., i] = np.maximum(target[..., i], np.maximum(driving[..., i], 0.0))
     return target.astype(np.float32)
 
 
@@ -170,7 +191,8 @@ class ExpressionRig(nn.Module):
     def displacements(self, anchors: torch.Tensor, change: torch.Tensor,
                       frame: FaceFrame | None = None) -> torch.Tensor:
         """Where each anchor moves [B, N, 2], forward (portrait → rendered face), in normalised coordinates;
-        ``frame``: the anchors' ``face_frame``, when the caller has it already."""
+        ``frame``: the anchors' ``face_frame``, when the caller has it already. The lids stay: they pin this smooth
+        field around the eyes, whose opening ``eye_lids`` remaps exactly."""
         axis_x, axis_y, iod = face_frame(anchors) if frame is None else frame
         b = anchors.shape[0]
         along = torch.zeros(b, NUM_ANCHORS, device=anchors.device, dtype=anchors.dtype)  # in iod, along axis_y
@@ -186,13 +208,6 @@ class ExpressionRig(nn.Module):
         along[:, corners] = (lower / 2 - change[:, _F["smile"]])[:, None]
         side[:, corners[0]] = -half_width
         side[:, corners[1]] = half_width
-        for upper_lid, lower_lid, corner_pair, eye in (
-                (_RIGHT_UPPER_LID, _RIGHT_LOWER_LID, _RIGHT_EYE_CORNERS, "right_eye_open"),
-                (_LEFT_UPPER_LID, _LEFT_LOWER_LID, _LEFT_EYE_CORNERS, "left_eye_open")):
-            eye_width = (anchors[:, _AT[corner_pair[0]]] - anchors[:, _AT[corner_pair[1]]]).norm(dim=-1) / iod[:, 0]
-            gap = change[:, _F[eye]] * eye_width  # in iod; the lids part (>0) or meet (<0)
-            along[:, _rows(upper_lid)] = (-(1 - LOWER_LID_SHARE) * gap)[:, None]
-            along[:, _rows(lower_lid)] = (LOWER_LID_SHARE * gap)[:, None]
         along[:, _rows(_RIGHT_BROW)] = -change[:, _F["right_brow"], None]
         along[:, _rows(_LEFT_BROW)] = -change[:, _F["left_brow"], None]
         return (along[..., None] * axis_y[:, None] + side[..., None] * axis_x[:, None]) * iod[:, :, None]
@@ -245,31 +260,128 @@ class ExpressionRig(nn.Module):
         opacity = self._new_interior(frame, moved, upper_edge, lower_edge, points) * CAVITY_OPACITY
         size = self.field_size
         values = torch.cat([flow, opacity[..., None]], dim=-1).reshape(-1, size, size, 3).permute(0, 3, 1, 2)
-        return RigField(values, low, span)
+        return RigField(values, low, span, eye_lids(anchors, change, frame))
+
+
+class EyeLids(NamedTuple):
+    """Both eyes' lids (right, left), each lid a parabola between its eye's corners: ``centre`` [B, 2, 2] (the
+    corners' midpoint), ``half_width`` [B, 2], how far above the upper lid the moving skin reaches
+    (``reach_above`` [B, 2]), and each lid's height at the eye's middle along the face's down axis [B, 2, 2]
+    (upper, lower; the upper is negative), in the portrait (``source``) and as the driver asks (``moved``); the
+    face's axes [B, 2] each. Normalised portrait coordinates."""
+
+    centre: torch.Tensor
+    half_width: torch.Tensor
+    reach_above: torch.Tensor
+    source: torch.Tensor
+    moved: torch.Tensor
+    axis_x: torch.Tensor
+    axis_y: torch.Tensor
+
+
+def eye_lids(anchors: torch.Tensor, change: torch.Tensor, frame: FaceFrame) -> EyeLids:
+    """The portrait's lids from its anchors (each ``LID_MARGIN`` past its landmarks), and where the ratio change
+    [B, E] moves them: the gap between the landmarks changes by the eye's opening change times its width (as
+    ``adasr.expression_signal`` measures an opening), the eye with its margins in proportion, the upper lid taking
+    ``1 − LOWER_LID_SHARE`` of it; lids never cross."""
+    centres, half_widths, reaches, sources, moved = [], [], [], [], []
+    for corners, upper_lid, lower_lid, brow, eye in (
+            (_RIGHT_EYE_CORNERS, _RIGHT_UPPER_LID, _RIGHT_LOWER_LID, _RIGHT_BROW_LOWER, "right_eye_open"),
+            (_LEFT_EYE_CORNERS, _LEFT_UPPER_LID, _LEFT_LOWER_LID, _LEFT_BROW_LOWER, "left_eye_open")):
+        outer, inner = anchors[:, _AT[corners[0]]], anchors[:, _AT[corners[1]]]
+        centre, half_width = (outer + inner) / 2, (outer - inner).norm(dim=-1) / 2  # B, 2 and B
+        upper = anchors[:, _rows(upper_lid[:3])].mean(dim=1) - centre  # the three the tracker's ratio measures
+        lower = anchors[:, _rows(lower_lid)].mean(dim=1) - centre
+        across = ((upper + lower) / 2 * frame.axis_x).sum(-1) / half_width.clamp(min=1e-6)
+        bow = (1 - across * across).clamp(min=_MIN_BOW)
+        margin = LID_MARGIN * half_width
+        to_brow = ((upper - (anchors[:, _rows(brow)].mean(dim=1) - centre)) * frame.axis_y).sum(-1)
+        reach = (torch.minimum(LID_REACH_TO_BROW * to_brow, LID_REACH_ABOVE * half_width) - margin).clamp(
+            min=0.2 * half_width)  # above the lid's margin
+        height = torch.stack([(upper * frame.axis_y).sum(-1) / bow - margin,
+                              (lower * frame.axis_y).sum(-1) / bow + margin], dim=-1)
+        gap = (height[:, 1] - height[:, 0] - 2 * margin).clamp(min=_SHUT)  # between the landmarks
+        new_gap = (gap + change[:, _F[eye]] * 2 * half_width / bow).clamp(min=0)
+        widening = (height[:, 1] - height[:, 0]) * (new_gap / gap - 1)  # the eye with its margins, to scale
+        top = (height[:, 0] - (1 - LOWER_LID_SHARE) * widening).clamp(min=height[:, 0] - 0.9 * reach)
+        bottom = (height[:, 1] + LOWER_LID_SHARE * widening).clamp(
+            max=height[:, 1] + 0.9 * LID_REACH_BELOW * half_width)
+        centres.append(centre)
+        half_widths.append(half_width)
+        reaches.append(reach)
+        sources.append(height)
+        moved.append(torch.stack([top, torch.maximum(bottom, top)], dim=-1))
+    return EyeLids(torch.stack(centres, dim=1), torch.stack(half_widths, dim=1), torch.stack(reaches, dim=1),
+                   torch.stack(sources, dim=1), torch.stack(moved, dim=1), frame.axis_x, frame.axis_y)
+
+
+def lid_flow(lids: EyeLids, points: torch.Tensor) -> torch.Tensor:
+    """The backward flow [B, P, 2] that moves the lids at points [B, P, 2] (portrait coordinates): within each eye's
+    band (from ``reach_above`` over the upper lid to ``LID_REACH_BELOW`` under the lower), a piecewise-linear
+    remap along the face's down axis takes the moved lids back to the portrait's, so the skin above stretches or
+    folds, the eye between them shows squeezed (or spread) and a shut eye is the skin above meeting the skin
+    below. Exact where a smooth field blurs: a closing lid is a jump of the flow. Zero outside the bands and with
+    the lids unmoved."""
+    flow = torch.zeros_like(points)
+    down = lids.axis_y[:, None]  # B, 1, 2
+    for e in range(2):
+        offset = points - lids.centre[:, e, None]
+        half_width = lids.half_width[:, e, None]  # B, 1
+        u = (offset * lids.axis_x[:, None]).sum(-1) / half_width.clamp(min=1e-6)
+        v = (offset * down).sum(-1)
+        bow = (1 - u * u).clamp(min=0)  # the lids' curves meet at the corners; beyond them nothing moves
+        upper, lower = lids.source[:, e, 0, None] * bow, lids.source[:, e, 1, None] * bow
+        new_upper, new_lower = lids.moved[:, e, 0, None] * bow, lids.moved[:, e, 1, None] * bow
+        top, bottom = upper - lids.reach_above[:, e, None], lower + LID_REACH_BELOW * half_width
+        # each branch is (where the portrait's point lies − v), written so that unmoved lids give exactly zero
+        above = (v - top) * (upper - new_upper) / (new_upper - top)
+        between = (upper - new_upper) + (v - new_upper) * ((lower - upper) - (new_lower - new_upper)) / (
+            new_lower - new_upper).clamp(min=_SHUT)
+        below = (bottom - v) * (lower - new_lower) / (bottom - new_lower)
+        shift = torch.where(v < new_upper, above, torch.where(v < new_lower, between, below))
+        shift = torch.where((v > top) & (v < bottom), shift, torch.zeros_like(shift))
+        flow = flow + shift[..., None] * down
+    return flow
 
 
 class RigField(NamedTuple):
-    """The rig's field [B, 3, F, F] (flow x, y and the interior's opacity) over the box from ``low`` [B, 2] spanning
-    ``span`` [B, 2] (normalised portrait coordinates); zero outside it."""
+    """The rig's smooth field [B, 3, F, F] (flow x, y and the interior's opacity) over the box from ``low`` [B, 2]
+    spanning ``span`` [B, 2] (normalised portrait coordinates; zero outside it), and the lids it remaps exactly."""
 
     values: torch.Tensor
     low: torch.Tensor
     span: torch.Tensor
+    lids: EyeLids
 
 
-def sample_field(field: RigField, grid: torch.Tensor) -> torch.Tensor:
-    """The rig's field at grid points [B, H, W, 2] (portrait coordinates) → [B, 3, H, W]."""
+def _smooth_field(field: RigField, grid: torch.Tensor) -> torch.Tensor:
+    """The smooth field at grid points [B, H, W, 2] (portrait coordinates) → [B, 3, H, W]."""
     inside_box = (grid - field.low[:, None, None]) / field.span[:, None, None] * 2 - 1
     return F.grid_sample(field.values, inside_box.to(field.values.dtype), mode="bilinear", padding_mode="zeros",
                          align_corners=False)
 
 
+def _lid_flow_on(field: RigField, grid: torch.Tensor) -> torch.Tensor:
+    """The lids' flow at grid points [B, H, W, 2] → [B, 2, H, W]."""
+    b, h, w, _ = grid.shape
+    flow = lid_flow(field.lids, grid.reshape(b, h * w, 2)).reshape(b, h, w, 2).permute(0, 3, 1, 2)
+    return flow.to(field.values.dtype)
+
+
+def sample_field(field: RigField, grid: torch.Tensor) -> torch.Tensor:
+    """The rig at grid points [B, H, W, 2] (portrait coordinates) → [B, 3, H, W]: flow x, y (the smooth field's plus
+    the lids') and the interior's opacity."""
+    smooth = _smooth_field(field, grid)
+    return torch.cat([smooth[:, :2] + _lid_flow_on(field, grid), smooth[:, 2:]], dim=1)
+
+
 def field_on_grid(field: RigField, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rig's flow [B, H, W, 2] and interior opacity [B, 1, H, W] at a full-resolution grid [B, H, W, 2]: sampled
-    at every other point and upsampled (the field is smooth over several pixels; a quarter of the samples)."""
-    coarse = sample_field(field, grid[:, ::2, ::2])
+    """The rig's flow [B, H, W, 2] and interior opacity [B, 1, H, W] at a full-resolution grid [B, H, W, 2]: the
+    smooth field sampled at every other point and upsampled (it is smooth over several pixels; a quarter of the
+    samples), the lids' flow at every point (a shut eye's is a jump)."""
+    coarse = _smooth_field(field, grid[:, ::2, ::2])
     fine = F.interpolate(coarse, size=grid.shape[1:3], mode="bilinear", align_corners=False)
-    return fine[:, :2].permute(0, 2, 3, 1), fine[:, 2:]
+    return (fine[:, :2] + _lid_flow_on(field, grid)).permute(0, 2, 3, 1), fine[:, 2:]
 
 
 def paint_cavity(frame: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:

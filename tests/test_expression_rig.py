@@ -6,12 +6,12 @@ import numpy as np
 import torch
 
 from adasr.demo_media import ASTRONAUT_FACE_ANCHORS, ASTRONAUT_FACE_RATIOS
-from adasr.expression_rig import (ANCHORS, LOWER_LIP_SHARE, MAX_EYE_WIDENING, NUM_ANCHORS, ExpressionRig,
-                                  sample_field, target_ratios)
+from adasr.expression_rig import (ANCHORS, LOWER_LID_SHARE, LOWER_LIP_SHARE, MAX_EYE_WIDENING, NUM_ANCHORS,
+                                  ExpressionRig, RigField, sample_field, target_ratios)
 from adasr.expression_signal import FEATURE_NAMES, NUM_FEATURES
 
 MOUTH, RIGHT_EYE = FEATURE_NAMES.index("mouth_open"), FEATURE_NAMES.index("right_eye_open")
-CHIN, UPPER_LID = ANCHORS.index(152), ANCHORS.index(159)
+CHIN = ANCHORS.index(152)
 INNER_LOWER_LIP = ANCHORS.index(14)
 
 
@@ -67,11 +67,40 @@ def test_an_opening_mouth_moves_the_lower_lip_and_chin_down_by_the_asked_gap_and
     assert torch.equal(sample_field(field, corner)[0, :, 0, 0], torch.zeros(3))  # far from the face: untouched
 
 
-def test_a_blink_brings_the_upper_lid_down_and_leaves_the_mouth_alone() -> None:
+def test_a_blink_brings_the_upper_lid_down_to_the_lower_and_leaves_the_mouth_alone() -> None:
     rig, anchors = ExpressionRig(), _anchors()
-    moved = rig.displacements(anchors, _change(right_eye_open=-0.3))[0]
-    assert float(moved[UPPER_LID, 1]) > 0.005  # down
-    assert float(moved[INNER_LOWER_LIP].norm()) == 0.0
+    right_eye = float(ASTRONAUT_FACE_RATIOS[RIGHT_EYE])
+    upper = anchors[0, [ANCHORS.index(i) for i in (159, 158, 160)]].mean(0)
+    lower = anchors[0, [ANCHORS.index(i) for i in (145, 144, 153)]].mean(0)
+    half = rig(anchors, _change(right_eye_open=-right_eye / 2))
+    shut = rig(anchors, _change(right_eye_open=-right_eye))
+    assert float(rig.displacements(anchors, _change(right_eye_open=-right_eye)).abs().max()) == 0.0  # lids: remapped
+
+    def looks_at(field: RigField, points: torch.Tensor) -> torch.Tensor:
+        """Where the rendered face at ``points`` (one point [2], or a grid [1, H, W, 2]) takes its pixel from in the
+        portrait: (x, y) [2], or y [H, W]."""
+        if points.dim() == 1:
+            return points + sample_field(field, points[None, None, None])[0, :2, 0, 0]
+        return points[0, ..., 1] + sample_field(field, points)[0, 1]
+
+    gap = float(lower[1] - upper[1])
+    assert gap > 0
+    # half shut: the upper lid comes down by its share (1 − LOWER_LID_SHARE) of half the gap; there the rendered
+    # face shows the portrait's upper lid
+    half_way = upper + torch.tensor([0.0, (1 - LOWER_LID_SHARE) * gap / 2])
+    assert abs(float(looks_at(half, half_way)[1] - upper[1])) < 0.15 * gap
+    # shut: down a line through the eye, every rendered point shows a lid or the skin around, none the eyeball
+    # between the lid landmarks; half shut, some still do
+    line = torch.stack([torch.full((400,), float(upper[0] + lower[0]) / 2),
+                        torch.linspace(float(upper[1]) - gap, float(lower[1]) + gap, 400)], dim=-1)
+    for field, eyeball_shows in ((shut, False), (half, True)):
+        seen_y = looks_at(field, line.reshape(1, 400, 1, 2))
+        inside = (seen_y > upper[1] + 0.1 * gap) & (seen_y < lower[1] - 0.1 * gap)
+        assert bool(inside.any()) is eyeball_shows
+    left_upper = anchors[0, ANCHORS.index(386)]
+    assert torch.equal(sample_field(shut, left_upper[None, None, None])[0, :, 0, 0], torch.zeros(3))  # other eye
+    mouth = anchors[0, INNER_LOWER_LIP]
+    assert torch.equal(sample_field(shut, mouth[None, None, None])[0, :, 0, 0], torch.zeros(3))
 
 
 def test_target_ratios_follow_the_driver_relative_to_its_reference() -> None:
@@ -90,6 +119,12 @@ def test_target_ratios_follow_the_driver_relative_to_its_reference() -> None:
     closing = reference.copy()
     closing[MOUTH] = 0.0
     assert target_ratios(np.zeros(NUM_FEATURES, np.float32), closing, reference)[MOUTH] == 0.0
+    # a reference caught talking: a closed portrait still opens as wide as the driver does
+    talking_reference, half_open = reference.copy(), reference.copy()
+    talking_reference[MOUTH], half_open[MOUTH] = 0.08, 0.05
+    closed_portrait = source.copy()
+    closed_portrait[MOUTH] = 0.0
+    assert np.isclose(target_ratios(closed_portrait, half_open, talking_reference)[MOUTH], 0.05)
     assert np.allclose(target_ratios(source, talking, None), talking)  # no reference: the driver's own
 
 

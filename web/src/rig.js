@@ -21,7 +21,8 @@ export function anchorsFromLandmarks(points, box, indices) {
 
 /** The ratios the rendered face should show (adasr.expression_rig.target_ratios): relative to the driver's
  * ``reference`` when given (an eye's opening as a share of each face's open eye, so a blink closes any eye), else
- * the driver's own; eyes never open past MAX_EYE_WIDENING times the portrait's, a mouth never below closed. */
+ * the driver's own; eyes never open past MAX_EYE_WIDENING times the portrait's, a mouth never below closed and
+ * never narrower than the driver's own (a reference caught talking does not keep a closed portrait shut). */
 export function targetRatios(source, driving, reference = null) {
   const target = reference === null ? Float32Array.from(driving)
     : Float32Array.from(source, (s, i) => s + (driving[i] - reference[i]));
@@ -32,7 +33,7 @@ export function targetRatios(source, driving, reference = null) {
     }
     target[i] = Math.min(Math.max(target[i], 0), Math.fround(source[i] * MAX_EYE_WIDENING));
   }
-  target[MOUTH_OPEN] = Math.max(target[MOUTH_OPEN], 0);
+  target[MOUTH_OPEN] = Math.max(target[MOUTH_OPEN], driving[MOUTH_OPEN], 0);
   return target;
 }
 
