@@ -44,8 +44,10 @@ FRAMES, FPS = 30, 3
 #: second, from the second sender report on).
 WATCHED = 30
 #: How far the page's last faces may be from their voice (median, ms). The Python receiver's own p50 on this loaded
-#: CPU reached 44 ms (RESULTS, "Lip sync"); the page moves its voice once a second and leaves it within 15 ms.
-LIP_SYNC_BOUND_MS = 60.0
+#: CPU reached 44 ms (RESULTS, "Lip sync"); the page moves its voice once a second and leaves it within 15 ms, but
+#: the face's own delay (a wasm render of a few hundred ms) swings by hundreds of ms when the CI machine is busy:
+#: the bound leaves room for one such swing, the hold itself is checked beside it.
+LIP_SYNC_BOUND_MS = 100.0
 #: Frames of the receiver's face rendered with WebGPU on SwiftShader (seconds each) and in Firefox.
 WEBGPU_WATCHED, FIREFOX_WATCHED = 3, 10
 
