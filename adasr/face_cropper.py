@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adasr.errors import NoFaceError
+from adasr.expression_signal import FEATURE_NAMES, raw_ratios
 from adasr.faces import CropBox, FaceTracker, FaceTrackerConfig, crop_face
 
 logger = logging.getLogger(__name__)
@@ -68,17 +69,30 @@ FRONTAL_YAW_LIMIT = 30.0
 FRONTAL_PITCH_LIMIT = 25.0
 
 
-def portrait_pose_warning(face: FaceCrop) -> str | None:
-    """One line for a portrait turned too far from frontal to animate well (None when it is frontal enough or
-    its pose is unknown)."""
-    if face.pose is None:
-        return None
-    yaw, pitch, _ = face.pose
-    if abs(yaw) <= FRONTAL_YAW_LIMIT and abs(pitch) <= FRONTAL_PITCH_LIMIT:
-        return None
-    return (f"the portrait's face is turned {abs(yaw):.0f}° sideways and {abs(pitch):.0f}° up or down: a face that "
-            f"far from frontal (over {FRONTAL_YAW_LIMIT:.0f}° / {FRONTAL_PITCH_LIMIT:.0f}°) cannot be animated well; "
-            "a portrait looking at the camera works best")
+#: Below this lid gap (over eye width, both eyes' mean) a portrait's eyes are nearly shut: the rig can close an eye
+#: but not open one (there is no eyeball to show), so its face cannot blink.
+SHUT_EYES_LIMIT = 0.12
+
+
+def portrait_warnings(face: FaceCrop) -> list[str]:
+    """One line each for what keeps a portrait from animating well: a face turned too far from frontal (its pose
+    known), eyes nearly shut (its landmarks known); empty when neither."""
+    warnings = []
+    if face.pose is not None:
+        yaw, pitch, _ = face.pose
+        if abs(yaw) > FRONTAL_YAW_LIMIT or abs(pitch) > FRONTAL_PITCH_LIMIT:
+            warnings.append(
+                f"the portrait's face is turned {abs(yaw):.0f}° sideways and {abs(pitch):.0f}° up or down: a face "
+                f"that far from frontal (over {FRONTAL_YAW_LIMIT:.0f}° / {FRONTAL_PITCH_LIMIT:.0f}°) cannot be "
+                "animated well; a portrait looking at the camera works best")
+    if face.landmarks is not None:
+        ratios = raw_ratios(face.landmarks)
+        eyes = float(ratios[[FEATURE_NAMES.index("right_eye_open"), FEATURE_NAMES.index("left_eye_open")]].mean())
+        if eyes < SHUT_EYES_LIMIT:
+            warnings.append(f"the portrait's eyes are nearly shut (lids {eyes:.2f} of the eye's width apart, under "
+                            f"{SHUT_EYES_LIMIT}): its face cannot open them to blink; a portrait with open eyes "
+                            "works best")
+    return warnings
 
 
 def centre_square(image: np.ndarray) -> CropBox:
@@ -99,7 +113,7 @@ def portrait_face(image: np.ndarray, size: int, crop: bool, tracker_config: Face
     """A portrait as the source encoder sees it: the tracker's face crop (``crop``), or the image's centre square
     when it already is a face crop; with the landmarks of its expression either way (None when no face is found
     there: the neutral expression), in the returned crop's pixels (the expression rig moves the portrait's own
-    lips and lids there). A portrait turned far from frontal is named in one warning line.
+    lips and lids there). A portrait turned far from frontal, or with its eyes shut, is named in a warning line.
 
     Raises NoFaceError, naming ``what`` and the ``no_crop_flag`` that skips the crop, when ``crop`` finds no face.
     """
@@ -107,8 +121,7 @@ def portrait_face(image: np.ndarray, size: int, crop: bool, tracker_config: Face
         face = cropper.crop(image)
     if crop and not face.face_found:
         raise NoFaceError(f"no face found in {what}; pass a square face crop with {no_crop_flag}")
-    warning = portrait_pose_warning(face)
-    if warning:
+    for warning in portrait_warnings(face):
         logger.warning("%s", warning)
     if crop:
         return face

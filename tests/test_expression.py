@@ -185,18 +185,24 @@ def test_the_lite_preset_without_expression_still_loads(tmp_path: Path) -> None:
     assert estimator(torch.rand(1, 3, 64, 64)).exp.shape == (1, 45)
 
 
-def test_a_portrait_turned_far_from_frontal_is_named_in_one_line(face_model: None,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_portrait_turned_far_from_frontal_or_with_shut_eyes_is_named_in_one_line(
+        face_model: None, caplog: pytest.LogCaptureFixture) -> None:
     from skimage import data
 
-    from adasr.face_cropper import portrait_face, portrait_pose_warning
+    from adasr.face_cropper import portrait_face, portrait_warnings
 
     image = data.astronaut()
     face = portrait_face(image, 128, True, None, "the astronaut", "--no-crop")
-    assert face.pose is not None and portrait_pose_warning(face) is None  # she looks at the camera
+    assert face.pose is not None and face.landmarks is not None
+    assert portrait_warnings(face) == []  # she looks at the camera, eyes open
     turned = dataclasses.replace(face, pose=(-62.0, 4.0, 1.0))
-    warning = portrait_pose_warning(turned)
-    assert warning is not None and "62°" in warning and "\n" not in warning
+    (warning,) = portrait_warnings(turned)
+    assert "62°" in warning and "\n" not in warning
+    shut = face.landmarks.copy()
+    for upper, lower in ((159, 145), (158, 144), (160, 153), (386, 374), (385, 373), (387, 380)):
+        shut[[upper, lower], :2] = (shut[upper, :2] + shut[lower, :2]) / 2  # the lids meet
+    (warning,) = portrait_warnings(dataclasses.replace(face, landmarks=shut))
+    assert "eyes are nearly shut" in warning and "\n" not in warning
     uncropped = portrait_face(image[:200, 100:300], 128, False, None, "a crop", "--no-crop")
     assert uncropped.landmarks is not None and uncropped.crop.shape == (128, 128, 3)  # centre square, landmarks kept
 

@@ -66,7 +66,7 @@ from adasr.evaluation.metrics import (
     psnr,
     ssim,
 )
-from adasr.face_cropper import BoxOrigin, FaceCropper, portrait_pose_warning
+from adasr.face_cropper import BoxOrigin, FaceCropper, portrait_warnings
 from adasr.faces import FaceTrackerConfig
 from adasr.inference import Head, SourceState
 from adasr.keypoints import Motion
@@ -222,8 +222,7 @@ def _portrait_crop(path: Path, cropper: FaceCropper) -> np.ndarray:
     face = cropper.crop(read_image(path))
     if not face.face_found:
         raise NoFaceError(f"{path.name}: no face found")
-    warning = portrait_pose_warning(face)
-    if warning:
+    for warning in portrait_warnings(face):
         logger.warning("%s: %s", path.name, warning)
     return face.crop
 
