@@ -156,11 +156,10 @@ class DetailFlow(nn.Module):
         weights = F.softmax(logits[:, :d], dim=1)  # B, D, h, w
         flow = (deformation[..., :2] * weights.unsqueeze(-1)).sum(dim=1)  # B, h, w, 2
         displacement = (flow - make_coordinate_grid((h, w), flow)).permute(0, 3, 1, 2)  # B, 2, h, w
-        displacement = F.interpolate(displacement, size=(size, size), mode="bilinear", align_corners=False)
-        grid = pixel_centre_grid(size, flow) + displacement.permute(0, 2, 3, 1)
-        occlusion = F.interpolate(torch.sigmoid(logits[:, d:]), size=(size, size), mode="bilinear",
-                                  align_corners=False)
-        return grid, occlusion
+        # both upsampled by one resize, not two (the same values; ONNX Runtime ran the one-channel one channels-last)
+        fields = F.interpolate(torch.cat([displacement, torch.sigmoid(logits[:, d:])], dim=1), size=(size, size),
+                               mode="bilinear", align_corners=False)  # B, 3, S, S
+        return pixel_centre_grid(size, flow) + fields[:, :2].permute(0, 2, 3, 1), fields[:, 2:]
 
 
 class DetailFusion(nn.Module):

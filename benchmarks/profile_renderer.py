@@ -5,8 +5,10 @@ temporary folder (as the ONNX Runtime backend runs it), fed the astronaut's sour
 mirrored face's keypoints, run with ONNX Runtime's node profiler, and each node's time is charged to
 the model module that produced it (the ONNX node names carry the module path) and to its operator.
 Profiling adds a little overhead per node: read the shares, and take FPS from benchmark_fps.py.
+``--onnx DIR`` profiles an export folder's renderer instead (the int8 graphs the backend runs by default live
+in the graph cache, outputs/graphs/<model id>-int8), fed the same inputs.
 
-    python benchmarks/profile_renderer.py [--checkpoint CK] [--threads 2] [--iterations 50] [--json out.json]
+    python benchmarks/profile_renderer.py [--checkpoint CK] [--onnx DIR] [--threads 2] [--iterations 50] [--json F]
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def charge(events: list[dict], iterations: int, depth: int) -> tuple[dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--onnx", type=Path, help="an export folder of this checkpoint's model to profile "
+                                                  "(default: export the checkpoint to a temporary folder)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--depth", type=int, default=2, help="module path depth to group by (default 2)")
@@ -68,8 +72,10 @@ def main() -> None:
     model = load_model(args.checkpoint)
     inputs, _ = verification_cases(model, model.networks, None)["renderer"]
     with tempfile.TemporaryDirectory(prefix="adasr-profile-") as tmp:
-        export_model(model, tmp)
-        session = ort_cpu_session(Path(tmp) / "renderer.onnx", args.threads, profile_prefix=str(Path(tmp) / "prof"))
+        if args.onnx is None:
+            export_model(model, tmp)
+        graph = (args.onnx or Path(tmp)) / "renderer.onnx"
+        session = ort_cpu_session(graph, args.threads, profile_prefix=str(Path(tmp) / "prof"))
         feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
         for _ in range(5):  # warm-up: profiled too, so it counts as calls in the per-call average below
             session.run(None, feeds)
@@ -78,7 +84,7 @@ def main() -> None:
         events = json.loads(Path(session.end_profiling()).read_text())
     by_module, by_op, total = charge(events, args.iterations + 5, args.depth)
 
-    print(f"{args.checkpoint.name} ({model.model_id}), {platform.processor() or platform.machine()}, "
+    print(f"{args.onnx or args.checkpoint.name} ({model.model_id}), {platform.processor() or platform.machine()}, "
           f"{args.threads} threads: {total:.2f} ms of node time per frame")
     for title, table in (("module", by_module), ("operator", by_op)):
         print(f"\n{'by ' + title:32s} {'ms':>7s} {'share':>6s}")
@@ -86,7 +92,8 @@ def main() -> None:
             print(f"{name:32s} {ms:7.2f} {ms / total:6.1%}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "model_id": model.model_id,
+        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "onnx": str(args.onnx or ""),
+                                         "model_id": model.model_id,
                                          "threads": args.threads, "node_ms": total, "by_module_ms": by_module,
                                          "by_operator_ms": by_op}, indent=2))
         print(f"\nwrote {args.json}")

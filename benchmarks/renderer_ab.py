@@ -5,7 +5,9 @@ a stated fraction of a frame; on a shared 2-core machine two separate runs diffe
 two graphs here run in alternating blocks in one process and only their ratio is read. Each export folder
 (``adasr export --out DIR``, or a cache folder under outputs/graphs) is fed the inputs its graph names: the
 astronaut's source state with its rig anchors, carphone's motion relative to its first frame, and a mouth
-opening and a blink for the rig (a graph without those inputs ignores them).
+opening and a blink for the rig (a graph without those inputs ignores them). It also says how far apart their
+frames are: the worst PSNR (dB, uint8 frames as shown) of the changed renderer's frames against the reference's on
+those inputs, so a change meant to be a pure speed-up shows that it computes the same picture.
 
     python benchmarks/renderer_ab.py --before OLD_DIR --after NEW_DIR [--threads 2] [--iterations 200]
 """
@@ -28,6 +30,7 @@ from adasr.expression_signal import FEATURE_NAMES
 from adasr.face_cropper import centre_crop
 from engines.onnxruntime_backend import OnnxRuntimeBackend
 from engines.talking_head import TalkingHead, astronaut_state
+from export.int8 import psnr
 from export.onnx_export import ort_cpu_session
 
 
@@ -47,6 +50,14 @@ def _feeds(export_dir: Path, threads: int, frames: int) -> list[dict[str, np.nda
                   "anchors": state.anchors, "ratio_change": change}
         feeds.append({name: np.ascontiguousarray(x.cpu().numpy()) for name, x in inputs.items()})
     return feeds
+
+
+def worst_psnr(before: list[np.ndarray], after: list[np.ndarray]) -> float:
+    """The lowest PSNR (dB) of the changed renderer's frames against the reference's, as shown (uint8)."""
+    def shown(frame: np.ndarray) -> np.ndarray:
+        return np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8)
+
+    return min(psnr(shown(a), shown(b)) for a, b in zip(before, after))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {label: {"ms_p50": statistics.median(t), "ms_mean": statistics.fmean(t), "calls": len(t)}
               for label, t in times.items()}
     report["after_over_before_p50"] = report["after"]["ms_p50"] / report["before"]["ms_p50"]
+    frames = {label: [session.run(None, feed)[0] for feed in inputs] for label, (session, inputs) in sessions.items()}
+    report["after_vs_before_worst_psnr_db"] = worst_psnr(frames["before"], frames["after"])
     report["threads"] = args.threads
     report["onnxruntime"] = ort.__version__
     print(json.dumps(report, indent=1))

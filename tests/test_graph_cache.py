@@ -127,6 +127,21 @@ def test_int8_graphs_are_kept_only_above_the_quality_bar(
     assert manifest.graphs["renderer"].sha256 != fp32.graphs["renderer"].sha256
     assert manifest.graphs["renderer"].inputs == fp32.graphs["renderer"].inputs  # fed as the fp32 graph is
     assert manifest.graphs["motion_extractor"] == fp32.graphs["motion_extractor"]  # only the renderer is int8
+    _assert_thin_full_resolution_convs_stay_float(folder / "renderer.onnx", cached / "renderer.onnx", tmp_path,
+                                                  tiny_model.config.image_size)
+
+
+def _assert_thin_full_resolution_convs_stay_float(int8_graph: Path, fp32_graph: Path, tmp: Path, size: int) -> None:
+    """Every conv of the int8 renderer reads int8 weights except the thin ones at the frame's size (int8.py)."""
+    import onnx
+
+    inferred = tmp / "inferred.onnx"
+    onnx.save(onnx.shape_inference.infer_shapes(onnx.load(str(fp32_graph))), str(inferred))
+    thin = set(int8.thin_full_resolution_convs(inferred, size))
+    convs = {n.name: n for n in onnx.load(str(int8_graph)).graph.node if n.op_type == "Conv"}
+    quantized = {name for name, n in convs.items() if n.input[1].endswith("DequantizeLinear_Output")}
+    assert thin and thin <= set(convs)  # the tiny model's RGB conv at least
+    assert quantized == set(convs) - thin
 
 
 def test_the_default_backend_falls_back_to_torch_when_the_graphs_cannot_be_made(
