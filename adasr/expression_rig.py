@@ -17,8 +17,9 @@ portrait's own landmarks say where its lips and lids are. So the renderer moves 
    between the lids), which a field of a few pixels' cells blurs into a half-open eye. ``lid_flow`` remaps
    each eye's band: the lids are parabolas between the eye's corners, and along the face's down axis a
    piecewise-linear map takes the moved lids back to the portrait's. It is worked out on a fine field of its
-   own over the two eyes (about a pixel a cell) and sampled like the smooth one: at every pixel it would cost
-   a fifth of the renderer.
+   own over the two eyes (about 2 px a cell) and sampled like the smooth one, at every other pixel of the
+   photo's grid (at every pixel it cost a fifth of the renderer); the feature volume, whose cells are as big
+   as an eye, is moved by the smooth field alone.
 4. A mouth that opens wider than the portrait's shows a dark interior (the space between the moved inner
    lips, an ellipse), which warping alone cannot make.
 
@@ -99,8 +100,9 @@ _MIN_BOW = 0.3
 LID_MARGIN = 0.12
 #: Narrowest lid gap the eye's remap divides by (normalised coordinates, ~0.1 px): a shut eye's.
 _SHUT = 1e-3
-#: Rows and columns of the lids' field over the box around both eyes' bands (~1 px a cell on a 256² face).
-EYE_FIELD_ROWS, EYE_FIELD_COLUMNS = 40, 96
+#: Rows and columns of the lids' field over the box around both eyes' bands (about 2 px a cell on a 256² face, as
+#: fine as the full-resolution grid it is sampled at: every other pixel).
+EYE_FIELD_ROWS, EYE_FIELD_COLUMNS = 24, 64
 #: Colour of a mouth's dark interior (linear RGB in [0, 1]) and how much of the pixel it takes.
 CAVITY_RGB = (0.16, 0.06, 0.06)
 CAVITY_OPACITY = 0.85
@@ -308,36 +310,33 @@ def eye_lids(anchors: torch.Tensor, change: torch.Tensor, frame: FaceFrame) -> E
     """The portrait's lids from its anchors (each ``LID_MARGIN`` past its landmarks), and where the ratio change
     [B, E] moves them: the gap between the landmarks changes by the eye's opening change times its width (as
     ``adasr.expression_signal`` measures an opening), the eye with its margins in proportion, the upper lid taking
-    ``1 − LOWER_LID_SHARE`` of it; lids never cross."""
-    centres, half_widths, reaches, sources, moved = [], [], [], [], []
-    for corners, upper_lid, lower_lid, brow, eye in (
-            (_RIGHT_EYE_CORNERS, _RIGHT_UPPER_LID, _RIGHT_LOWER_LID, _RIGHT_BROW_LOWER, "right_eye_open"),
-            (_LEFT_EYE_CORNERS, _LEFT_UPPER_LID, _LEFT_LOWER_LID, _LEFT_BROW_LOWER, "left_eye_open")):
-        outer, inner = anchors[:, _AT[corners[0]]], anchors[:, _AT[corners[1]]]
-        centre, half_width = (outer + inner) / 2, (outer - inner).norm(dim=-1) / 2  # B, 2 and B
-        upper = anchors[:, _rows(upper_lid[:3])].mean(dim=1) - centre  # the three the tracker's ratio measures
-        lower = anchors[:, _rows(lower_lid)].mean(dim=1) - centre
-        across = ((upper + lower) / 2 * frame.axis_x).sum(-1) / half_width.clamp(min=1e-6)
-        bow = (1 - across * across).clamp(min=_MIN_BOW)
-        margin = LID_MARGIN * half_width
-        to_brow = ((upper - (anchors[:, _rows(brow)].mean(dim=1) - centre)) * frame.axis_y).sum(-1)
-        reach = (torch.minimum(LID_REACH_TO_BROW * to_brow, LID_REACH_ABOVE * half_width) - margin).clamp(
-            min=0.2 * half_width)  # above the lid's margin
-        height = torch.stack([(upper * frame.axis_y).sum(-1) / bow - margin,
-                              (lower * frame.axis_y).sum(-1) / bow + margin], dim=-1)
-        gap = (height[:, 1] - height[:, 0] - 2 * margin).clamp(min=_SHUT)  # between the landmarks
-        new_gap = (gap + change[:, _F[eye]] * 2 * half_width / bow).clamp(min=0)
-        widening = (height[:, 1] - height[:, 0]) * (new_gap / gap - 1)  # the eye with its margins, to scale
-        top = (height[:, 0] - (1 - LOWER_LID_SHARE) * widening).clamp(min=height[:, 0] - 0.9 * reach)
-        bottom = (height[:, 1] + LOWER_LID_SHARE * widening).clamp(
-            max=height[:, 1] + 0.9 * LID_REACH_BELOW * half_width)
-        centres.append(centre)
-        half_widths.append(half_width)
-        reaches.append(reach)
-        sources.append(height)
-        moved.append(torch.stack([top, torch.maximum(bottom, top)], dim=-1))
-    return EyeLids(torch.stack(centres, dim=1), torch.stack(half_widths, dim=1), torch.stack(reaches, dim=1),
-                   torch.stack(sources, dim=1), torch.stack(moved, dim=1), frame.axis_x, frame.axis_y)
+    ``1 − LOWER_LID_SHARE`` of it; lids never cross. Both eyes at once (the eye is dimension 1)."""
+    down, along = frame.axis_y[:, None], frame.axis_x[:, None]  # B, 1, 2
+
+    def mean_of(indices: tuple[tuple[int, ...], tuple[int, ...]]) -> torch.Tensor:
+        """Each eye's mean of its anchors ``indices`` (right's, left's) → [B, 2 eyes, 2]."""
+        return torch.stack([anchors[:, _rows(side)].mean(dim=1) for side in indices], dim=1)
+
+    outer, inner = mean_of(((_RIGHT_EYE_CORNERS[0],), (_LEFT_EYE_CORNERS[0],))), mean_of(
+        ((_RIGHT_EYE_CORNERS[1],), (_LEFT_EYE_CORNERS[1],)))
+    centre, half_width = (outer + inner) / 2, (outer - inner).norm(dim=-1) / 2  # B, 2, 2 and B, 2
+    upper = mean_of((_RIGHT_UPPER_LID[:3], _LEFT_UPPER_LID[:3])) - centre  # the three the tracker's ratio measures
+    lower = mean_of((_RIGHT_LOWER_LID, _LEFT_LOWER_LID)) - centre
+    brow = mean_of((_RIGHT_BROW_LOWER, _LEFT_BROW_LOWER)) - centre
+    across = ((upper + lower) / 2 * along).sum(-1) / half_width.clamp(min=1e-6)
+    bow = (1 - across * across).clamp(min=_MIN_BOW)
+    margin = LID_MARGIN * half_width
+    reach = (torch.minimum(LID_REACH_TO_BROW * ((upper - brow) * down).sum(-1), LID_REACH_ABOVE * half_width)
+             - margin).clamp(min=0.2 * half_width)  # above the lid's margin, at most part of the way to the brow
+    top, bottom = (upper * down).sum(-1) / bow - margin, (lower * down).sum(-1) / bow + margin
+    gap = (bottom - top - 2 * margin).clamp(min=_SHUT)  # between the landmarks
+    eyes = change[:, [_F["right_eye_open"], _F["left_eye_open"]]]
+    new_gap = (gap + eyes * 2 * half_width / bow).clamp(min=0)
+    widening = (bottom - top) * (new_gap / gap - 1)  # the eye with its margins, to scale
+    new_top = torch.maximum(top - (1 - LOWER_LID_SHARE) * widening, top - 0.9 * reach)
+    new_bottom = torch.minimum(bottom + LOWER_LID_SHARE * widening, bottom + 0.9 * LID_REACH_BELOW * half_width)
+    return EyeLids(centre, half_width, reach, torch.stack([top, bottom], dim=-1),
+                   torch.stack([new_top, torch.maximum(new_bottom, new_top)], dim=-1), frame.axis_x, frame.axis_y)
 
 
 def lid_flow(lids: EyeLids, points: torch.Tensor) -> torch.Tensor:
@@ -346,27 +345,23 @@ def lid_flow(lids: EyeLids, points: torch.Tensor) -> torch.Tensor:
     remap along the face's down axis takes the moved lids back to the portrait's, so the skin above stretches or
     folds, the eye between them shows squeezed (or spread) and a shut eye is the skin above meeting the skin
     below. Exact where a smooth field blurs: a closing lid is a jump of the flow. Zero outside the bands and with
-    the lids unmoved."""
-    flow = torch.zeros_like(points)
-    down = lids.axis_y[:, None]  # B, 1, 2
-    for e in range(2):
-        offset = points - lids.centre[:, e, None]
-        half_width = lids.half_width[:, e, None]  # B, 1
-        u = (offset * lids.axis_x[:, None]).sum(-1) / half_width.clamp(min=1e-6)
-        v = (offset * down).sum(-1)
-        bow = (1 - u * u).clamp(min=0)  # the lids' curves meet at the corners; beyond them nothing moves
-        upper, lower = lids.source[:, e, 0, None] * bow, lids.source[:, e, 1, None] * bow
-        new_upper, new_lower = lids.moved[:, e, 0, None] * bow, lids.moved[:, e, 1, None] * bow
-        top, bottom = upper - lids.reach_above[:, e, None], lower + LID_REACH_BELOW * half_width
-        # each branch is (where the portrait's point lies − v), written so that unmoved lids give exactly zero
-        above = (v - top) * (upper - new_upper) / (new_upper - top)
-        between = (upper - new_upper) + (v - new_upper) * ((lower - upper) - (new_lower - new_upper)) / (
-            new_lower - new_upper).clamp(min=_SHUT)
-        below = (bottom - v) * (lower - new_lower) / (bottom - new_lower)
-        shift = torch.where(v < new_upper, above, torch.where(v < new_lower, between, below))
-        shift = torch.where((v > top) & (v < bottom), shift, torch.zeros_like(shift))
-        flow = flow + shift[..., None] * down
-    return flow
+    the lids unmoved. Both eyes at once: their bands do not overlap."""
+    offset = points[:, None] - lids.centre[:, :, None]  # B, 2 eyes, P, 2
+    half_width = lids.half_width[..., None]  # B, 2, 1
+    u = (offset * lids.axis_x[:, None, None]).sum(-1) / half_width.clamp(min=1e-6)
+    v = (offset * lids.axis_y[:, None, None]).sum(-1)
+    bow = (1 - u * u).clamp(min=0)  # the lids' curves meet at the corners; beyond them nothing moves
+    upper, lower = lids.source[..., 0, None] * bow, lids.source[..., 1, None] * bow
+    new_upper, new_lower = lids.moved[..., 0, None] * bow, lids.moved[..., 1, None] * bow
+    top, bottom = upper - lids.reach_above[..., None], lower + LID_REACH_BELOW * half_width
+    # each branch is (where the portrait's point lies − v), written so that unmoved lids give exactly zero
+    above = (v - top) * (upper - new_upper) / (new_upper - top)
+    between = (upper - new_upper) + (v - new_upper) * ((lower - upper) - (new_lower - new_upper)) / (
+        new_lower - new_upper).clamp(min=_SHUT)
+    below = (bottom - v) * (lower - new_lower) / (bottom - new_lower)
+    shift = torch.where(v < new_upper, above, torch.where(v < new_lower, between, below))
+    shift = torch.where((v > top) & (v < bottom), shift, torch.zeros_like(shift))
+    return shift.sum(dim=1)[..., None] * lids.axis_y[:, None]
 
 
 class RigField(NamedTuple):
@@ -385,27 +380,28 @@ class RigField(NamedTuple):
 def _in_box(values: torch.Tensor, low: torch.Tensor, span: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """A field [B, C, h, w] over the box from ``low`` spanning ``span`` [B, 2], at grid points [B, H, W, 2] →
     [B, C, H, W] (zero outside the box)."""
-    inside_box = (grid - low[:, None, None]) / span[:, None, None] * 2 - 1
+    scale = 2 / span
+    inside_box = grid * scale[:, None, None] - (low * scale + 1)[:, None, None]  # two ops on the grid, not four
     return F.grid_sample(values, inside_box.to(values.dtype), mode="bilinear", padding_mode="zeros",
                          align_corners=False)
 
 
-def sample_field(field: RigField, grid: torch.Tensor) -> torch.Tensor:
-    """The rig at grid points [B, H, W, 2] (portrait coordinates) → [B, 3, H, W]: flow x, y (the smooth field's plus
-    the lids') and the interior's opacity."""
+def sample_field(field: RigField, grid: torch.Tensor, lids: bool = True) -> torch.Tensor:
+    """The rig at grid points [B, H, W, 2] (portrait coordinates) → [B, 3, H, W]: flow x, y (the smooth field's plus,
+    with ``lids``, the lids') and the interior's opacity."""
     smooth = _in_box(field.values, field.low, field.span, grid)
-    lids = _in_box(field.eye_values, field.eye_low, field.eye_span, grid)
-    return torch.cat([smooth[:, :2] + lids, smooth[:, 2:]], dim=1)
+    if not lids:
+        return smooth
+    return torch.cat([smooth[:, :2] + _in_box(field.eye_values, field.eye_low, field.eye_span, grid), smooth[:, 2:]],
+                     dim=1)
 
 
 def field_on_grid(field: RigField, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rig's flow [B, H, W, 2] and interior opacity [B, 1, H, W] at a full-resolution grid [B, H, W, 2]: the
-    smooth field sampled at every other point and upsampled (it is smooth over several pixels; a quarter of the
-    samples), the lids' field at every point (a shut eye's flow is a jump)."""
-    coarse = _in_box(field.values, field.low, field.span, grid[:, ::2, ::2])
+    """The rig's flow [B, H, W, 2] and interior opacity [B, 1, H, W] at a full-resolution grid [B, H, W, 2]: sampled
+    at every other point and upsampled (a quarter of the samples; a shut eye's jump is spread over two pixels)."""
+    coarse = sample_field(field, grid[:, ::2, ::2])
     fine = F.interpolate(coarse, size=grid.shape[1:3], mode="bilinear", align_corners=False)
-    lids = _in_box(field.eye_values, field.eye_low, field.eye_span, grid)
-    return (fine[:, :2] + lids).permute(0, 2, 3, 1), fine[:, 2:]
+    return fine[:, :2].permute(0, 2, 3, 1), fine[:, 2:]
 
 
 def paint_cavity(frame: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             deformation = F.interpolate(deformation.permute(0, 4, 1, 2, 3), size=(d, h, w),
                                         mode="trilinear").permute(0, 2, 3, 4, 1)  # B, D, h, w, 3
         if rig is not None:  # one flow for every depth: the slices' x, y differ by far less than a rig cell
-            flow = sample_field(rig, deformation[:, d // 2, :, :, :2])[:, :2].permute(0, 2, 3, 1)  # B, h, w, 2
+            # without the lids: an eye is two of the volume's cells; they move in the full-resolution photo
+            flow = sample_field(rig, deformation[:, d // 2, :, :, :2], lids=False)[:, :2].permute(0, 2, 3, 1)
             deformation = torch.cat([deformation[..., :2] + flow[:, None], deformation[..., 2:]], dim=-1)
         out = warp(f_s, deformation).reshape(b, c * d, h, w)  # B, C·D, h, w
         out = self.fourth(self.third(out))  # B, ic, h, w
