@@ -6,8 +6,8 @@ driver's mouth opening, lid gaps and brows exactly (``adasr.expression_signal.ra
 portrait's own landmarks say where its lips and lids are. So the renderer moves them directly:
 
 1. ``target_ratios``: the portrait's ratios plus the driver's change since its reference frame (the mouth,
-   width, smile and brows additively, each eye's opening multiplicatively so that a blink closes any eye);
-   without a reference, the driver's own ratios.
+   width, smile and brows additively, the mouth at least as wide as the driver's own, each eye's opening
+   multiplicatively so that a blink closes any eye); without a reference, the driver's own ratios.
 2. ``ExpressionRig`` (inside the renderer graph, no weights): each anchor (a lip, brow, chin point)
    moves by what its ratio's change asks, in units of the portrait's own eye-corner distance; a smooth
    backward flow through the moved anchors (normalised Gaussian weights, still anchors on the nose,
@@ -72,7 +72,7 @@ def _rows(indices: tuple[int, ...]) -> list[int]:
 LOWER_LIP_SHARE = 0.8
 #: How far each jaw anchor follows the lower lip (chin fully, the jaw's sides less).
 _JAW_FOLLOW = (1.0, 0.7, 0.7, 0.4, 0.4)
-#: Gaussian radius of each anchor's influence, in eye-corner distances (lids need a tight one).
+#: Gaussian radius of each anchor's influence, in eye-corner distances (the still lids pin the field tightly).
 _SIGMA_MOUTH, _SIGMA_LID, _SIGMA_BROW, _SIGMA_STILL, _SIGMA_TEETH = 0.13, 0.06, 0.12, 0.12, 0.05
 #: Cells per side of the rig's field, and the margin its box leaves around the face's anchors (a share of their
 #: extent): the flow fades to zero inside it.
@@ -278,9 +278,9 @@ class ExpressionRig(nn.Module):
         """The lids' flow [B, 2, R, C] on a field over the smallest box holding both eyes' bands, its ``low``
         corner and ``span`` [B, 2]."""
         along = lids.axis_x[:, None, None] * lids.half_width[:, :, None, None]  # B, eye, 1, 2
-        reach = torch.stack([torch.minimum(lids.source[..., 0], lids.moved[..., 0]) - lids.reach_above,
-                             lids.source[..., 1] + LID_REACH_BELOW * lids.half_width], dim=-1)  # B, eye, 2
-        across = reach[..., None] * lids.axis_y[:, None, None]  # B, eye, 2 (top, bottom), 2
+        extent = torch.stack([torch.minimum(lids.source[..., 0], lids.moved[..., 0]) - lids.reach_above,
+                              lids.source[..., 1] + LID_REACH_BELOW * lids.half_width], dim=-1)  # B, eye, 2
+        across = extent[..., None] * lids.axis_y[:, None, None]  # B, eye, 2 (top, bottom), 2
         corners = torch.cat([lids.centre[:, :, None] + across + along, lids.centre[:, :, None] + across - along],
                             dim=2).flatten(1, 2)  # B, 8, 2
         low, high = corners.amin(dim=1), corners.amax(dim=1)

@@ -35,8 +35,9 @@ def _change(**values: float) -> torch.Tensor:
 def test_no_change_moves_nothing_and_paints_nothing_with_or_without_a_face() -> None:
     rig = ExpressionRig()
     for anchors in (_anchors(), torch.zeros(1, NUM_ANCHORS, 2)):
-        assert torch.equal(rig(anchors, torch.zeros(1, NUM_FEATURES)).values, torch.zeros(1, 3, rig.field_size,
-                                                                                     rig.field_size))
+        field = rig(anchors, torch.zeros(1, NUM_FEATURES))
+        assert torch.equal(field.values, torch.zeros(1, 3, rig.field_size, rig.field_size))
+        assert torch.equal(field.eye_values, torch.zeros_like(field.eye_values))  # the lids too
 
 
 def test_an_opening_mouth_moves_the_lower_lip_and_chin_down_by_the_asked_gap_and_paints_its_interior() -> None:
