@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from tests.processes import stop_process
+
 #: The browser the tests drive: Debian's package (apt-get install chromium).
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 #: No GPU at all (the default), or WebGPU on SwiftShader, Chromium's software Vulkan: slow, but a real WebGPU adapter
@@ -152,12 +154,7 @@ async def open_page(chromium: str, url: str, media: FakeMedia, profile: Path, st
             async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=64 << 20) as socket:
                 yield Page(socket)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @dataclass(frozen=True)

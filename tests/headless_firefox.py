@@ -29,6 +29,7 @@ import aiohttp
 import numpy as np
 
 from tests.headless_chromium import BrowserPage, FakeMedia, PageNotReady
+from tests.processes import stop_process
 
 FIREFOX_NAMES = ("firefox-esr", "firefox")
 XVFB = "Xvfb"
@@ -89,8 +90,7 @@ async def sound_server(folder: Path, start_timeout_s: float = 30.0) -> AsyncIter
             raise RuntimeError(f"pulseaudio did not start (exit code {process.poll()})")
         yield f"unix:{socket_path}"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 @asynccontextmanager
@@ -107,8 +107,7 @@ async def virtual_display(start_timeout_s: float = 30.0) -> AsyncIterator[str]:
             raise RuntimeError(f"Xvfb exited at start (code {process.poll()})")
         yield f":{number.strip()}"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 def read_y4m(path: Path) -> tuple[list[np.ndarray], int]:
@@ -230,12 +229,7 @@ async def open_firefox_page(firefox: str, url: str, media: FakeMedia, profile: P
                     await page.command("browsingContext.navigate", context=page.context, url=url, wait="none")
                     yield page
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from realtime.audio.recording import synthetic_voice
 from realtime.lip_sync import DelayLine, LipSync, LipSyncOptions
 from realtime.messages import ClockMessage
 from realtime.wire_meter import WireCount, wire_figures
+from tests.processes import stop_process
 from tests.turn_server import running_coturn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,11 +139,7 @@ def https_receiver(fast_checkpoint: Path, tmp_path: Path) -> Iterator[dict[str, 
         yield {"token": words[0].removeprefix("ADASR_TOKEN="), "url": words[words.index("--url") + 1],
                "pin": words[words.index("--pin") + 1], "line": given}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, timeout_s=20)
 
 
 def test_receive_serves_https_and_refuses_callers_without_the_token(https_receiver: dict[str, str]) -> None:

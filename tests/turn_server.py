@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop_process
+
 TURN_USER = "alice"
 TURN_PASSWORD = "s3cret-for-tests"
 REALM = "adasr.test"
@@ -119,9 +121,4 @@ def running_coturn(folder: Path, certificate: tuple[Path, Path] | None = None,
             _wait_listening(process, tls_port, log, start_timeout_s)
         yield TurnServer(port=port, tls_port=tls_port, user=TURN_USER, password=TURN_PASSWORD, log=log)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
