@@ -147,6 +147,12 @@ def target_ratios(source: np.ndarray, driving: np.ndarray, reference: np.ndarray
     return target.astype(np.float32)
 
 
+def ratio_change(source: np.ndarray, driving: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """What the rig is asked [..., E]: ``target_ratios`` minus the portrait's own (``source``) ratios (the
+    receiver's per-frame input, and training's on frame pairs)."""
+    return (target_ratios(source, driving, reference) - np.asarray(source, np.float32)).astype(np.float32)
+
+
 class FaceFrame(NamedTuple):
     """The face's own axes from the portrait's outer eye corners: x along them, y across (down), [B, 2] each; and
     their distance ``iod`` [B, 1], the rig's unit of length."""

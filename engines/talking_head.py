@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from adasr.expression_rig import NUM_ANCHORS, anchors_from_landmarks, target_ratios
+from adasr.expression_rig import NUM_ANCHORS, anchors_from_landmarks, ratio_change
 from adasr.expression_signal import NUM_FEATURES, expression_features, neutral_features, raw_ratios
 from adasr.image_ops import image_to_tensor, tensor_to_image
 from adasr.inference import Backend, SourceState
@@ -83,7 +83,7 @@ class TalkingHead:
             return torch.zeros(1, NUM_ANCHORS, 2, device=device), torch.from_numpy(change)[None].to(device)
         if motion.face_ratios is not None:
             reference_ratios = None if reference is None else reference.face_ratios
-            change = target_ratios(state.face_ratios, motion.face_ratios, reference_ratios) - state.face_ratios
+            change = ratio_change(state.face_ratios, motion.face_ratios, reference_ratios)
         return state.anchors.to(device), torch.from_numpy(change)[None].to(device)
 
     def render(self, state: SourceState, motion: Motion, reference: Motion | None = None) -> torch.Tensor:
