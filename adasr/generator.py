@@ -143,5 +143,6 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             prediction = paint_cavity(prediction, cavity)
         return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out)
 
-    def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> RenderOutput:
-        return self.render(self.encode(source), kp_source, kp_driving)
+    def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
+                rig: RigField | None = None) -> RenderOutput:
+        return self.render(self.encode(source), kp_source, kp_driving, rig=rig)

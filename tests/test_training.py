@@ -130,6 +130,51 @@ def test_pairs_carry_the_mouth_and_eyes_of_both_frames(prepared: Path) -> None:
         assert torch.equal(b["regions"], a["regions"].flip(-1) if mirrored else a["regions"])
 
 
+def test_training_renders_through_the_expression_rig_as_the_receiver_does(prepared: Path, tmp_path: Path) -> None:
+    """With ``expression_rig``, pairs carry the rig's inputs as the receiver makes them (the source frame as the
+    portrait and as the driver's reference: an identity pair asks nothing), the trainer renders through the rig
+    where the mouth or eyes changed, and mirrored pairs, whose landmarks would turn the rig's face upside down,
+    are refused."""
+    from adasr.errors import ConfigError
+    from adasr.expression_rig import NUM_ANCHORS
+    from adasr.expression_signal import FEATURE_NAMES
+
+    data = PairDataset(prepared, ["carphone"], seed=3, identity_fraction=0.5, rig=True)
+    changes: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(16):
+        item, (_, s, d, _) = data[i], data.pair_indices(i)
+        assert item["rig_anchors"].shape == (NUM_ANCHORS, 2) and float(item["rig_anchors"].abs().max()) < 1
+        changes[s == d].append(float(item["rig_change"].abs().max()))
+    assert changes[True] and max(changes[True]) < 1e-6
+    assert changes[False] and max(changes[False]) > 0.01
+    with pytest.raises(ValueError, match="flip"):
+        PairDataset(prepared, ["carphone"], rig=True, augment=AugmentConfig(flip=True))
+    with pytest.raises(ConfigError, match="flip"):
+        _tiny_cfg(prepared, tmp_path, expression_rig=True)
+
+    trainer = Trainer(_tiny_cfg(prepared, tmp_path, expression_rig=True, identity_pair_fraction=0.5, batch_size=4,
+                                augment={"flip": False}))
+    batch = trainer.batch(1)
+    total, _, _ = trainer.forward(batch, 0)
+    assert math.isfinite(float(total.detach()))
+    trainer.networks.eval()  # the same weights for both renders (no spectral-norm iteration)
+    with torch.no_grad():
+        through_rig = trainer.forward(batch, 0)[2]["prediction"]
+        rig, trainer.rig = trainer.rig, None
+        without = trainer.forward(batch, 0)[2]["prediction"]
+    trainer.rig = rig
+    trainer.networks.train()
+    # the tiny model has no full-resolution photo path, where the lids move: judge by what the smooth field moves
+    smooth = [FEATURE_NAMES.index(name) for name in ("mouth_open", "mouth_width", "smile", "right_brow", "left_brow")]
+    moved = batch["rig_change"][:, smooth].abs().amax(dim=1) > 0.02  # half a pixel or more at 64²
+    still = batch["rig_change"].abs().amax(dim=1) < 1e-6
+    difference = (through_rig - without).abs().flatten(1).amax(dim=1)
+    assert bool(moved.any()) and bool((difference[moved] > 1e-3).all())
+    assert bool((difference[still] < 1e-4).all())
+    logs = trainer.train_step()
+    assert all(math.isfinite(v) for v in logs.values())
+
+
 def test_region_l1_averages_over_the_regions_only() -> None:
     from adasr.training.losses import region_l1
 

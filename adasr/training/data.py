@@ -41,7 +41,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from adasr.errors import InputError
-from adasr.expression_signal import expression_features, mirrored
+from adasr.expression_rig import anchors_from_landmarks, ratio_change
+from adasr.expression_signal import expression_features, mirrored, raw_ratios
 from adasr.image_ops import luma
 from adasr.faces import NUM_LANDMARKS, CropBox, FaceTracker, FaceTrackerConfig, crop_face
 from adasr.training.face_regions import pair_region_map
@@ -366,6 +367,14 @@ class AugmentConfig:
     (seen as a green sweater rendered navy on a held-out clip); permuting forces it to copy colour."""
 
 
+def rig_pair(source_landmarks: np.ndarray, source_ratios: np.ndarray, driving_ratios: np.ndarray,
+             size: int) -> dict[str, torch.Tensor]:
+    """The expression rig's inputs for a same-person pair, the source frame as the portrait and as the driver's
+    reference: ``rig_anchors`` [N, 2] from its landmarks (pixels of a ``size``² crop), ``rig_change`` [E]."""
+    return {"rig_anchors": torch.from_numpy(anchors_from_landmarks(source_landmarks, size)),
+            "rig_change": torch.from_numpy(ratio_change(source_ratios, driving_ratios, source_ratios))}
+
+
 class PairDataset(Dataset):
     """Item i → (source, driving) frames of one shot of one clip, a pure function of (seed, i).
 
@@ -380,25 +389,31 @@ class PairDataset(Dataset):
     ``source_expression``, ``driving_expression`` [E]: the tracker's expression vectors
     (``adasr.expression_signal``; left and right swapped with a flip); ``source_landmarks``,
     ``driving_landmarks`` [478, 2]: the tracker's landmarks, normalised like the keypoints (−1 … 1 over the
-    crop's pixel centres, x along the width), mirrored with a flip.
+    crop's pixel centres, x along the width), mirrored with a flip. With ``rig``, also the expression rig's inputs
+    as the receiver makes them (``adasr.expression_rig``), the source frame standing for the portrait and the
+    driver's reference alike: ``rig_anchors`` [N, 2] and ``rig_change`` [E].
     """
 
     def __init__(self, root: Path, clips: Sequence[str] | None = None, seed: int = 0,
                  augment: AugmentConfig | None = None, length: int = 1 << 30, identity_fraction: float = 0.0,
-                 expression_fraction: float = 0.0, expression_candidates: int = 8) -> None:
+                 expression_fraction: float = 0.0, expression_candidates: int = 8, rig: bool = False) -> None:
         root = Path(root)
+        augment = augment or AugmentConfig(flip=False, brightness=0, contrast=0, saturation=0)
+        if rig and augment.flip:  # mirrored landmarks keep their indices: the rig's face axes would point up
+            raise ValueError("the expression rig needs unmirrored landmarks: set augment.flip false")
         names = list(clips) if clips else sorted(p.name for p in root.iterdir() if (p / DONE_FILE).is_file())
         if not names:
             raise FileNotFoundError(f"no prepared clips in {root} (run `adasr prepare` first)")
         self.clips = [load_clip(root / n) for n in names]
         self.shots = [[np.flatnonzero(c.shot == s) for s in np.unique(c.shot)] for c in self.clips]
         self.seed = seed
-        self.augment = augment or AugmentConfig(flip=False, brightness=0, contrast=0, saturation=0)
+        self.augment = augment
         self.length = length
         self.identity_fraction = identity_fraction
         self.expression_fraction = expression_fraction
         self.expression_candidates = expression_candidates
         self.expressions = [expression_features(c.landmarks) for c in self.clips]
+        self.ratios = [raw_ratios(c.landmarks) for c in self.clips] if rig else None
 
     def __len__(self) -> int:
         return self.length
@@ -432,9 +447,12 @@ class PairDataset(Dataset):
         landmarks = torch.from_numpy(clip.landmarks[[i, j], :, :2] * (2.0 / (size - 1)) - 1.0)
         imgs, pose, regions, expression, landmarks = self._augment(imgs, pose, regions, expression, landmarks, rng)
         expression_t = torch.from_numpy(np.ascontiguousarray(expression))
-        return {"source": imgs[0], "driving": imgs[1], "source_pose": pose[0], "driving_pose": pose[1],
+        item = {"source": imgs[0], "driving": imgs[1], "source_pose": pose[0], "driving_pose": pose[1],
                 "regions": regions, "source_expression": expression_t[0], "driving_expression": expression_t[1],
                 "source_landmarks": landmarks[0], "driving_landmarks": landmarks[1]}
+        if self.ratios is not None:
+            item.update(rig_pair(clip.landmarks[i], self.ratios[c][i], self.ratios[c][j], size))
+        return item
 
     def _augment(self, imgs: torch.Tensor, pose: torch.Tensor, regions: torch.Tensor, expression: np.ndarray,
                  landmarks: torch.Tensor, rng: np.random.Generator

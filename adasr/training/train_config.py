@@ -96,6 +96,10 @@ class TrainConfig:
     """Frames looked at for each such pair."""
     expression_mapper_lr_factor: float = 1.0
     """The expression mapper's learning rate as a multiple of ``lr`` (a fresh network beside trained ones)."""
+    expression_rig: bool = False
+    """Render training pairs through the expression rig (``adasr.expression_rig``), as the receiver does: the
+    networks learn around the rig's moved lips and lids instead of being asked to move them. Needs
+    ``augment.flip`` off (mirrored landmarks keep their indices)."""
     run_dir: str = "runs/train_lite"
     """Training checkpoint, TensorBoard logs and sample grids."""
     export_path: str = "weights/adasr-lite.pth"
@@ -174,6 +178,9 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
     if cfg.micro_batches < 1 or cfg.batch_size % cfg.micro_batches:
         raise ConfigError(f"{where}: batch_size {cfg.batch_size} is not divisible into micro_batches "
                           f"{cfg.micro_batches}")
+    if cfg.expression_rig and cfg.augment.flip:
+        raise ConfigError(f"{where}: expression_rig needs augment.flip false (mirrored landmarks keep their indices, "
+                          "so the rig's face axes would point up)")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"{where}: ema_decay must lie in [0, 1), got {cfg.ema_decay}")
     previous_end = 0

@@ -36,8 +36,9 @@ from adasr.discriminator import MultiScaleDiscriminator
 from adasr.errors import CheckpointError, ConfigError
 from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
-from adasr.expression_signal import expression_features
-from adasr.training.data import DONE_FILE, PairDataset, load_clip
+from adasr.expression_rig import ExpressionRig, RigField
+from adasr.expression_signal import expression_features, raw_ratios
+from adasr.training.data import DONE_FILE, PairDataset, load_clip, rig_pair
 from adasr.training.face_regions import pair_region_map
 from adasr.training.degradation import DegradationConfig, degrade
 from adasr.training.distributed import Distributed, from_environment, shutdown, split_batch
@@ -158,7 +159,8 @@ class Trainer:
         self.dataset = PairDataset(data_dir, train_clips, seed=cfg.seed, augment=cfg.augment,
                                    identity_fraction=cfg.identity_pair_fraction,
                                    expression_fraction=cfg.expression_pair_fraction,
-                                   expression_candidates=cfg.expression_candidates)
+                                   expression_candidates=cfg.expression_candidates, rig=cfg.expression_rig)
+        self.rig = ExpressionRig().to(self.device) if cfg.expression_rig else None
         self.val_batch = self._validation_batch(data_dir) if cfg.val_clips else None
         self.weight_average: WeightAverage | None = None
         """The validated and exported weights when ``cfg.ema_decay`` is on, from step ``cfg.ema_start``."""
@@ -286,7 +288,7 @@ class Trainer:
         motion_d, angles_d = motion_of(nets, b["driving"], b["driving_expression"])
         kp_s = transform_keypoints(x_c, motion_s)
         kp_d = transform_keypoints(x_c, motion_d)
-        prediction = nets.generator(b["generator_source"], kp_s, kp_d).prediction.float()
+        prediction = nets.generator(b["generator_source"], kp_s, kp_d, self._rig_of(b)).prediction.float()
         target = b["driving"]
         terms: dict[str, torch.Tensor] = {}
         if w.reconstruction:
@@ -384,11 +386,16 @@ class Trainer:
         self._last = (b, torch.cat(predictions))
         return logs
 
+    def _rig_of(self, b: dict[str, torch.Tensor]) -> RigField | None:
+        """The expression rig's field for a batch that carries its inputs (``rig_anchors``, ``rig_change``)."""
+        return None if self.rig is None else self.rig(b["rig_anchors"], b["rig_change"])
+
     # ------------------------------------------------------------------ validation and samples
     def _validation_batch(self, data_dir: Path) -> dict[str, torch.Tensor]:
         """Fixed same-identity pairs: each val clip's first frame drives from evenly spaced frames (with their
         expression vectors and mouth-and-eye regions)."""
         sources, drivings, expressions, regions = [], [], [], []
+        rig_pairs: list[dict[str, torch.Tensor]] = []
         for name in self.cfg.val_clips:
             clip = load_clip(data_dir / name)
             first = np.flatnonzero(clip.shot == clip.shot[0])
@@ -396,19 +403,24 @@ class Trainer:
             picks = (np.arange(1, len(first)) if count <= 0 or count >= len(first) - 1
                      else np.linspace(1, len(first) - 1, count).round().astype(int))
             features = expression_features(clip.landmarks)
+            ratios = raw_ratios(clip.landmarks)
             size = clip.frames.shape[1]
             for j in picks:
                 sources.append(clip.frames[first[0]])
                 drivings.append(clip.frames[first[j]])
                 expressions.append(features[[first[0], first[j]]])
                 regions.append(pair_region_map(clip.landmarks[first[0]], clip.landmarks[first[j]], size))
+                rig_pairs.append(rig_pair(clip.landmarks[first[0]], ratios[first[0]], ratios[first[j]], size))
 
         def to_t(frames: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
 
         pair_expressions = torch.from_numpy(np.stack(expressions))
-        return {"source": to_t(sources), "driving": to_t(drivings), "source_expression": pair_expressions[:, 0],
-                "driving_expression": pair_expressions[:, 1], "regions": torch.from_numpy(np.stack(regions))}
+        batch = {"source": to_t(sources), "driving": to_t(drivings), "source_expression": pair_expressions[:, 0],
+                 "driving_expression": pair_expressions[:, 1], "regions": torch.from_numpy(np.stack(regions))}
+        if self.rig is not None:
+            batch.update({key: torch.stack([pair[key] for pair in rig_pairs]) for key in rig_pairs[0]})
+        return batch
 
     @torch.no_grad()
     def validate(self, chunk: int = 8) -> dict[str, float]:
@@ -426,7 +438,7 @@ class Trainer:
                 x_c = nets.kp_detector(src)
                 kp_s = transform_keypoints(x_c, motion_of(nets, src, part["source_expression"])[0])
                 kp_d = transform_keypoints(x_c, motion_of(nets, part["driving"], part["driving_expression"])[0])
-                preds.append(nets.generator(src, kp_s, kp_d).prediction.float().clamp(0, 1).cpu())
+                preds.append(nets.generator(src, kp_s, kp_d, self._rig_of(part)).prediction.float().clamp(0, 1).cpu())
             nets.train()
         pred = torch.cat(preds)
         drv, src = vb["driving"], vb["source"]
