@@ -16,7 +16,7 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
-from adasr.expression_rig import RigField, field_on_grid, paint_cavity, sample_field
+from adasr.expression_rig import RigField, field_on_grid, paint_cavity, volume_flow
 from adasr.detail_path import (DetailEncoder, DetailFlow, catmull_rom, catmull_rom_weights, pack_detail,
                                sample_border, unpack_detail, with_photo_differences)
 from adasr.spade_decoder import SPADEDecoder
@@ -107,8 +107,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
                                         mode="trilinear").permute(0, 2, 3, 4, 1)  # B, D, h, w, 3
         if rig is not None:  # one flow for every depth: the slices' x, y differ by far less than a rig cell
             # without the lids: an eye is two of the volume's cells; they move in the full-resolution photo
-            flow = sample_field(rig, deformation[:, d // 2, :, :, :2], lids=False)[:, :2].permute(0, 2, 3, 1)
-            deformation = torch.cat([deformation[..., :2] + flow[:, None], deformation[..., 2:]], dim=-1)
+            deformation = deformation + volume_flow(rig, deformation[:, d // 2, :, :, :2])[:, None]
         out = warp(f_s, deformation).reshape(b, c * d, h, w)  # B, C·D, h, w
         out = self.fourth(self.third(out))  # B, ic, h, w
         occlusion = motion.occlusion
