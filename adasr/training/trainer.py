@@ -288,7 +288,7 @@ class Trainer:
         motion_d, angles_d = motion_of(nets, b["driving"], b["driving_expression"])
         kp_s = transform_keypoints(x_c, motion_s)
         kp_d = transform_keypoints(x_c, motion_d)
-        prediction = nets.generator(b["generator_source"], kp_s, kp_d, self._rig_of(b)).prediction.float()
+        prediction = nets.generator(b["generator_source"], kp_s, kp_d, self.rig_field(b)).prediction.float()
         target = b["driving"]
         terms: dict[str, torch.Tensor] = {}
         if w.reconstruction:
@@ -386,7 +386,7 @@ class Trainer:
         self._last = (b, torch.cat(predictions))
         return logs
 
-    def _rig_of(self, b: dict[str, torch.Tensor]) -> RigField | None:
+    def rig_field(self, b: dict[str, torch.Tensor]) -> RigField | None:
         """The expression rig's field for a batch that carries its inputs (``rig_anchors``, ``rig_change``)."""
         return None if self.rig is None else self.rig(b["rig_anchors"], b["rig_change"])
 
@@ -438,7 +438,7 @@ class Trainer:
                 x_c = nets.kp_detector(src)
                 kp_s = transform_keypoints(x_c, motion_of(nets, src, part["source_expression"])[0])
                 kp_d = transform_keypoints(x_c, motion_of(nets, part["driving"], part["driving_expression"])[0])
-                preds.append(nets.generator(src, kp_s, kp_d, self._rig_of(part)).prediction.float().clamp(0, 1).cpu())
+                preds.append(nets.generator(src, kp_s, kp_d, self.rig_field(part)).prediction.float().clamp(0, 1).cpu())
             nets.train()
         pred = torch.cat(preds)
         drv, src = vb["driving"], vb["source"]
