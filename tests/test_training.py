@@ -175,6 +175,20 @@ def test_training_renders_through_the_expression_rig_as_the_receiver_does(prepar
     assert all(math.isfinite(v) for v in logs.values())
 
 
+def test_frozen_modules_keep_their_weights_through_a_step(prepared: Path, tmp_path: Path) -> None:
+    from adasr.errors import ConfigError
+
+    trainer = Trainer(_tiny_cfg(prepared, tmp_path, frozen_modules=["generator.decoder"]))
+    generator = trainer.networks.generator
+    frozen = {k: v.detach().clone() for k, v in generator.decoder.named_parameters()}
+    trained = {k: v.detach().clone() for k, v in generator.dense_motion_network.named_parameters()}
+    trainer.train_step()
+    assert all(torch.equal(v, frozen[k]) for k, v in generator.decoder.named_parameters())
+    assert any(not torch.equal(v, trained[k]) for k, v in generator.dense_motion_network.named_parameters())
+    with pytest.raises(ConfigError, match="no module 'generator.nope'"):
+        Trainer(_tiny_cfg(prepared, tmp_path, frozen_modules=["generator.nope"]))
+
+
 def test_region_l1_averages_over_the_regions_only() -> None:
     from adasr.training.losses import region_l1
 

@@ -96,6 +96,9 @@ class TrainConfig:
     """Frames looked at for each such pair."""
     expression_mapper_lr_factor: float = 1.0
     """The expression mapper's learning rate as a multiple of ``lr`` (a fresh network beside trained ones)."""
+    frozen_modules: list[str] = field(default_factory=list)
+    """Modules of the networks (dotted names, e.g. ``generator.decoder``) whose weights stay as ``--init`` gave them:
+    a fine-tune that must not move them."""
     expression_rig: bool = False
     """Render training pairs through the expression rig (``adasr.expression_rig``), as the receiver does: the
     networks learn around the rig's moved lips and lids instead of being asked to move them. Needs

@@ -132,6 +132,12 @@ class Trainer:
         self.model_cfg = model_cfg or load_model_config(cfg.model)
         torch.manual_seed(cfg.seed)
         self.networks = AdaSRNetworks(self.model_cfg).to(self.device)
+        for name in cfg.frozen_modules:
+            try:
+                self.networks.get_submodule(name).requires_grad_(False)
+            except AttributeError as exc:
+                raise ConfigError(f"frozen_modules: the {self.model_cfg.name} networks have no module "
+                                  f"{name!r}") from exc
         disc_cfg = self.model_cfg.discriminator
         if cfg.discriminator_scales:
             disc_cfg = dataclasses.replace(disc_cfg, scales=list(cfg.discriminator_scales))
