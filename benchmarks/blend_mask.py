@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from adasr.evaluation.metrics import detail
-from adasr.keypoints import transform_keypoints
 from adasr.training.train_config import load_train_config
-from adasr.training.trainer import Trainer, init_from, motion_of
+from adasr.training.trainer import Trainer, init_from
 
 #: The face's part of a 256² crop (rows, columns) over which the mask is averaged.
 FACE_ROWS, FACE_COLUMNS = slice(64, 224), slice(64, 192)
@@ -35,40 +34,29 @@ def _to_image(frame: torch.Tensor) -> np.ndarray:
     return (frame.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
-@torch.no_grad()
-def blend_report(trainer: Trainer, chunk: int = 8) -> dict[str, float]:
-    """The mask's means and the detail ratio on the trainer's validation pairs, with its networks' current weights."""
-    nets = trainer.networks.eval()
-    blend = nets.generator.decoder.source_blend
+def blend_report(trainer: Trainer) -> dict[str, float]:
+    """The trainer's validation figures, the mask's means and the detail ratio on its validation pairs, with its
+    networks' current weights (the pairs rendered once, the mask read on the way)."""
+    blend = trainer.networks.generator.decoder.source_blend
     if blend is None or trainer.val_batch is None:
         raise SystemExit("error: the model has no source blend, or the config no val_clips")
     masks: list[torch.Tensor] = []
 
     def keep_mask(module: torch.nn.Module, inputs: tuple[torch.Tensor, torch.nn.Conv2d, torch.Tensor],
                   _: torch.Tensor) -> None:
-        features = inputs[0]
-        logits = F.conv2d(features, module.mask.weight, module.mask.bias, padding=module.mask.padding)
-        masks.append(torch.sigmoid(logits))
+        logits = F.conv2d(inputs[0], module.mask.weight, module.mask.bias, padding=module.mask.padding)
+        masks.append(torch.sigmoid(logits).cpu())
 
-    batch = trainer.val_batch
-    predictions = []
     hook = blend.register_forward_hook(keep_mask)
     try:
-        for i in range(0, len(batch["source"]), chunk):
-            part = {key: value[i:i + chunk] for key, value in batch.items()}
-            source = part["source"]
-            x_c = nets.kp_detector(source)
-            kp_s = transform_keypoints(x_c, motion_of(nets, source, part["source_expression"])[0])
-            kp_d = transform_keypoints(x_c, motion_of(nets, part["driving"], part["driving_expression"])[0])
-            predictions.append(nets.generator(source, kp_s, kp_d, trainer.rig_field(part)).prediction)
+        frames = trainer.validation_frames()
     finally:
         hook.remove()
-        nets.train()
+    batch = trainer.val_batch
     mask, regions = torch.cat(masks), batch["regions"]
-    ratios = [detail(_to_image(p), _to_image(d)) for p, d in zip(torch.cat(predictions), batch["driving"])]
-    return {"mask_face": float(mask[..., FACE_ROWS, FACE_COLUMNS].mean()),
-            "mask_mouth_and_eyes": float((mask * regions).sum() / regions.sum()),
-            "detail": float(np.mean(ratios))}
+    ratios = [detail(_to_image(p), _to_image(d)) for p, d in zip(frames, batch["driving"])]
+    return {**trainer.validation_scores(frames), "mask_face": float(mask[..., FACE_ROWS, FACE_COLUMNS].mean()),
+            "mask_mouth_and_eyes": float((mask * regions).sum() / regions.sum()), "detail": float(np.mean(ratios))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for checkpoint in args.checkpoints:
             init_from(trainer.networks, checkpoint)
-            rows[str(checkpoint)] = {**trainer.validate(), **blend_report(trainer)}
+            rows[str(checkpoint)] = blend_report(trainer)
             print(checkpoint, " ".join(f"{k} {v:.4f}" for k, v in rows[str(checkpoint)].items()), flush=True)
     print(json.dumps(rows))
     return 0

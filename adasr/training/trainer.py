@@ -409,14 +409,15 @@ class Trainer:
             picks = (np.arange(1, len(first)) if count <= 0 or count >= len(first) - 1
                      else np.linspace(1, len(first) - 1, count).round().astype(int))
             features = expression_features(clip.landmarks)
-            ratios = raw_ratios(clip.landmarks)
+            ratios = raw_ratios(clip.landmarks) if self.rig is not None else None
             size = clip.frames.shape[1]
             for j in picks:
                 sources.append(clip.frames[first[0]])
                 drivings.append(clip.frames[first[j]])
                 expressions.append(features[[first[0], first[j]]])
                 regions.append(pair_region_map(clip.landmarks[first[0]], clip.landmarks[first[j]], size))
-                rig_pairs.append(rig_pair(clip.landmarks[first[0]], ratios[first[0]], ratios[first[j]], size))
+                if ratios is not None:
+                    rig_pairs.append(rig_pair(clip.landmarks[first[0]], ratios[first[0]], ratios[first[j]], size))
 
         def to_t(frames: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
@@ -429,10 +430,9 @@ class Trainer:
         return batch
 
     @torch.no_grad()
-    def validate(self, chunk: int = 8) -> dict[str, float]:
-        """Mean PSNR (dB) and SSIM of the model (sharp source, eval mode) and of copying the source: the
-        still photo is the bar a held-out face must beat; and the mean error on the mouth and eyes alone, where a
-        still photo is wrong when the expression changes."""
+    def validation_frames(self, chunk: int = 8) -> torch.Tensor:
+        """The model's frames [N, 3, S, S] of the validation pairs (sharp source, eval mode, the validated weights),
+        in [0, 1] on the CPU."""
         assert self.val_batch is not None
         vb = self.val_batch
         preds = []
@@ -446,7 +446,18 @@ class Trainer:
                 kp_d = transform_keypoints(x_c, motion_of(nets, part["driving"], part["driving_expression"])[0])
                 preds.append(nets.generator(src, kp_s, kp_d, self.rig_field(part)).prediction.float().clamp(0, 1).cpu())
             nets.train()
-        pred = torch.cat(preds)
+        return torch.cat(preds)
+
+    def validate(self, chunk: int = 8) -> dict[str, float]:
+        """Mean PSNR (dB) and SSIM of the model (sharp source, eval mode) and of copying the source: the
+        still photo is the bar a held-out face must beat; and the mean error on the mouth and eyes alone, where a
+        still photo is wrong when the expression changes."""
+        return self.validation_scores(self.validation_frames(chunk))
+
+    def validation_scores(self, pred: torch.Tensor) -> dict[str, float]:
+        """``validate``'s figures for frames ``validation_frames`` rendered."""
+        assert self.val_batch is not None
+        vb = self.val_batch
         drv, src = vb["driving"], vb["source"]
         return {"psnr_model": _psnr(pred, drv), "psnr_copy_source": _psnr(src, drv),
                 "ssim_model": float(ssim(pred, drv)), "ssim_copy_source": float(ssim(src, drv)),
