@@ -25,13 +25,15 @@ from adasr.warp import WarpFn, grid_sample_3d
 
 class RenderOutput(NamedTuple):
     """prediction [B, 3, S, S] in [0, 1]; occlusion [B, 1, h, w] | None; mask [B, K+1, D, h', w'];
-    deformation [B, D, h', w', 3]; decoder_input [B, ic, h, w] (the occluded feature)."""
+    deformation [B, D, h', w', 3]; decoder_input [B, ic, h, w] (the occluded feature); blend_mask [B, 1, S, S]: the
+    source blend's weight on the warped photo (None without the blend)."""
 
     prediction: torch.Tensor
     occlusion: torch.Tensor | None
     mask: torch.Tensor
     deformation: torch.Tensor
     decoder_input: torch.Tensor
+    blend_mask: torch.Tensor | None = None
 
 
 class OcclusionAwareSPADEGenerator(nn.Module):
@@ -117,7 +119,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             out = out * occlusion
         size = h * 2 ** len(self.down_blocks)
         if self.detail_flow is None:
-            prediction = self.decoder(out)
+            prediction, _ = self.decoder(out)
             if rig is not None:
                 pixels = F.interpolate(motion.deformation[:, d // 2, :, :, :2].permute(0, 3, 1, 2), size=(size, size),
                                        mode="bilinear").permute(0, 2, 3, 1)
@@ -135,12 +137,12 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if self.photo_differences:
                 # a cubic overshoots at sharp edges; the photo, and so the frame, stays in [0, 1]
                 warped_source = catmull_rom(warped_source, *catmull_rom_weights(grid, size)).clamp(0, 1)
-            prediction = self.decoder(out, detail, warped_source)
+            prediction, blend_mask = self.decoder(out, detail, warped_source)
         else:
-            prediction = self.decoder(out, warped * detail_occlusion)
+            prediction, blend_mask = self.decoder(out, warped * detail_occlusion)
         if cavity is not None:
             prediction = paint_cavity(prediction, cavity)
-        return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out)
+        return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out, blend_mask)
 
     def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
                 rig: RigField | None = None) -> RenderOutput:

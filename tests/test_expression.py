@@ -176,6 +176,23 @@ def test_a_still_photo_scores_zero_correlation_and_the_drivers_own_change() -> N
     assert expression_measures(quiet, follows)["mouth_corr"] is None
 
 
+def test_a_driver_whose_eyes_only_jitter_has_no_eye_correlation_but_a_blink_counts() -> None:
+    """dlib's landmarks jitter by ~0.015 of an eye's opening from frame to frame: a driver who never blinks leaves
+    jitter correlated with jitter (about zero for a perfect model), so it is left out; one blink in 90 frames of
+    the same jitter is motion, and an output that follows it correlates."""
+    rng = np.random.default_rng(0)
+    frames = 90
+    talking = 0.1 + 0.05 * np.sin(np.linspace(0, 6 * np.pi, frames))
+    eyes = 0.3 + rng.normal(0, 0.015, frames)
+    blink = eyes.copy()
+    blink[40:46] -= np.array([0.1, 0.2, 0.28, 0.28, 0.2, 0.1])
+    follows = OpeningTrack(list(zip(talking, blink + rng.normal(0, 0.015, frames))))
+    steady = expression_measures(OpeningTrack(list(zip(talking, eyes))), follows)
+    assert steady["eye_corr"] is None and steady["mouth_corr"] == pytest.approx(1.0, abs=0.05)
+    blinking = expression_measures(OpeningTrack(list(zip(talking, blink))), follows)
+    assert blinking["eye_corr"] is not None and blinking["eye_corr"] > 0.8
+
+
 def test_the_lite_preset_without_expression_still_loads(tmp_path: Path) -> None:
     """Weights trained before the mapper (expression_inputs 0) keep loading and running as they were."""
     config = dataclasses.replace(load_model_config("lite"), image_size=64)

@@ -310,16 +310,18 @@ def test_lite_source_blend_gives_the_photo_back_under_identity_motion(astronaut_
         assert f_s.shape == (1, cfg.feature_channel + (8 + 3 * 4) * 16 // 8, 8, 32, 32)
         assert torch.equal(unpack_detail(f_s[:, cfg.feature_channel:])[:, 8:11], source)
         kp = nets.kp_detector(source)
-        renders = {}
+        renders, masks = {}, {}
         for bias in (30.0, -30.0, 0.0):
             torch.nn.init.constant_(blend.mask.bias, bias)
-            renders[bias] = gen.render(f_s, kp, kp).prediction
+            renders[bias], masks[bias] = gen.render(f_s, kp, kp)[::5]  # prediction, blend_mask
         torch.nn.init.constant_(blend.mask.bias, 0.0)
         moved = gen.render(f_s, kp, kp + torch.tensor([0.1, 0.0, 0.0])).prediction
     assert (renders[30.0] - source).abs().max() < 1e-4
     decoded = renders[-30.0]
     assert (decoded - source).abs().mean() > 0.05  # random weights: the decoder alone is far from the photo
     assert torch.allclose(renders[0.0], (decoded + source) / 2, atol=1e-5)
+    assert masks[0.0].shape == (1, 1, 128, 128) and torch.allclose(masks[0.0], torch.full_like(masks[0.0], 0.5))
+    assert masks[30.0].min() > 0.999 and masks[-30.0].max() < 1e-3  # the mask the frame was blended with
     assert (moved - renders[0.0]).abs().mean() > 1e-3
 
 

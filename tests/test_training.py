@@ -189,6 +189,47 @@ def test_frozen_modules_keep_their_weights_through_a_step(prepared: Path, tmp_pa
         Trainer(_tiny_cfg(prepared, tmp_path, frozen_modules=["generator.nope"]))
 
 
+def test_blend_floor_holds_the_source_blend_mask_up_to_the_teachers(prepared: Path, tmp_path: Path) -> None:
+    """Fine-tunes lowered the mask on the warped photo (blurrier frames): ``blend_floor`` charges the student's
+    shortfall below a frozen teacher's mask on the same pairs, nothing where it is not below, and steps on it raise
+    the student's mask; a run without the teacher is refused before it starts."""
+    from adasr.checkpoint import save_checkpoint
+    from adasr.config import load_model_config
+    from adasr.errors import ConfigError
+    from adasr.networks import AdaSRNetworks
+    from adasr.training.trainer import init_from
+
+    from .training_fixtures import TINY_MODEL
+
+    model_cfg = load_model_config(TINY_MODEL)
+    model_cfg.generator.detail_channels, model_cfg.generator.blend_source = 4, True
+    torch.manual_seed(1)
+    teacher = AdaSRNetworks(model_cfg)
+    blend = teacher.generator.decoder.source_blend
+    assert blend is not None
+    torch.nn.init.constant_(blend.mask.bias, 2.0)  # trusts the photo: m ≈ 0.88 against a fresh student's 0.5
+    teacher_path = save_checkpoint(tmp_path / "teacher.pth", teacher, {})
+    losses = {"reconstruction": 1.0, "blend_floor": 10.0, "equivariance": 0.0, "keypoint_prior": 0.0,
+              "head_pose": 0.0, "expression": 0.0, "perceptual": 0.0, "gan": 0.0, "feature_matching": 0.0}
+    cfg = _tiny_cfg(prepared, tmp_path, blend_teacher=str(teacher_path), losses=losses, lr=1e-2)
+    trainer = Trainer(cfg, model_cfg)
+    batch = trainer.batch(0)
+
+    def deficit() -> float:
+        with torch.no_grad():
+            return float(trainer.forward(batch, 0)[1]["blend_floor"]) / 10.0
+
+    before = deficit()
+    assert 0.25 < before < 0.45
+    for _ in range(3):
+        trainer.train_step()
+    assert deficit() < before - 0.05
+    init_from(trainer.networks, teacher_path)  # the teacher's own weights: no shortfall at all
+    assert deficit() < 1e-6
+    with pytest.raises(ConfigError, match="blend_floor needs blend_teacher"):
+        _tiny_cfg(prepared, tmp_path, losses=losses)
+
+
 def test_region_l1_averages_over_the_regions_only() -> None:
     from adasr.training.losses import region_l1
 

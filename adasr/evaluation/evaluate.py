@@ -49,7 +49,8 @@ import torch
 from tqdm import tqdm
 
 from adasr.errors import InputError, NoFaceError
-from adasr.evaluation.expression_tracking import EXPRESSION_MEASURES, Dlib68, OpeningTrack, expression_measures
+from adasr.evaluation.expression_tracking import (EXPRESSION_MEASURES, MOTION_OVER_NOISE, Dlib68, OpeningTrack,
+                                                  expression_measures)
 from adasr.evaluation.metrics import (
     SFACE_SAME_PERSON_DISTANCE,
     FaceIdentityEmbedder,
@@ -391,6 +392,8 @@ def evaluate(head: Head, options: EvalOptions, tracker_config: FaceTrackerConfig
     if measures.sface is not None:
         notes["identity"] = (f"SFace cosine distance 1 − cos of the face square (FaceBox); same person below "
                              f"{SFACE_SAME_PERSON_DISTANCE} (equal-error point on the corpus crops)")
+    if measures.dlib68 is not None:
+        notes["expression"] = _expression_note(recon_rows, cross_rows if cross is not None else [])
     backend = head.backend
     return EvalReport(
         model={"name": backend.config.name, "model_id": backend.model_id, "image_size": head.size,
@@ -500,6 +503,19 @@ def _reconstruct(head: Head, clip: ClipCrops, measures: _Measures, video: Path |
            **{m: series[m].summary() for m in METHODS}}
     logger.info("%s: %s", clip.name, row)
     return row, motions, reference, gt_measures, tracks["driver"]
+
+
+def _expression_note(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
+    """What the means of mouth_corr and eye_corr are over: the clips whose driver moves beyond dlib's noise."""
+    def counted(name: str, items: list[dict[str, Any]]) -> str:
+        return f"{sum(r['model'].get(name) is not None for r in items)}/{len(items)}"
+
+    cross = (f"; cross identity {counted('mouth_corr', pairs)} and {counted('eye_corr', pairs)} pairs"
+             if pairs else "")
+    return (f"mouth_corr, eye_corr: dlib 68-point openings; a clip whose driver's opening varies less than "
+            f"{MOTION_OVER_NOISE:g}× its frame-to-frame measurement noise has nothing to correlate with and is left "
+            f"out (null): counted {counted('mouth_corr', rows)} clips for the mouth, {counted('eye_corr', rows)} for "
+            f"the eyes{cross}")
 
 
 def _still_track(still: OpeningTrack, frames: int) -> OpeningTrack:

@@ -8,8 +8,10 @@ non-commercial use, so it is an evaluation tool only, never a training signal):
 
 * ``mouth_corr`` / ``eye_corr``: Pearson correlation over a clip between the driver's and the output's
   mouth opening (inner-lip gap / outer eye-corner distance) or eye opening (lid gap / eye width, both eyes'
-  mean). A still photo scores 0 (its opening never changes); a clip whose driver does not move its mouth
-  (or eyes) at all has no correlation to measure and is left out.
+  mean). A still photo scores 0 (its opening never changes). A clip whose driver does not move its mouth (or
+  eyes) beyond dlib's own jitter has no correlation to measure and is left out (None): a driver who never
+  blinks in the clip leaves the correlation of one face's jitter with another's, about zero for a perfect
+  model (``MOTION_OVER_NOISE``).
 * ``mouth_change_error``: mean |(output's mouth opening − its first frame's) − (driver's − its first
   frame's)|: does the mouth change by as much as the driver's did, from where each started. A still photo
   scores the driver's own change.
@@ -30,6 +32,12 @@ _INNER_LIPS = ((61, 67), (62, 66), (63, 65))
 _EYES = (((36, 39), ((37, 41), (38, 40))), ((42, 45), ((43, 47), (44, 46))))
 #: Below this standard deviation of the driver's opening over a clip, there is no motion to correlate with.
 STILL_DRIVER_STD = 1e-3
+#: Nor when it varies less than this many times its own frame-to-frame measurement noise (``measurement_noise``).
+#: On the held-out clips a driver who blinks measures 2.3–4.0 (the eyes) and every talking mouth 2.8–5.4; the eyes
+#: of the three drivers who never blink in their 90 frames measure 1.0–1.7 (benchmarks/RESULTS.md).
+MOTION_OVER_NOISE = 2.0
+#: Median |x − y| of two independent standard normals: a Gaussian noise's σ from consecutive frames' differences.
+_MEDIAN_ABS_DIFFERENCE = 0.6745 * 2**0.5
 EXPRESSION_MEASURES = ("mouth_corr", "eye_corr", "mouth_change_error")
 
 
@@ -75,9 +83,22 @@ def openings(landmarks68: np.ndarray) -> tuple[float, float]:
     return gap(_INNER_LIPS) / eye_distance, float(np.mean(eyes))
 
 
+def measurement_noise(series: np.ndarray) -> float:
+    """The landmark model's frame-to-frame noise in an opening over a clip, as a standard deviation: the median
+    |difference| of consecutive frames over a Gaussian's. A blink's few large steps hardly move a median, and
+    the slow change of talking adds little to a step of one frame."""
+    return float(np.median(np.abs(np.diff(series)))) / _MEDIAN_ABS_DIFFERENCE
+
+
+def driver_moves(driver: np.ndarray) -> bool:
+    """Whether a driver's opening over a clip varies enough, beyond its measurement noise, to correlate with."""
+    return bool(driver.std() >= max(STILL_DRIVER_STD, MOTION_OVER_NOISE * measurement_noise(driver)))
+
+
 def _correlation(driver: np.ndarray, output: np.ndarray) -> float | None:
-    """Pearson correlation; None when the driver does not move, 0 when the output does not (a still photo)."""
-    if driver.std() < STILL_DRIVER_STD:
+    """Pearson correlation; None when the driver does not move (``driver_moves``), 0 when the output does not (a
+    still photo)."""
+    if not driver_moves(driver):
         return None
     if output.std() < 1e-9:
         return 0.0

@@ -91,6 +91,9 @@ class LossWeights:
     """1 − SSIM(prediction, driving) (:func:`ssim`, the evaluation's window); 0: off."""
     detail_energy: float = 0.0
     """L1 between local fine-detail energy maps of prediction and driving (:func:`detail_energy_loss`); 0: off."""
+    blend_floor: float = 0.0
+    """Mean shortfall of the source blend's mask on the warped photo below ``blend_teacher``'s on the same pairs
+    (``Trainer._blend_deficit``): keeps a fine-tune from trading the photo's detail for the decoder's blur; 0: off."""
     identity: float = 0.0
     """Cosine distance of SFace embeddings, prediction vs driving (needs the ``train`` extra)."""
     sface_model: str | None = None

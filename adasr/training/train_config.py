@@ -103,6 +103,9 @@ class TrainConfig:
     """Render training pairs through the expression rig (``adasr.expression_rig``), as the receiver does: the
     networks learn around the rig's moved lips and lids instead of being asked to move them. Needs
     ``augment.flip`` off (mirrored landmarks keep their indices)."""
+    blend_teacher: str | None = None
+    """Weights (our checkpoint format) whose source-blend mask ``losses.blend_floor`` holds the trained one's up to,
+    usually the ``--init`` weights: a path, not the run's start, so a resumed run holds the same mask."""
     run_dir: str = "runs/train_lite"
     """Training checkpoint, TensorBoard logs and sample grids."""
     export_path: str = "weights/adasr-lite.pth"
@@ -184,6 +187,9 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
     if cfg.expression_rig and cfg.augment.flip:
         raise ConfigError(f"{where}: expression_rig needs augment.flip false (mirrored landmarks keep their indices, "
                           "so the rig's face axes would point up)")
+    if cfg.losses.blend_floor and not cfg.blend_teacher:
+        raise ConfigError(f"{where}: losses.blend_floor needs blend_teacher (the weights whose source-blend mask to "
+                          "hold the trained one's up to)")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"{where}: ema_decay must lie in [0, 1), got {cfg.ema_decay}")
     previous_end = 0

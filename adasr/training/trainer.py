@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Iterator, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from adasr.errors import CheckpointError, ConfigError
 from adasr.keypoints import Motion, bins_to_degrees, transform_keypoints
 from adasr.networks import AdaSRNetworks
 from adasr.expression_rig import ExpressionRig, RigField
+from adasr.generator import RenderOutput
 from adasr.expression_signal import expression_features, raw_ratios
 from adasr.training.data import DONE_FILE, PairDataset, load_clip, rig_pair
 from adasr.training.face_regions import pair_region_map
@@ -114,6 +115,30 @@ def motion_of(networks: AdaSRNetworks, image: torch.Tensor,
     return motion, motion.pose_degrees()
 
 
+class PairRender(NamedTuple):
+    """One set of networks' render of a batch of pairs, with the motion that drove it (the losses read both)."""
+
+    out: RenderOutput
+    canonical: torch.Tensor
+    kp_source: torch.Tensor
+    kp_driving: torch.Tensor
+    motion_source: Motion
+    motion_driving: Motion
+    angles: torch.Tensor
+    """[2B, 3] degrees: the sources', then the drivings'."""
+
+
+def render_pair(networks: AdaSRNetworks, b: dict[str, torch.Tensor], rig: RigField | None) -> PairRender:
+    """The driving frames rendered from the sources (the generator fed ``generator_source`` when the batch has one:
+    training's degraded source; keypoints always from the clean one), through the expression rig's field ``rig``."""
+    x_c = networks.kp_detector(b["source"]).float()
+    motion_s, angles_s = motion_of(networks, b["source"], b["source_expression"])
+    motion_d, angles_d = motion_of(networks, b["driving"], b["driving_expression"])
+    kp_s, kp_d = transform_keypoints(x_c, motion_s), transform_keypoints(x_c, motion_d)
+    out = networks.generator(b.get("generator_source", b["source"]), kp_s, kp_d, rig)
+    return PairRender(out, x_c, kp_s, kp_d, motion_s, motion_d, torch.cat([angles_s, angles_d]))
+
+
 class Trainer:
     """Holds networks, optimizers, data and loss modules of one run."""
 
@@ -167,6 +192,15 @@ class Trainer:
                                    expression_fraction=cfg.expression_pair_fraction,
                                    expression_candidates=cfg.expression_candidates, rig=cfg.expression_rig)
         self.rig = ExpressionRig().to(self.device) if cfg.expression_rig else None
+        self.blend_teacher: AdaSRNetworks | None = None
+        """Frozen networks whose source-blend mask the trained one's is held up to (``losses.blend_floor``). In train
+        mode like the student (batch statistics, the same normalisation of the same batch); never saved."""
+        if cfg.losses.blend_floor:
+            if not cfg.blend_teacher:
+                raise ConfigError("losses.blend_floor needs blend_teacher: the weights whose mask to hold")
+            self.blend_teacher = AdaSRNetworks(self.model_cfg).to(self.device)
+            init_from(self.blend_teacher, Path(cfg.blend_teacher))
+            self.blend_teacher.requires_grad_(False)
         self.val_batch = self._validation_batch(data_dir) if cfg.val_clips else None
         self.weight_average: WeightAverage | None = None
         """The validated and exported weights when ``cfg.ema_decay`` is on, from step ``cfg.ema_start``."""
@@ -289,14 +323,14 @@ class Trainer:
         """Generator-side forward: total loss, loss terms, and tensors for the discriminator/samples."""
         w = losses_at(self.cfg, step)
         nets = self.networks
-        x_c = nets.kp_detector(b["source"]).float()
-        motion_s, angles_s = motion_of(nets, b["source"], b["source_expression"])
-        motion_d, angles_d = motion_of(nets, b["driving"], b["driving_expression"])
-        kp_s = transform_keypoints(x_c, motion_s)
-        kp_d = transform_keypoints(x_c, motion_d)
-        prediction = nets.generator(b["generator_source"], kp_s, kp_d, self.rig_field(b)).prediction.float()
+        rig = self.rig_field(b)
+        pair = render_pair(nets, b, rig)
+        x_c, kp_s, kp_d = pair.canonical, pair.kp_source, pair.kp_driving
+        prediction = pair.out.prediction.float()
         target = b["driving"]
         terms: dict[str, torch.Tensor] = {}
+        if w.blend_floor:
+            terms["blend_floor"] = w.blend_floor * self._blend_deficit(b, rig, pair.out.blend_mask)
         if w.reconstruction:
             terms["reconstruction"] = w.reconstruction * (prediction - target).abs().mean()
         if w.expression_regions:
@@ -330,9 +364,10 @@ class Trainer:
             terms["keypoint_prior"] = w.keypoint_prior * keypoint_prior_loss(kp_d)
         if w.head_pose:
             teacher = tracker_to_model_pose(torch.cat([b["source_pose"], b["driving_pose"]]))
-            terms["head_pose"] = w.head_pose * head_pose_loss(torch.cat([angles_s, angles_d]), teacher)
+            terms["head_pose"] = w.head_pose * head_pose_loss(pair.angles, teacher)
         if w.expression:
-            terms["expression"] = w.expression * (expression_loss(motion_s.delta) + expression_loss(motion_d.delta)) / 2
+            terms["expression"] = w.expression * (expression_loss(pair.motion_source.delta)
+                                                  + expression_loss(pair.motion_driving.delta)) / 2
         total = sum(terms.values(), prediction.new_zeros(()))
         return total, terms, {"prediction": prediction}
 
@@ -392,6 +427,18 @@ class Trainer:
         self._last = (b, torch.cat(predictions))
         return logs
 
+    def _blend_deficit(self, b: dict[str, torch.Tensor], rig: RigField | None,
+                       mask: torch.Tensor | None) -> torch.Tensor:
+        """How far the source blend's mask falls below the teacher's (``blend_teacher``) on the same pairs, through
+        the same rig: the mean of max(0, teacher − mask). Fine-tuning lowered it everywhere, and a lower mask is a
+        blurrier frame (the decoded picture stands in for the photo); where the photo fits better it may rise."""
+        if self.blend_teacher is None or mask is None:
+            raise ConfigError("blend_floor needs blend_teacher and a model with the source blend")
+        with torch.no_grad():
+            teacher_mask = render_pair(self.blend_teacher, b, rig).out.blend_mask
+        assert teacher_mask is not None
+        return torch.relu(teacher_mask.float() - mask.float()).mean()
+
     def rig_field(self, b: dict[str, torch.Tensor]) -> RigField | None:
         """The expression rig's field for a batch that carries its inputs (``rig_anchors``, ``rig_change``)."""
         return None if self.rig is None else self.rig(b["rig_anchors"], b["rig_change"])
@@ -440,11 +487,7 @@ class Trainer:
             nets.eval()
             for i in range(0, len(vb["source"]), chunk):
                 part = {k: v[i:i + chunk].to(self.device) for k, v in vb.items()}
-                src = part["source"]
-                x_c = nets.kp_detector(src)
-                kp_s = transform_keypoints(x_c, motion_of(nets, src, part["source_expression"])[0])
-                kp_d = transform_keypoints(x_c, motion_of(nets, part["driving"], part["driving_expression"])[0])
-                preds.append(nets.generator(src, kp_s, kp_d, self.rig_field(part)).prediction.float().clamp(0, 1).cpu())
+                preds.append(render_pair(nets, part, self.rig_field(part)).out.prediction.float().clamp(0, 1).cpu())
             nets.train()
         return torch.cat(preds)
 
