@@ -193,12 +193,14 @@ class SourceBlend(nn.Module):
         for parameter in self.mask.parameters():
             nn.init.zeros_(parameter)
 
-    def forward(self, features: torch.Tensor, to_image: nn.Conv2d,
-                warped_source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, to_image: nn.Conv2d, warped_source: torch.Tensor,
+                floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """features [B, oc, S, S] → the blended frame [B, 3, S, S] and the mask m [B, 1, S, S] (training holds it
-        up: ``blend_floor``); ``to_image`` is the decoder's RGB conv."""
+        up: ``blend_floor``); ``to_image`` is the decoder's RGB conv; ``floor`` [B, 1, S, S]: m's least value."""
         weight = torch.cat([to_image.weight, self.mask.weight])
         bias = torch.cat([cast(torch.Tensor, to_image.bias), cast(torch.Tensor, self.mask.bias)])
         logits = F.conv2d(features, weight, bias, padding=to_image.padding)
         decoded, mask = torch.sigmoid(logits[:, :-1]), torch.sigmoid(logits[:, -1:])
+        if floor is not None:
+            mask = torch.maximum(mask, floor)
         return decoded + mask * (warped_source - decoded), mask

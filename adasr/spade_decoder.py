@@ -41,9 +41,11 @@ class SPADEDecoder(nn.Module):
         self.source_blend = SourceBlend(oc) if blend_source else None
 
     def forward(self, feature: torch.Tensor, detail: torch.Tensor | None = None,
-                warped_source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                warped_source: torch.Tensor | None = None,
+                photo_floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The frame [B, 3, 4h, 4w] and, with the source blend, its mask on the photo [B, 1, 4h, 4w] (else None);
-        ``warped_source`` [B, 3, 4h, 4w]: the source photo under the motion, for the source blend."""
+        ``warped_source`` [B, 3, 4h, 4w]: the source photo under the motion, for the source blend; ``photo_floor``
+        [B, 1, 4h, 4w]: the mask's least value (where the expression rig moved the lids)."""
         seg = feature
         x = self.fc(feature)  # B, mid, h, w
         for i in range(self.num_middle_blocks):
@@ -57,5 +59,5 @@ class SPADEDecoder(nn.Module):
             x = self.detail_fusion(x, detail)
         x = F.leaky_relu(x, 0.2)
         if self.source_blend is not None and warped_source is not None:
-            return self.source_blend(x, self.conv_img, warped_source)
+            return self.source_blend(x, self.conv_img, warped_source, photo_floor)
         return torch.sigmoid(self.conv_img(x)), None  # B, 3, 4h, 4w

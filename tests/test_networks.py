@@ -322,6 +322,21 @@ def test_lite_source_blend_gives_the_photo_back_under_identity_motion(astronaut_
     assert torch.allclose(renders[0.0], (decoded + source) / 2, atol=1e-5)
     assert masks[0.0].shape == (1, 1, 128, 128) and torch.allclose(masks[0.0], torch.full_like(masks[0.0], 0.5))
     assert masks[30.0].min() > 0.999 and masks[-30.0].max() < 1e-3  # the mask the frame was blended with
+    # a shut eye: over its lids the frame is the warped photo alone (the decoded picture's eye stays open)
+    from adasr.demo_media import ASTRONAUT_FACE_ANCHORS, ASTRONAUT_FACE_RATIOS
+    from adasr.expression_rig import ANCHORS, ExpressionRig
+    from adasr.expression_signal import FEATURE_NAMES, NUM_FEATURES
+
+    anchors = torch.from_numpy(ASTRONAUT_FACE_ANCHORS.copy())[None]
+    change = torch.zeros(1, NUM_FEATURES)
+    right_eye = FEATURE_NAMES.index("right_eye_open")
+    change[0, right_eye] = -float(ASTRONAUT_FACE_RATIOS[right_eye])
+    with torch.no_grad():
+        shut = gen.render(f_s, kp, kp, rig=ExpressionRig()(anchors, change)).blend_mask
+    assert shut is not None
+    lid_x, lid_y = ((anchors[0, [ANCHORS.index(i) for i in (159, 158, 160)]].mean(0) + 1) / 2 * 128).long().tolist()
+    assert float(shut[0, 0, lid_y, lid_x]) == 1.0
+    assert torch.allclose(shut[..., 100:, :], masks[0.0][..., 100:, :])  # below the eyes: the learned mask
     assert (moved - renders[0.0]).abs().mean() > 1e-3
 
 
