@@ -105,24 +105,10 @@ _FLAT = 1e-12
 #: Rows and columns of the lids' field over the box around both eyes' bands (about 2 px a cell on a 256² face, as
 #: fine as the full-resolution grid it is sampled at: every other pixel).
 EYE_FIELD_ROWS, EYE_FIELD_COLUMNS = 24, 64
-#: How the skin above a closing upper lid unfolds: the remap samples the portrait's skin above the lid along a power
-#: 1 + ``LID_UNFOLD`` × (the share of the eye closed) of the way down (linear for an eye that does not close). Most of
-#: a shut lid then shows the lit skin under the brow, and the crease's shadow and the lashes gather at the lid's edge
-#: where a real shut eye has them; linear, the shadow of a deep-set eye stretched over the whole lid (a dark socket).
-LID_UNFOLD = 3.0
 #: How far (normalised coordinates, ~1.3 px of a 256² face) the lids' remap must move a point for the frame to show
 #: the warped photo there alone: the decoded picture comes from the feature volume, whose eyes the lids' remap does
-#: not reach (an eye is two of its cells), so any share of it would lay the portrait's open eye over a shut one.
+#: not reach (an eye is two of its cells), so any share of it lays the portrait's open eye over a shut one.
 LID_PHOTO_SHIFT = 0.01
-#: A shutting lid's new skin (the face between the portrait's upper lid and the moved one's lashes) is painted with
-#: the portrait's skin from under its eyes (``SKIN_ANCHORS``) at this opacity: warping can only stretch the
-#: portrait's lid, which in a deep-set eye is the brow's shadow, and a shut lid catches the light.
-LID_SKIN_OPACITY = 0.7
-#: The soft edge of the lids' paint (eye half-widths).
-LID_PAINT_SOFTNESS = 0.12
-#: The skin the paint takes its colour from: the cheeks just under the eyes (mediapipe indices), sampled in the
-#: portrait and averaged.
-SKIN_ANCHORS = (119, 348)
 #: Colour of a mouth's dark interior (linear RGB in [0, 1]) and how much of the pixel it takes.
 CAVITY_RGB = (0.16, 0.06, 0.06)
 CAVITY_OPACITY = 0.85
@@ -366,14 +352,12 @@ class ExpressionRig(nn.Module):
         grid = low[:, :, None] + self.unit_points * span[:, :, None]  # B, 2, P
         opacity = self._new_interior(frame, grid, targets, moves).view(-1, 1, size, size) * CAVITY_OPACITY
         cells = low[:, :, None] + self.unit_steps * span[:, :, None]  # B, 2, F: the grid's columns' x, rows' y
-        values = torch.cat([self._smooth_flow(frame, cells, targets, moves), opacity, torch.zeros_like(opacity),
-                            torch.zeros_like(opacity)], dim=1)
-        skin = planes[:, :, [_AT[i] for i in SKIN_ANCHORS]]  # B, 2, k
-        return RigField(values, low, span, *self._eye_field(eye_lids(eyes, change, frame)), skin)
+        values = torch.cat([self._smooth_flow(frame, cells, targets, moves), opacity, torch.zeros_like(opacity)], dim=1)
+        return RigField(values, low, span, *self._eye_field(eye_lids(eyes, change, frame)))
 
     def _eye_field(self, lids: EyeLids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The lids' field [B, 5, R, C] (flow x, y, a zero third channel so that it adds to the smooth field's samples,
-        and ``lid_flow``'s photo cover and skin paint) on a field over the smallest box holding both eyes' bands, its
+        """The lids' flow and photo cover [B, 4, R, C] (x, y, a zero third channel so that it adds to the smooth
+        field's samples, and ``lid_flow``'s cover) on a field over the smallest box holding both eyes' bands, its
         ``low`` corner and ``span`` [B, 2]."""
         extent = torch.stack([torch.minimum(lids.source[..., 0], lids.moved[..., 0]) - lids.reach_above,
                               lids.source[..., 1] + LID_REACH_BELOW * lids.half_width], dim=-1)  # B, eye, 2
@@ -382,8 +366,8 @@ class ExpressionRig(nn.Module):
         low = (ends.amin(dim=-1) - half_band).amin(dim=-1)
         span = ((ends.amax(dim=-1) + half_band).amax(dim=-1) - low).clamp(min=1e-3)
         grid = low[:, :, None] + self.eye_points * span[:, :, None]
-        flow, rest = lid_flow(lids, grid).view(-1, 4, EYE_FIELD_ROWS, EYE_FIELD_COLUMNS).split([2, 2], dim=1)
-        return torch.cat([flow, torch.zeros_like(rest[:, :1]), rest], dim=1), low, span
+        flow, cover = lid_flow(lids, grid).view(-1, 3, EYE_FIELD_ROWS, EYE_FIELD_COLUMNS).split([2, 1], dim=1)
+        return torch.cat([flow, torch.zeros_like(cover), cover], dim=1), low, span
 
 
 class EyeLids(NamedTuple):
@@ -428,9 +412,9 @@ def eye_lids(eyes: torch.Tensor, change: torch.Tensor, frame: FaceFrame) -> EyeL
 
 
 def lid_flow(lids: EyeLids, points: torch.Tensor) -> torch.Tensor:
-    """The backward flow [B, 2, P] that moves the lids at points [B, 2, P] (portrait coordinates, x, y as rows), then
-    two rows 0 … 1: the cover, how far the frame must be the warped photo there (1 where the remap moves a point by
-    ``LID_PHOTO_SHIFT`` or more), and the skin paint over a shutting lid (``LID_SKIN_OPACITY``):
+    """The backward flow [B, 2, P] that moves the lids at points [B, 2, P] (portrait coordinates, x, y as rows), and
+    a third row, the cover: 0 … 1, how far the frame must be the warped photo there (1 where the remap moves a point
+    by ``LID_PHOTO_SHIFT`` or more):
     within each eye's band (from ``reach_above`` over the upper lid to ``LID_REACH_BELOW`` under the lower), a
     piecewise-linear remap along the face's down axis takes the moved lids back to the portrait's, so the skin above
     stretches or folds, the eye between them shows squeezed (or spread) and a shut eye is the skin above meeting the
@@ -454,19 +438,9 @@ def lid_flow(lids: EyeLids, points: torch.Tensor) -> torch.Tensor:
     length = bow * moved_length[..., None] + band_length[..., None]
     growth = bow * (_stretches(source_ends) - moved_length)[..., None]  # the portrait's length − the moved one
     above = ((v[:, :, None] - start) / length.clamp(min=_FLAT)).clamp(0, 1)  # a shut eye's stretch: a step
-    closed = ((moved_top - source_top) / (source_bottom - source_top).clamp(min=_SHUT)).clamp(0, 1)  # B, eye
-    skin = above[:, :, 0]  # B, eye, P: the share of the skin above that lies above v
-    unfold = (length[:, :, 0] + growth[:, :, 0]) * (skin ** (1 + LID_UNFOLD * closed[..., None]) - skin)
-    shift = ((growth * above).sum(dim=2) + unfold).sum(dim=1)[:, None]  # B, 1, P: along the face's down axis
+    shift = (growth * above).sum(dim=(1, 2))[:, None]  # B, 1, P: along the face's down axis
     cover = (shift.abs() / LID_PHOTO_SHIFT).clamp(max=1)
-    # the new lid: from where the portrait's upper lid was down to the moved lower lid, over the squeezed eye's
-    # line (nothing where the upper lid rose)
-    soft = (LID_PAINT_SOFTNESS * lids.half_width).clamp(min=1e-6)[..., None]  # B, eye, 1 (a face without anchors: 0)
-    lid_was, lid_now = bow[:, :, 0] * source_top[..., None], bow[:, :, 0] * moved_top[..., None]
-    shutting = ((lid_now - lid_was) / soft).clamp(0, 1)  # B, eye, P: fades in as the lid comes down
-    below = bow[:, :, 0] * moved_bottom[..., None] + soft / 2
-    new_lid = (shutting * ((v - lid_was) / soft).clamp(0, 1) * ((below - v) / soft).clamp(0, 1)).sum(1, keepdim=True)
-    return torch.cat([lids.axes[:, 1, :, None] * shift, cover, new_lid], dim=1)
+    return torch.cat([lids.axes[:, 1, :, None] * shift, cover], dim=1)
 
 
 def _stretches(ends: torch.Tensor) -> torch.Tensor:
@@ -475,11 +449,10 @@ def _stretches(ends: torch.Tensor) -> torch.Tensor:
 
 
 class RigField(NamedTuple):
-    """The rig's smooth field [B, 5, F, F] (flow x, y, the interior's opacity, zero, zero) over the box from ``low``
-    [B, 2] spanning ``span`` [B, 2], and the lids' field [B, 5, R, C] (flow x, y, zero, the photo's cover and the
-    lids' skin paint) over the eyes' box (``eye_low``, ``eye_span``); normalised portrait coordinates, zero outside
-    the boxes. Summed where they are sampled: the channels each leaves zero are the other's. ``skin`` [B, 2, k]: the
-    portrait's points (x, y as rows) whose colour the lids' paint takes."""
+    """The rig's smooth field [B, 4, F, F] (flow x, y, the interior's opacity and zero) over the box from ``low``
+    [B, 2] spanning ``span`` [B, 2], and the lids' field [B, 4, R, C] (flow x, y, zero and the photo's cover) over
+    the eyes' box (``eye_low``, ``eye_span``); normalised portrait coordinates, zero outside the boxes. Summed where
+    they are sampled: the channels each leaves zero are the other's."""
 
     values: torch.Tensor
     low: torch.Tensor
@@ -487,7 +460,6 @@ class RigField(NamedTuple):
     eye_values: torch.Tensor
     eye_low: torch.Tensor
     eye_span: torch.Tensor
-    skin: torch.Tensor
 
 
 def _in_box(values: torch.Tensor, low: torch.Tensor, span: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -505,8 +477,8 @@ def _in_box(values: torch.Tensor, low: torch.Tensor, span: torch.Tensor, grid: t
 
 
 def sample_field(field: RigField, grid: torch.Tensor, lids: bool = True) -> torch.Tensor:
-    """The rig at grid points [B, H, W, 2] (portrait coordinates) → [B, 5, H, W]: flow x, y (the smooth field's plus,
-    with ``lids``, the lids'), the interior's opacity, the photo's cover over the moved lids and their skin paint."""
+    """The rig at grid points [B, H, W, 2] (portrait coordinates) → [B, 4, H, W]: flow x, y (the smooth field's plus,
+    with ``lids``, the lids'), the interior's opacity and the photo's cover over the moved lids."""
     smooth = _in_box(field.values, field.low, field.span, grid)
     return smooth + _in_box(field.eye_values, field.eye_low, field.eye_span, grid) if lids else smooth
 
@@ -520,35 +492,25 @@ def volume_flow(field: RigField, grid: torch.Tensor) -> torch.Tensor:
 
 
 class RigOnGrid(NamedTuple):
-    """The rig on the full-resolution grid: ``flow`` [B, H, W, 2], the mouth's interior opacity ``cavity``, the
-    photo's ``cover`` over the moved lids (the source blend's least weight on the warped photo) and the shutting
-    lids' skin paint ``lids`` [B, 1, H, W]."""
+    """The rig on the full-resolution grid: ``flow`` [B, H, W, 2], the mouth's interior opacity ``cavity`` and the
+    photo's ``cover`` over the moved lids [B, 1, H, W] (the source blend's least weight on the warped photo)."""
 
     flow: torch.Tensor
     cavity: torch.Tensor
     cover: torch.Tensor
-    lids: torch.Tensor
 
 
 def field_on_grid(field: RigField, grid: torch.Tensor) -> RigOnGrid:
     """The rig at a full-resolution grid [B, H, W, 2]: sampled at every other point and upsampled (a quarter of the
     samples; a shut eye's jump is spread over two pixels)."""
     coarse = sample_field(field, grid[:, ::2, ::2])
-    flow, cavity, cover, lids = F.interpolate(coarse, size=grid.shape[1:3], mode="bilinear",
-                                              align_corners=False).split([2, 1, 1, 1], dim=1)
-    return RigOnGrid(flow.permute(0, 2, 3, 1), cavity, cover, lids)
+    flow, cavity, cover = F.interpolate(coarse, size=grid.shape[1:3], mode="bilinear",
+                                        align_corners=False).split([2, 1, 1], dim=1)
+    return RigOnGrid(flow.permute(0, 2, 3, 1), cavity, cover)
 
 
 def paint_cavity(frame: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
     """The rendered frame [B, 3, S, S] with the mouth's new interior [B, 1, S, S] painted in."""
     colour = torch.tensor(CAVITY_RGB, device=frame.device, dtype=frame.dtype).view(1, 3, 1, 1)
     return frame + opacity * (colour - frame)
-
-
-def paint_lids(frame: torch.Tensor, paint: torch.Tensor, photo: torch.Tensor, skin: torch.Tensor) -> torch.Tensor:
-    """The rendered frame [B, 3, S, S] with the shutting lids' skin [B, 1, S, S] (``RigOnGrid.lids``) painted in the
-    colour of the portrait ``photo`` [B, 3, S, S] at the ``skin`` points [B, 2, k] (``RigField.skin``), averaged."""
-    colour = F.grid_sample(photo, skin.transpose(1, 2)[:, None], mode="bilinear", padding_mode="border",
-                           align_corners=False).mean(dim=3, keepdim=True)  # B, 3, 1, 1
-    return frame + (LID_SKIN_OPACITY * paint) * (colour - frame)
 

@@ -16,7 +16,7 @@ from torch import nn
 from adasr.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from adasr.config import ModelConfig
 from adasr.dense_motion import DenseMotionNetwork
-from adasr.expression_rig import RigField, field_on_grid, paint_cavity, paint_lids, volume_flow
+from adasr.expression_rig import RigField, field_on_grid, paint_cavity, volume_flow
 from adasr.detail_path import (DetailEncoder, DetailFlow, catmull_rom, catmull_rom_weights, pack_detail,
                                sample_border, unpack_detail, with_photo_differences)
 from adasr.spade_decoder import SPADEDecoder
@@ -126,9 +126,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
                 prediction = paint_cavity(prediction, field_on_grid(rig, pixels).cavity)
             return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out)
         grid, detail_occlusion = self.detail_flow(motion.features, motion.deformation, size)
-        on_grid = None
-        if rig is not None:
-            on_grid = field_on_grid(rig, grid)
+        on_grid = field_on_grid(rig, grid) if rig is not None else None
+        if on_grid is not None:
             grid = grid + on_grid.flow
         warped = sample_border(unpack_detail(packed_detail), grid)
         if self.blend_source:
@@ -141,11 +140,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
                                                   on_grid.cover if on_grid is not None else None)
         else:
             prediction, blend_mask = self.decoder(out, warped * detail_occlusion)
-        if rig is not None and on_grid is not None:
+        if on_grid is not None:
             prediction = paint_cavity(prediction, on_grid.cavity)
-            if self.blend_source:  # the portrait's skin colour comes from its photo, which rides in f_s
-                photo = unpack_detail(packed_detail)[:, self.detail_channels:self.detail_channels + 3]
-                prediction = paint_lids(prediction, on_grid.lids, photo, rig.skin)
         return RenderOutput(prediction, occlusion, motion.mask, motion.deformation, out, blend_mask)
 
     def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,

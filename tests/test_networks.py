@@ -335,7 +335,7 @@ def test_lite_source_blend_gives_the_photo_back_under_identity_motion(astronaut_
         shut = gen.render(f_s, kp, kp, rig=ExpressionRig()(anchors, change)).blend_mask
     assert shut is not None
     lid_x, lid_y = ((anchors[0, [ANCHORS.index(i) for i in (159, 158, 160)]].mean(0) + 1) / 2 * 128).long().tolist()
-    assert float(shut[0, 0, lid_y, lid_x]) == 1.0
+    assert float(shut[0, 0, lid_y, lid_x]) > 0.95  # a learned mask of 0.5 there
     assert torch.allclose(shut[..., 100:, :], masks[0.0][..., 100:, :])  # below the eyes: the learned mask
     assert (moved - renders[0.0]).abs().mean() > 1e-3
 
