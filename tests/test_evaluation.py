@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import json
 from pathlib import Path
 
@@ -274,6 +276,31 @@ def test_eval_end_to_end_writes_json_table_and_video(eval_inputs: tuple[Path, Pa
     assert first.shape == (128, 3 * 128, 3)  # source | driving | output
     assert reader.count_frames() == 5
     reader.close()
+
+
+def test_a_clips_portrait_is_its_first_face_without_a_portrait_warning(
+        eval_inputs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A clip whose first face would draw a portrait warning (here: its first two, as if caught mid-blink) takes the
+    next face as its portrait and drives with the frames after it; when every face in the search draws one, the
+    first face is the portrait and the log says so."""
+    from adasr.faces import FaceTrackerConfig
+
+    evaluate = importlib.import_module("adasr.evaluation.evaluate")  # the package's ``evaluate`` is the function
+
+    clip_path = eval_inputs[0] / "carphone.mp4"
+    seen: list[int] = []
+
+    def warn_twice(face: object) -> list[str]:
+        seen.append(1)
+        return ["eyes nearly shut"] if len(seen) <= 2 else []
+
+    monkeypatch.setattr(evaluate, "portrait_warnings", warn_twice)
+    clip = evaluate.load_clip(clip_path, 64, 3, FaceTrackerConfig())
+    assert clip.source_index == 2 and len(clip.frames) == 3
+    monkeypatch.setattr(evaluate, "portrait_warnings", lambda face: ["turned away"])
+    monkeypatch.setattr(evaluate, "PORTRAIT_SEARCH_FRAMES", 4)
+    clip = evaluate.load_clip(clip_path, 64, 3, FaceTrackerConfig())
+    assert clip.source_index == 0 and len(clip.frames) == 3 and "the first face is the portrait" in caplog.text
 
 
 def test_eval_computes_fid_with_inception_weights(eval_inputs: tuple[Path, Path], inception_weights: Path,

@@ -2,8 +2,9 @@
 
 Same-identity reconstruction (the ground-truth task). For each clip the face tracker (video mode,
 the same stable crop as ``animate`` and ``prepare``) runs over the frames; the first frame with a
-face, cropped, is the source; the next ``frames`` crops drive the model and are also the ground
-truth the output is compared with. Motion is relative to the source frame, so x_d = x_s +
+face that the product takes as a portrait without a warning (not turned far, eyes open: a clip's first frame
+caught mid-blink is no one's portrait), cropped, is the source; the next ``frames`` crops drive the model and
+are also the ground truth the output is compared with. Motion is relative to the source frame, so x_d = x_s +
 (x_d − x_s) — for reconstruction that equals absolute motion, the standard protocol.
 
 Cross-identity. Each portrait (cropped by the tracker in still mode, as ``animate`` does) is driven
@@ -189,16 +190,22 @@ def list_files(path: Path, suffixes: tuple[str, ...] | set[str], what: str) -> l
     return files
 
 
-def load_clip(path: Path, size: int, frames: int, tracker_config: FaceTrackerConfig) -> ClipCrops:
-    """Tracker crops of a clip: the first frame with a face, then up to ``frames`` following frames.
+#: How many frames after a clip's first face its portrait frame is looked for in (``load_clip``).
+PORTRAIT_SEARCH_FRAMES = 30
 
-    A frame where the face is lost keeps the last box (as ``animate`` does). Raises InputError for
-    an unreadable clip, NoFaceError when no frame has a face or none follows the source.
+
+def load_clip(path: Path, size: int, frames: int, tracker_config: FaceTrackerConfig) -> ClipCrops:
+    """Tracker crops of a clip: its portrait frame, then up to ``frames`` following frames.
+
+    The portrait is the first face ``portrait_warnings`` has nothing to say about, within
+    ``PORTRAIT_SEARCH_FRAMES`` of the first face; failing that, the first face (logged). A frame where the
+    face is lost keeps the last box (as ``animate`` does). Raises InputError for an unreadable clip,
+    NoFaceError when no frame has a face or none follows the source.
     """
     source_video = FrameSource(path)
     config = dataclasses.replace(tracker_config, fps=source_video.info.fps or tracker_config.fps)
     source: np.ndarray | None = None
-    source_index = -1
+    source_index, first_face = -1, -1
     crops: list[np.ndarray] = []
     with FaceCropper.for_stream(size, config) as cropper:
         for index, frame in enumerate(source_video):
@@ -206,7 +213,15 @@ def load_clip(path: Path, size: int, frames: int, tracker_config: FaceTrackerCon
             if face.origin is BoxOrigin.CENTRE:
                 continue
             if source is None:
-                source, source_index = face.crop, index
+                if first_face < 0:
+                    first_face, first_crop = index, face.crop
+                if face.face_found and not portrait_warnings(face):
+                    source, source_index = face.crop, index
+                elif index - first_face >= PORTRAIT_SEARCH_FRAMES:
+                    logger.warning("%s: no frame in the first %d with a face makes a portrait without a warning "
+                                   "(turned away, or eyes shut): the first face is the portrait", path.name,
+                                   PORTRAIT_SEARCH_FRAMES)
+                    source, source_index = first_crop, first_face
                 continue
             crops.append(face.crop)
             if len(crops) >= frames:
