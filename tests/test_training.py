@@ -192,7 +192,7 @@ def test_frozen_modules_keep_their_weights_through_a_step(prepared: Path, tmp_pa
 def test_blend_floor_holds_the_source_blend_mask_up_to_the_teachers(prepared: Path, tmp_path: Path) -> None:
     """Fine-tunes lowered the mask on the warped photo (blurrier frames): ``blend_floor`` charges the student's
     shortfall below a frozen teacher's mask on the same pairs, nothing where it is not below, and steps on it raise
-    the student's mask; a run without the teacher is refused before it starts."""
+    the student's mask; a run without the teacher, or of a model without the blend, is refused before it starts."""
     from adasr.checkpoint import save_checkpoint
     from adasr.config import load_model_config
     from adasr.errors import ConfigError
@@ -228,6 +228,8 @@ def test_blend_floor_holds_the_source_blend_mask_up_to_the_teachers(prepared: Pa
     assert deficit() < 1e-6
     with pytest.raises(ConfigError, match="blend_floor needs blend_teacher"):
         _tiny_cfg(prepared, tmp_path, losses=losses)
+    with pytest.raises(ConfigError, match="a model with the source blend"):  # the tiny preset has none
+        Trainer(_tiny_cfg(prepared, tmp_path, blend_teacher=str(teacher_path), losses=losses))
 
 
 def test_region_l1_averages_over_the_regions_only() -> None:

@@ -196,8 +196,10 @@ class Trainer:
         """Frozen networks whose source-blend mask the trained one's is held up to (``losses.blend_floor``). In train
         mode like the student (batch statistics, the same normalisation of the same batch); never saved."""
         if cfg.losses.blend_floor:
-            if not cfg.blend_teacher:
-                raise ConfigError("losses.blend_floor needs blend_teacher: the weights whose mask to hold")
+            blends = self.networks.generator.blend_source
+            if not cfg.blend_teacher or not blends:
+                raise ConfigError(f"losses.blend_floor needs blend_teacher and a model with the source blend (the "
+                                  f"{self.model_cfg.name} preset's blend_source: {blends})")
             self.blend_teacher = AdaSRNetworks(self.model_cfg).to(self.device)
             init_from(self.blend_teacher, Path(cfg.blend_teacher))
             self.blend_teacher.requires_grad_(False)
@@ -432,8 +434,7 @@ class Trainer:
         """How far the source blend's mask falls below the teacher's (``blend_teacher``) on the same pairs, through
         the same rig: the mean of max(0, teacher − mask). Fine-tuning lowered it everywhere, and a lower mask is a
         blurrier frame (the decoded picture stands in for the photo); where the photo fits better it may rise."""
-        if self.blend_teacher is None or mask is None:
-            raise ConfigError("blend_floor needs blend_teacher and a model with the source blend")
+        assert self.blend_teacher is not None and mask is not None  # both checked when the trainer was built
         with torch.no_grad():
             teacher_mask = render_pair(self.blend_teacher, b, rig).out.blend_mask
         assert teacher_mask is not None
