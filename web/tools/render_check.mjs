@@ -1,5 +1,6 @@
 // Runs the page's graphs in onnxruntime-web (node, the wasm build the page runs) for tests/test_browser_peer.py
-// to compare with Python's ONNX Runtime: the motion extractor (web/src/motion.js's graph) on the image, and
+// to compare with Python's ONNX Runtime: the motion extractor (web/src/motion.js's graph) on the image (with the
+// neutral expression for a model that takes one, as Python's extract_motion without landmarks), and
 // web/src/render.js (source encoder, keypoints, renderer) for the motions given.
 //   node tools/render_check.mjs GRAPHS_DIR CASE.json OUT_DIR
 // CASE.json: {side, image: "RGB file, side×side bytes", motions: [[6 + 3K]...], reference: [6 + 3K] | null,
@@ -11,6 +12,7 @@ import { join } from 'node:path';
 
 import * as ort from 'onnxruntime-web';
 
+import { NUM_FEATURES } from '../src/expression.js';
 import { FaceRenderer } from '../src/render.js';
 
 const [graphs, casePath, outDir] = process.argv.slice(2);
@@ -23,7 +25,11 @@ for (let i = 0; i < side * side; i += 1) {
   for (let c = 0; c < 3; c += 1) chw[c * side * side + i] = rgb[3 * i + c] / 255;
 }
 const extractor = await ort.InferenceSession.create(readFileSync(join(graphs, 'motion_extractor.onnx')));
-const extracted = await extractor.run({ image: new ort.Tensor('float32', chw, [1, 3, side, side]) });
+const feeds = { image: new ort.Tensor('float32', chw, [1, 3, side, side]) };
+if (extractor.inputNames.includes('expression')) {  // a model with an expression mapper: the neutral expression, as
+  feeds.expression = new ort.Tensor('float32', new Float32Array(NUM_FEATURES), [1, NUM_FEATURES]);  // Python's
+}
+const extracted = await extractor.run(feeds);
 const imageMotion = ['yaw', 'pitch', 'roll', 't', 'delta'].flatMap((name) => Array.from(extracted[name].data));
 const renderer = await FaceRenderer.create(ort, readFileSync(join(graphs, 'renderer.onnx')), side, spec.num_anchors,
   readFileSync(join(graphs, 'source_encoder.onnx')));
