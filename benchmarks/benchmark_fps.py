@@ -7,6 +7,9 @@ Stages (what a call runs per frame, plus the once-per-call source encoding):
     motion_extraction   motion extractor on a face crop
     keypoint_transform  x_d = R·x_c + t + δ, relative to the reference (adasr.keypoints)
     render              renderer (f_s, x_s, x_d) → frame
+    render_concurrent   ONNX Runtime on a CPU: one render per core at once, each on one thread, as ms per frame
+                        sustained (what the renderer gives when latency does not count: a render takes
+                        longer, the frames come faster)
     per_frame           the whole sender+receiver path of one frame: tracking, crop, motion,
                         keypoints, render, frame to uint8 image
     webcam              the real ``adasr cam`` pipeline (capture → track → motion → render → paste into
@@ -43,7 +46,8 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,13 +66,13 @@ from adasr.networks import AdaSRNetworks  # noqa: E402
 from engines.talking_head import TalkingHead, astronaut_state  # noqa: E402
 from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
 from adasr.face_cropper import FaceCropper, centre_crop  # noqa: E402
-from realtime.stats import percentile  # noqa: E402
-from webcam_rate import latency_summary, measure_webcam  # noqa: E402
+from realtime.stats import percentile, usable_cores  # noqa: E402
+from webcam_rate import cpu_summary, latency_summary, measure_webcam  # noqa: E402
 
 logger = logging.getLogger("benchmark_fps")
 
-STAGES = ("face_tracking", "source_encoding", "motion_extraction", "keypoint_transform", "render", "per_frame",
-          "webcam")
+STAGES = ("face_tracking", "source_encoding", "motion_extraction", "keypoint_transform", "render", "render_concurrent",
+          "per_frame", "webcam")
 NETWORK_STAGES = ("source_encoding", "motion_extraction", "render")
 
 
@@ -105,6 +109,10 @@ class Record:
     """webcam: the same run's tracking + motion + render p50, timed alone, one after the other."""
     wait_ms_p50: float = 0.0
     """webcam: a motion's wait for the renderer to finish the frame before it, median: what overlap adds."""
+    cpu_ms_per_frame: float = 0.0
+    """webcam: the process's CPU ms per frame shown (all threads; 0 where /proc is not there)."""
+    cpu_ms_by_thread: dict[str, float] = field(default_factory=dict)
+    """webcam: the same, by thread name."""
 
 
 @dataclass
@@ -255,6 +263,8 @@ class Subject:
     backend: Backend
     calls: dict[str, Callable[[], Any]]
     context: dict[str, Any]
+    render_inputs: list[tuple[torch.Tensor, ...]]
+    """The renderer's inputs, per driving face."""
 
 
 def prepare_subject(backend: Backend, name: str, precision: str, preset: str, weights: str,
@@ -270,8 +280,8 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
     reference = head.extract_motion(crops[0])
     motions = [head.extract_motion(c) for c in crops[: min(len(crops), 16)]]
     kp_source = state.kp_source
-    renderer_inputs = [(head.driving_keypoints(state, m, reference), *head.rig_inputs(state, m, reference))
-                       for m in motions]
+    render_inputs = [(state.f_s, kp_source, head.driving_keypoints(state, m, reference),
+                      *head.rig_inputs(state, m, reference)) for m in motions]
     source_input = head.to_input(source)
     counter = [0]
 
@@ -288,12 +298,12 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
         "source_encoding": lambda: backend.encode_source(source_input, expression),
         "motion_extraction": lambda: backend.extract_motion(nxt(inputs), expression),
         "keypoint_transform": lambda: head.driving_keypoints(state, nxt(motions), reference),
-        "render": lambda: backend.render(state.f_s, kp_source, *nxt(renderer_inputs)),
+        "render": lambda: backend.render(*nxt(render_inputs)),
         "per_frame": whole_frame,
     }
     context = dict(backend=name, preset=preset, resolution=size, precision=precision, device=str(backend.device),
                    threads=st.threads, weights=weights, runtime=backend.describe(), machine=st.machine)
-    return Subject(name, precision, backend, calls, context)
+    return Subject(name, precision, backend, calls, context, render_inputs)
 
 
 def measure_interleaved(subjects: list[Subject], stage: str, warmup: int, iterations: int, block: int,
@@ -329,6 +339,41 @@ def bench_subjects(subjects: list[Subject], st: Settings) -> list[Record]:
     return [r for rows in per_subject for r in rows]
 
 
+def _render_round(backend: Backend, inputs: list[tuple[torch.Tensor, ...]], count: int, offset: int) -> None:
+    """``count`` renders of ``inputs`` in turn, from ``offset``."""
+    for i in range(count):
+        backend.render(*inputs[(offset + i) % len(inputs)])
+
+
+def bench_concurrent_render(subjects: list[Subject], st: Settings) -> list[Record]:
+    """The ``render_concurrent`` record of each ONNX Runtime subject on a CPU: as many renders at once as there are
+    cores, each from its own thread on a one-thread session of the same graphs, in rounds of ``st.block`` calls
+    per thread; a sample is a round's time over the frames it rendered."""
+    cores = usable_cores()
+    if cores < 2:
+        return []
+    from engines.factory import create_backend
+    from engines.onnxruntime_backend import OnnxRuntimeBackend
+
+    records = []
+    for s in subjects:
+        if not isinstance(s.backend, OnnxRuntimeBackend) or s.backend.device.type != "cpu":
+            continue
+        single = create_backend("onnxruntime", onnx_dir=s.backend.onnx_dir, device="cpu", threads=1)
+        _render_round(single, s.render_inputs, st.warmup, 0)
+        samples = []
+        with ThreadPoolExecutor(cores) as pool:
+            for _ in range(max(1, st.iterations // st.block)):
+                start = time.perf_counter()
+                rounds = [pool.submit(_render_round, single, s.render_inputs, st.block, k) for k in range(cores)]
+                for done in rounds:
+                    done.result()
+                samples.append((time.perf_counter() - start) * 1000.0 / (cores * st.block))
+        note = f"{cores} renders at once, 1 thread each: ms per frame sustained (each render takes ~{cores}x that)"
+        records.append(make_record(samples, stage="render_concurrent", notes=note, **{**s.context, "threads": 1}))
+    return records
+
+
 def bench_webcam(subjects: list[Subject], measured: list[Record], st: Settings) -> list[Record]:
     """The ``webcam`` record of each subject: ``adasr cam``'s whole pipeline as a sustained rate, and its latency
     against the same run's tracking + motion + render one after the other."""
@@ -343,10 +388,12 @@ def bench_webcam(subjects: list[Subject], measured: list[Record], st: Settings) 
                              warmup=max(2, st.warmup))
         serial = tracking_ms + sum(p50.get((s.name, s.precision, stage), 0.0)
                                    for stage in ("motion_extraction", "render"))
-        record = make_record(run.interval_ms, stage="webcam", notes=latency_summary(run, serial), **s.context)
+        notes = f"{latency_summary(run, serial)}; {cpu_summary(run, usable_cores())}"
+        record = make_record(run.interval_ms, stage="webcam", notes=notes, **s.context)
         record.fps = run.fps  # the sustained rate (frames over the whole span), not the median interval's
         record.latency_ms_p50, record.serial_ms = statistics.median(run.latency_ms), serial
         record.wait_ms_p50 = run.stats.wait_ms_p50 or 0.0
+        record.cpu_ms_per_frame, record.cpu_ms_by_thread = run.cpu_ms_per_frame, run.cpu_ms_by_thread
         record.iterations = run.frames
         records.append(record)
         print(f"  webcam {s.name} {s.precision}: {run.fps:.1f} FPS over {run.frames} frames of {video.name}, "
@@ -420,6 +467,9 @@ def print_goals(records: list[Record]) -> None:
     """The webcam rate and the render time against the goals (30 FPS, 25 ms) scaled by this run's matmul
     reference: a loaded machine gets a goal in proportion to the throughput it had."""
     for r in records:
+        if r.stage == "render_concurrent":
+            print(f"render {r.backend} {r.precision}, {r.notes}: p50 {r.ms_p50:.2f} ms (not the goal's record: a "
+                  f"frame's render takes longer)")
         if r.stage not in ("webcam", "render") or not r.matmul_gflops_per_s:
             continue
         scale = r.matmul_gflops_per_s / GOAL_MATMUL_GFLOPS
@@ -571,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {backend_name} {precision}: {backend.describe()}")
                     subjects.append(prepare_subject(backend, backend_name, precision, preset, weights, frames,
                                                     crops, cropper, st))
-            measured = bench_subjects(subjects, st)
+            measured = bench_subjects(subjects, st) + bench_concurrent_render(subjects, st)
             if cropper is not None and st.webcam_frames > 0:
                 measured += bench_webcam(subjects, records + measured, st)
             group_records.append((measured, network_gflops(model)))

@@ -1,4 +1,4 @@
-"""What a call costs and how fast it is: the wire-overhead model and latency summaries.
+"""What a call costs and how fast it is: the wire-overhead model, latency summaries and the cores that bound it.
 
 Bytes per frame is a headline figure, and the data channel's own framing is most of it for a
 48-byte MOTION message, so the model of that framing is spelled out layer by layer here (and
@@ -7,10 +7,20 @@ checked in the demo against the bytes the DTLS transport really sent).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it): what CPU time per frame is
+    divided into to bound a frame rate."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call (macOS, Windows)
+        return os.cpu_count() or 1
+
 
 #: The cipher aiortc 1.16 negotiates between two aiortc peers: the first of its DTLS cipher list
 #: ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:..."), over DTLS 1.2.

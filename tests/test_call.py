@@ -212,3 +212,14 @@ def test_demo_without_its_weights_says_how_to_get_them(monkeypatch: pytest.Monke
     assert main(["demo", "--checkpoint", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "adasr demo: error:" in err and "are missing" in err and "--checkpoint" in err
+
+
+def test_the_demo_sends_at_what_the_cpu_and_each_direction_sustain() -> None:
+    """Both peers' CPU per frame spread over the cores, unless one direction's own stages, one after the other,
+    are slower (many cores); each with the headroom."""
+    from realtime.demo import sustainable_fps
+
+    cost = {"sender_ms": 12.0, "render_ms": 26.0, "cpu_ms": 52.0}
+    assert sustainable_fps(cost, 2, 1.5, 2) == pytest.approx(2000 / (1.5 * 2 * 52))
+    assert sustainable_fps(cost, 1, 1.5, 1) == pytest.approx(1000 / (1.5 * 52))
+    assert sustainable_fps(cost, 2, 1.5, 16) == pytest.approx(1000 / (1.5 * 38))

@@ -33,6 +33,7 @@ from engines.torch_backend import TorchBackend, TorchOptions  # noqa: E402
 from adasr.demo_media import astronaut_face, carphone_frames  # noqa: E402
 from engines.manifest import read_manifest  # noqa: E402
 from engines.talking_head import TalkingHead  # noqa: E402
+from realtime.stats import usable_cores  # noqa: E402
 from export.onnx_export import ExportReport, export_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,11 +181,19 @@ def test_benchmark_quick_writes_records(tmp_path: Path) -> None:
         for stage in ("motion_extraction", "keypoint_transform", "render", "per_frame"):
             assert (backend, stage) in seen
     assert all(r["ms_p50"] > 0 and r["fps"] > 0 for r in records)
+    if usable_cores() >= 2:  # the renderer's frames with a render per core at once
+        assert ("onnxruntime", "render_concurrent") in seen and ("torch", "render_concurrent") not in seen
     if ("mediapipe", "face_tracking") in seen:  # the whole `adasr cam` frame, with the run's matmul reference
         webcam = [r for r in records if r["stage"] == "webcam"]
         assert {r["backend"] for r in webcam} == {"torch", "onnxruntime"}
         assert all(2 <= r["iterations"] <= 20 and r["latency_ms_p50"] > 0 and r["matmul_gflops_per_s"] > 0
                    for r in webcam)
+        if Path("/proc/self/task").is_dir():  # where the CPU went: the render thread and the tracker's worker spent it
+            for r in webcam:
+                threads = r["cpu_ms_by_thread"]
+                assert threads["adasr-render"] > 0 and threads["adasr-cam_0"] > 0, threads
+                assert r["cpu_ms_per_frame"] == pytest.approx(sum(threads.values()))
+                assert "ms per frame" in r["notes"] and "FPS on" in r["notes"]
     assert out.with_suffix(".png").stat().st_size > 0
     assert "p50 ms" in proc.stdout
     assert "skipping tensorrt" in proc.stdout or any(r["backend"] == "tensorrt" for r in records)
