@@ -7,6 +7,7 @@ well under a second on a 2-core CPU.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -226,6 +227,15 @@ def test_blend_floor_holds_the_source_blend_mask_up_to_the_teachers(prepared: Pa
     assert deficit() < before - 0.05
     init_from(trainer.networks, teacher_path)  # the teacher's own weights: no shortfall at all
     assert deficit() < 1e-6
+    shallow = copy.deepcopy(model_cfg)  # a slimmer student (half the volume's depth) learns under the same teacher
+    g = shallow.generator
+    g.reshape_depth = g.dense_motion_params.reshape_depth = g.reshape_depth // 2
+    g.max_features = g.reshape_channel * g.reshape_depth
+    g.block_expansion = 2  # the encoder's widths under the smaller max_features
+    g.decoder.in_channels = g.decoder.label_nc = min(g.max_features, g.block_expansion * 2**g.num_down_blocks)
+    student = Trainer(cfg, shallow.validate())
+    with torch.no_grad():
+        assert 0.0 < float(student.forward(student.batch(0), 0)[1]["blend_floor"]) < 10.0
     with pytest.raises(ConfigError, match="blend_floor needs blend_teacher"):
         _tiny_cfg(prepared, tmp_path, losses=losses)
     with pytest.raises(ConfigError, match="a model with the source blend"):  # the tiny preset has none

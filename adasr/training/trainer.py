@@ -200,9 +200,10 @@ class Trainer:
             if not cfg.blend_teacher or not blends:
                 raise ConfigError(f"losses.blend_floor needs blend_teacher and a model with the source blend (the "
                                   f"{self.model_cfg.name} preset's blend_source: {blends})")
-            self.blend_teacher = AdaSRNetworks(self.model_cfg).to(self.device)
-            init_from(self.blend_teacher, Path(cfg.blend_teacher))
-            self.blend_teacher.requires_grad_(False)
+            teacher = load_model(Path(cfg.blend_teacher)).networks  # its own architecture (a slimmer student's is not)
+            if not teacher.generator.blend_source:
+                raise ConfigError(f"blend_teacher {cfg.blend_teacher} has no source blend to hold the mask up to")
+            self.blend_teacher = teacher.to(self.device).train().requires_grad_(False)
         self.val_batch = self._validation_batch(data_dir) if cfg.val_clips else None
         self.weight_average: WeightAverage | None = None
         """The validated and exported weights when ``cfg.ema_decay`` is on, from step ``cfg.ema_start``."""
