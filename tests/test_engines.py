@@ -16,7 +16,7 @@ import torch
 
 ort = pytest.importorskip("onnxruntime")
 
-from adasr.checkpoint import LoadedModel  # noqa: E402
+from adasr.checkpoint import DEFAULT_CHECKPOINT, LoadedModel, load_model  # noqa: E402
 from adasr.errors import ConfigError, InputError  # noqa: E402
 from adasr.faces import CropBox, crop_face  # noqa: E402
 from engines.factory import create_backend  # noqa: E402
@@ -175,7 +175,8 @@ def test_benchmark_quick_writes_records(tmp_path: Path) -> None:
     records = json.loads(out.read_text())
     keys = {"backend", "preset", "resolution", "stage", "ms_p50", "ms_p90", "ms_p99", "fps"}
     assert records and all(keys <= set(r) for r in records)
-    assert {(r["preset"], r["resolution"]) for r in records} == {("lite", 256)}  # the preset at its own size
+    shipped = load_model(DEFAULT_CHECKPOINT).config  # the shipped model's preset, at its own size
+    assert {(r["preset"], r["resolution"]) for r in records} == {(shipped.name, shipped.image_size)}
     seen = {(r["backend"], r["stage"]) for r in records}
     for backend in ("torch", "onnxruntime"):
         for stage in ("motion_extraction", "keypoint_transform", "render", "per_frame"):
