@@ -31,7 +31,7 @@ preset's networks with random weights: fine for timing (same graphs, same FLOPs)
 the output. ONNX Runtime runs the graphs the commands run: exported once per model into the cache
 (export.graph_cache; --export-dir for another folder).
 
-    python benchmarks/benchmark_fps.py                       # lite at 256, torch + onnxruntime
+    python benchmarks/benchmark_fps.py                       # the shipped preset at its size, torch + onnxruntime
     python benchmarks/benchmark_fps.py --quick --json out.json
     python benchmarks/benchmark_fps.py --presets lite lite_fast official --resolutions 256 --backends torch onnxruntime
 """

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity where the OS tells it): what CPU time per frame is
     divided into to bound a frame rate."""
