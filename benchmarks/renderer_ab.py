@@ -34,7 +34,7 @@ from export.int8 import psnr
 from export.onnx_export import ort_cpu_session
 
 
-def _feeds(export_dir: Path, threads: int, frames: int) -> list[dict[str, np.ndarray]]:
+def renderer_feeds(export_dir: Path, threads: int, frames: int) -> list[dict[str, np.ndarray]]:
     """Every input a renderer may take, per frame: keypoints from carphone, the rig's anchors and a changing
     mouth and eyes."""
     head = TalkingHead(OnnxRuntimeBackend(export_dir, threads=threads))
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=10, help="calls per renderer before switching")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    feeds = _feeds(args.after, args.threads, 16)
+    feeds = renderer_feeds(args.after, args.threads, 16)
     sessions = {}
     for label, folder in (("before", args.before), ("after", args.after)):
         session = ort_cpu_session(folder / "renderer.onnx", args.threads)

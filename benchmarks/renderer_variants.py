@@ -36,7 +36,7 @@ from adasr.errors import ConfigError
 from adasr.networks import AdaSRNetworks
 from export.onnx_export import export_model, ort_cpu_session
 from model_stats import count_flops
-from renderer_ab import _feeds
+from renderer_ab import renderer_feeds
 
 #: The preset the variants change.
 BASE = "lite"
@@ -70,6 +70,7 @@ def random_model(name: str, settings: list[str]) -> LoadedModel:
 
 
 def renderer_gflops(model: LoadedModel) -> float:
+    """GFLOP of one render (the deployable renderer on its example inputs)."""
     module, inputs = example_calls(model.networks, model.config.image_size)["renderer"]
     return count_flops(module, *inputs) / 1e9
 
@@ -80,7 +81,7 @@ def time_renderers(folders: dict[str, Path], threads: int, iterations: int, bloc
     for name, folder in folders.items():
         session = ort_cpu_session(folder / "renderer.onnx", threads)
         names = [i.name for i in session.get_inputs()]
-        feeds = [{n: feed[n] for n in names} for feed in _feeds(folder, threads, 8)]
+        feeds = [{n: feed[n] for n in names} for feed in renderer_feeds(folder, threads, 8)]
         for feed in feeds[:3]:  # warm-up
             session.run(None, feed)
         runs[name] = (session, feeds)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="adasr-variants-") as tmp:
         folders = {}
         for name, settings in variants.items():
-            model = random_model(name, settings) if settings else random_model(BASE, [])
+            model = random_model(name, settings)
             export_model(model, Path(tmp) / name)
             folders[name] = Path(tmp) / name
             rows[name] = {"settings": settings, "renderer_gflop": renderer_gflops(model),

@@ -3,7 +3,6 @@ the decoder's middle blocks dropped."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -16,27 +15,15 @@ from adasr.errors import ConfigError
 from adasr.networks import AdaSRNetworks
 from adasr.training.slimming import _pair_planes, check_slimmable, slim_model
 
-from .training_fixtures import TINY_MODEL
+from .training_fixtures import TINY_MODEL, narrow_encoder, shallower
 
 
 def _wide(block_expansion: int = 2) -> ModelConfig:
     """The tiny training preset with lite's full-resolution path (detail map, source blend), its 2-D widths under
-    both depths' ``max_features`` (as lite's are)."""
+    both depths' ``max_features`` (as lite's are) unless told otherwise."""
     cfg = load_model_config(TINY_MODEL)
-    g = cfg.generator
-    g.detail_channels, g.blend_source, g.block_expansion = 4, True, block_expansion
-    g.decoder.in_channels = g.decoder.label_nc = min(g.max_features, block_expansion * 2**g.num_down_blocks)
-    return cfg.validate()
-
-
-def _slim(cfg: ModelConfig, depth: int, middle: int) -> ModelConfig:
-    new = copy.deepcopy(cfg)
-    g = new.generator
-    g.reshape_depth = g.dense_motion_params.reshape_depth = depth
-    g.max_features = g.reshape_channel * depth
-    g.decoder.num_middle_blocks = middle
-    new.name = "tiny-slim"
-    return new.validate()
+    cfg.generator.detail_channels, cfg.generator.blend_source = 4, True
+    return narrow_encoder(cfg, block_expansion)
 
 
 def test_a_conv_reading_paired_planes_answers_as_before_where_the_pairs_agree() -> None:
@@ -56,7 +43,7 @@ def test_a_slimmed_model_loads_strictly_its_planes_the_mean_of_the_old_pairs() -
     wide = _wide()
     torch.manual_seed(1)
     trained = AdaSRNetworks(wide).eval()
-    slim = slim_model(LoadedModel(trained, wide, "tiny", Path("random")), _slim(wide, 2, 0))
+    slim = slim_model(LoadedModel(trained, wide, "tiny", Path("random")), shallower(wide, 2, 0))
     assert slim.generator.decoder.num_middle_blocks == 0
     x = torch.randn(1, trained.generator.second.in_channels, 5, 5)
     old = trained.generator.second(x).view(1, wide.generator.reshape_channel, 4, 5, 5)
@@ -70,7 +57,7 @@ def test_a_slimmed_model_loads_strictly_its_planes_the_mean_of_the_old_pairs() -
 def test_slimming_refuses_what_it_cannot_start_from() -> None:
     wide = _wide()
     with pytest.raises(ConfigError, match="more decoder middle blocks"):
-        check_slimmable(wide, _slim(wide, 2, 2))
+        check_slimmable(wide, shallower(wide, 2, 2))
     capped = _wide(block_expansion=4)  # the encoder's widths hit max_features, which the depth sets
     with pytest.raises(ConfigError, match="beyond the volume's depth"):
-        slim_model(LoadedModel(AdaSRNetworks(capped), capped, "tiny", Path("random")), _slim(capped, 2, 0))
+        slim_model(LoadedModel(AdaSRNetworks(capped), capped, "tiny", Path("random")), shallower(capped, 2, 0))

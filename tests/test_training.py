@@ -7,7 +7,6 @@ well under a second on a 2-core CPU.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import math
@@ -200,7 +199,7 @@ def test_blend_floor_holds_the_source_blend_mask_up_to_the_teachers(prepared: Pa
     from adasr.networks import AdaSRNetworks
     from adasr.training.trainer import init_from
 
-    from .training_fixtures import TINY_MODEL
+    from .training_fixtures import TINY_MODEL, narrow_encoder, shallower
 
     model_cfg = load_model_config(TINY_MODEL)
     model_cfg.generator.detail_channels, model_cfg.generator.blend_source = 4, True
@@ -227,13 +226,8 @@ def test_blend_floor_holds_the_source_blend_mask_up_to_the_teachers(prepared: Pa
     assert deficit() < before - 0.05
     init_from(trainer.networks, teacher_path)  # the teacher's own weights: no shortfall at all
     assert deficit() < 1e-6
-    shallow = copy.deepcopy(model_cfg)  # a slimmer student (half the volume's depth) learns under the same teacher
-    g = shallow.generator
-    g.reshape_depth = g.dense_motion_params.reshape_depth = g.reshape_depth // 2
-    g.max_features = g.reshape_channel * g.reshape_depth
-    g.block_expansion = 2  # the encoder's widths under the smaller max_features
-    g.decoder.in_channels = g.decoder.label_nc = min(g.max_features, g.block_expansion * 2**g.num_down_blocks)
-    student = Trainer(cfg, shallow.validate())
+    # a slimmer student (half the volume's depth) learns under the same teacher
+    student = Trainer(cfg, shallower(narrow_encoder(model_cfg, 2), model_cfg.generator.reshape_depth // 2))
     with torch.no_grad():
         assert 0.0 < float(student.forward(student.batch(0), 0)[1]["blend_floor"]) < 10.0
     with pytest.raises(ConfigError, match="blend_floor needs blend_teacher"):

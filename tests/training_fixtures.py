@@ -3,11 +3,13 @@ every test module that trains can use them without importing them."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 
 import pytest
 
+from adasr.config import ModelConfig
 from adasr.faces import FaceTrackerConfig
 from adasr.training.data import PrepareConfig, prepare
 from adasr.training.train_config import TrainConfig, train_config_from_dict
@@ -15,6 +17,29 @@ from adasr.training.train_config import TrainConfig, train_config_from_dict
 DATA = Path(__file__).resolve().parent / "data"
 TINY_MODEL = str(DATA / "tiny-train.yaml")
 SIZE = 64
+
+
+def narrow_encoder(cfg: ModelConfig, block_expansion: int) -> ModelConfig:
+    """A copy of ``cfg`` whose appearance encoder starts ``block_expansion`` wide (the decoder reads its width): with 2
+    the tiny preset's widths stay under max_features at half the volume's depth, as lite's do."""
+    new = copy.deepcopy(cfg)
+    g = new.generator
+    g.block_expansion = block_expansion
+    g.decoder.in_channels = g.decoder.label_nc = min(g.max_features, block_expansion * 2**g.num_down_blocks)
+    return new.validate()
+
+
+def shallower(cfg: ModelConfig, depth: int, middle_blocks: int | None = None) -> ModelConfig:
+    """A copy of ``cfg`` with a feature volume ``depth`` planes deep (generator and dense motion) and, when given,
+    that many decoder middle blocks: a slimmer model of the same family."""
+    new = copy.deepcopy(cfg)
+    g = new.generator
+    g.reshape_depth = g.dense_motion_params.reshape_depth = depth
+    g.max_features = g.reshape_channel * depth
+    if middle_blocks is not None:
+        g.decoder.num_middle_blocks = middle_blocks
+    new.name = f"{cfg.name}-depth{depth}"
+    return new.validate()
 
 
 @pytest.fixture(scope="module")
