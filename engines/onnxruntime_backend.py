@@ -32,6 +32,10 @@ PROVIDERS: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+#: Intra-op threads of the motion extractor's CPU session, whatever ``threads`` says: it runs on the thread that calls
+#: it. Its 0.25 GFLOP take ~3 ms, mostly beside the renderer (the webcam, a call that also renders, the demo), where a
+#: pool thread of its own only contends with the renderer's (benchmarks/RESULTS.md, issue #27).
+MOTION_EXTRACTOR_THREADS = 1
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64, "int32": torch.int32}
 
 
@@ -69,11 +73,12 @@ class OnnxRuntimeBackend(GraphBackend):
                  spin: bool = False) -> None:
         """``providers`` in priority order; CPU is always appended as the last resort.
 
-        ``threads``: intra-op threads of the CPU provider (None: ONNX Runtime's default, one per
-        physical core). ``spin``: let idle worker threads busy-wait for the next run (ONNX Runtime's
-        default); off here because in a call the same cores run face tracking, the keypoint math
-        and video I/O between runs, which spinning threads starve. ``trt_cache_dir``: where the
-        TensorRT provider keeps engines and timing caches (default ``<onnx_dir>/ort-trt-cache``).
+        ``threads``: intra-op threads of the CPU provider for the renderer and the source encoder (None: ONNX
+        Runtime's default, one per physical core; the motion extractor takes ``MOTION_EXTRACTOR_THREADS``).
+        ``spin``: let idle worker threads busy-wait for the next run (ONNX Runtime's default); off here because
+        in a call the same cores run face tracking, the keypoint math and video I/O between runs, which spinning
+        threads starve. ``trt_cache_dir``: where the TensorRT provider keeps engines and timing caches (default
+        ``<onnx_dir>/ort-trt-cache``).
         """
         ort = import_onnxruntime()
         self.onnx_dir = Path(onnx_dir)
@@ -94,15 +99,10 @@ class OnnxRuntimeBackend(GraphBackend):
             if p in available and p not in [x if isinstance(x, str) else x[0] for x in provider_list]:
                 provider_list.append((p, self._provider_options(p, device_id, trt_cache_dir, trt_fp16)))
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
         self._graphs: dict[str, _Graph] = {}
         for name, entry in self.manifest.graphs.items():
+            options = self._session_options(ort, MOTION_EXTRACTOR_THREADS if name == "motion_extractor" else threads,
+                                            spin)
             session = ort.InferenceSession(str(self.onnx_dir / entry.file), options,
                                            providers=[p for p, _ in provider_list],
                                            provider_options=[o for _, o in provider_list])
@@ -119,6 +119,18 @@ class OnnxRuntimeBackend(GraphBackend):
         self.device = torch.device("cuda", device_id) if on_gpu else torch.device("cpu")
         self._ort_version = ort.__version__
         self._threads = threads
+
+    @staticmethod
+    def _session_options(ort: Any, threads: int | None, spin: bool) -> Any:
+        """Full graph optimisation, quiet logs, ``threads`` intra-op threads (None: ONNX Runtime's default)."""
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        return options
 
     def _provider_options(self, provider: str, device_id: int, trt_cache_dir: str | Path | None,
                           trt_fp16: bool) -> dict[str, str]:

@@ -9,7 +9,9 @@ rendered as extracted and the source state installed as computed, never quantise
 **Overlap.** Tracking and motion of frame n+1 run on the stream's worker thread while frame n renders on
 the render thread; the next camera frame is taken only once the renderer has taken the last motion
 (``RenderLoop.taken``), so no motion is worked out only to be dropped, and a frame waits at most for the one
-before it to finish rendering: at most one frame of latency more than the stages one after the other.
+before it to finish rendering: at most one frame of latency more than the stages one after the other. The worker
+thread (and the tracker's threads it starts) runs a few nice steps behind the renderer
+(``realtime.thread_priority``): the renderer goes first, the tracking fills the cores' gaps.
 
 **Output framing.** The renderer makes an S×S face crop; a webcam frame is, say, 1280×720 with a
 person in it. The frame is built from the portrait's own framing: the portrait, scaled to cover the
@@ -57,6 +59,7 @@ from realtime.sinks import FrameInfo, Sink, ThreadedSink
 from realtime.smoothing import SmoothingOptions
 from realtime.stats import percentile
 from realtime.tasks import PeerTasks
+from realtime.thread_priority import lower_this_thread
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +300,7 @@ class LocalWebcam:
         self.pose = PoseState(PoseOptions(relative=opts.relative, face_lost=opts.face_lost))
         self.pose.new_source(state)
         renderer = RenderLoop(head, compositor)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="adasr-cam")
+        pool = ThreadPoolExecutor(1, thread_name_prefix="adasr-cam", initializer=lower_this_thread)  # renderer first
         stream = self._stream = MotionStream(head, opts.capture, pool, smoothing=opts.smoothing, tracker=opts.tracker,
                                              crop=opts.crop)
         tasks = PeerTasks()

@@ -20,7 +20,7 @@ from adasr.checkpoint import DEFAULT_CHECKPOINT, LoadedModel, load_model  # noqa
 from adasr.errors import ConfigError, InputError  # noqa: E402
 from adasr.faces import CropBox, crop_face  # noqa: E402
 from engines.factory import create_backend  # noqa: E402
-from engines.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from engines.onnxruntime_backend import MOTION_EXTRACTOR_THREADS, OnnxRuntimeBackend  # noqa: E402
 from engines.tensorrt_backend import (  # noqa: E402
     EngineKey,
     TensorRTMissingError,
@@ -93,6 +93,15 @@ def test_provider_report_says_what_the_session_got(exported: ExportReport, caplo
     assert fallback.device.type == "cpu"
     assert "asked for CUDAExecutionProvider" in fallback.describe()
     assert any("got ['CPUExecutionProvider']" in r.getMessage() for r in caplog.records)
+
+
+def test_the_motion_extractor_runs_on_its_callers_thread(exported: ExportReport) -> None:
+    """The renderer and the source encoder take the threads asked for; the motion extractor, which runs beside the
+    renderer, one (``MOTION_EXTRACTOR_THREADS``)."""
+    backend = OnnxRuntimeBackend(exported.out_dir, providers=["cpu"], threads=2)
+    threads = {name: graph.session.get_session_options().intra_op_num_threads
+               for name, graph in backend._graphs.items()}
+    assert threads == {"source_encoder": 2, "motion_extractor": MOTION_EXTRACTOR_THREADS, "renderer": 2}
 
 
 def test_factory(exported: ExportReport, tiny_model: LoadedModel) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,11 @@ from adasr.demo_media import astronaut_portrait
 from adasr.faces import paste_back
 from adasr.video_io import FrameWriter
 from realtime.capture import CaptureOptions
+from realtime.motion_pipeline import MotionPipeline
+from realtime.receiver.render_loop import RenderJob
 from realtime.sender import locate_portrait
 from realtime.sinks import FrameInfo, virtual_camera_fix
+from realtime.thread_priority import BEHIND_THE_RENDERER
 from realtime.webcam import LocalWebcam, WebcamOptions, cover, frame_portrait
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,6 +193,32 @@ def test_max_frames_counts_the_frames_the_camera_delivered(fast_head, cam_clip: 
                                        fps=10, console=False))
     stats = asyncio.run(webcam.run(fast_head, RecordingSink()))
     assert stats.frames_captured == 12 and stats.frames_skipped > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_tracking_runs_behind_the_renderer(fast_head, cam_clip: Path,  # type: ignore[no-untyped-def]
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracker and motion extractor work a few nice steps behind the render thread (realtime.thread_priority),
+    and the render thread keeps the process's priority."""
+    niceness: dict[str, set[int]] = {"tracking": set(), "rendering": set()}
+
+    def nice_now() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def noting(original: Any, name: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            niceness[name].add(nice_now())
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(MotionPipeline, "process", noting(MotionPipeline.process, "tracking"))
+    monkeypatch.setattr(RenderJob, "render", noting(RenderJob.render, "rendering"))
+    capture = CaptureOptions(video=cam_clip, fps=1000, max_frames=6, loop=True, drop_late=False)
+    webcam = LocalWebcam(WebcamOptions(portrait=astronaut_portrait(), capture=capture, width=160, height=120,
+                                       fps=10, console=False))
+    asyncio.run(webcam.run(fast_head, RecordingSink()))
+    base = nice_now()
+    assert niceness == {"tracking": {min(19, base + BEHIND_THE_RENDERER)}, "rendering": {base}}
 
 
 def test_cover_and_framing_keep_the_face_in_view() -> None:
