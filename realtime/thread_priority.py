@@ -3,7 +3,7 @@
 In ``adasr cam`` the tracker and the motion extractor of frame n+1 run while frame n renders, on two cores that
 the renderer's two threads could fill by themselves. At equal priority the tracking thread takes its share while
 the renderer works, finishes early and its motion then waits, and the renderer's own serial stretches leave a core
-idle. One step behind, the renderer goes first and the tracking fills the gaps: on this project's 2-core CPU the
+idle. A few nice steps behind, the renderer goes first and the tracking fills the gaps: on this project's 2-core CPU the
 motion's wait fell from ~6.5 to ~2.5 ms and the webcam's rate rose by about 3 % (benchmarks/RESULTS.md, issue #27).
 
 Linux keeps a nice value per thread, inherited by the threads it starts (mediapipe's, a video decoder's); other
