@@ -152,7 +152,10 @@ class OnnxRuntimeBackend(GraphBackend):
 
     def describe(self) -> str:
         asked = "" if self.providers[0] == self.requested[0] else f" (asked for {', '.join(self.requested)})"
-        threads = f", {self._threads} threads" if self._threads else ""
+        counts = [f"{self._threads} threads"] if self._threads else []
+        if self._threads != MOTION_EXTRACTOR_THREADS:
+            counts.append(f"the motion extractor on {MOTION_EXTRACTOR_THREADS}")
+        threads = "".join(f", {count}" for count in counts)
         return (f"onnxruntime {self._ort_version} on {', '.join(self.providers)}{asked}{threads}, "
                 f"{self.manifest.precision} graphs (warp {self.manifest.warp}) from {self.onnx_dir}")
 

@@ -102,6 +102,7 @@ def test_the_motion_extractor_runs_on_its_callers_thread(exported: ExportReport)
     threads = {name: graph.session.get_session_options().intra_op_num_threads
                for name, graph in backend._graphs.items()}
     assert threads == {"source_encoder": 2, "motion_extractor": MOTION_EXTRACTOR_THREADS, "renderer": 2}
+    assert f"2 threads, the motion extractor on {MOTION_EXTRACTOR_THREADS}," in backend.describe()
 
 
 def test_factory(exported: ExportReport, tiny_model: LoadedModel) -> None:
