@@ -33,20 +33,10 @@ $(WEB_MODULES): web/package-lock.json
 
 install: $(STAMP) $(FACE_MODEL) $(WEB_MODULES)
 
-# Programs the tests run beside Python: coturn (the TURN relay), Janus (the SFU of group calls), iproute2 (the
-# network namespace Janus runs in), node/npm (the page's packages and tests), chromium, and firefox-esr with xvfb and
-# pulseaudio (the browser peer's tests: Chromium headless, Firefox on a virtual display and a null sound server).
-# Installed where apt-get exists and we are root; elsewhere the tests that need them skip and say why.
-SYSTEM_PACKAGES := coturn janus iproute2 nodejs npm chromium firefox-esr xvfb pulseaudio
+# Programs the tests run beside Python (coturn, Janus, iproute2, npm, chromium, firefox-esr, xvfb, pulseaudio), from
+# apt where it exists and we are root; the tests that need a missing one skip and say why.
 system-packages:
-	@if command -v turnserver >/dev/null && command -v janus >/dev/null && command -v ip >/dev/null \
-		&& command -v npm >/dev/null && command -v chromium >/dev/null \
-		&& command -v firefox-esr >/dev/null && command -v Xvfb >/dev/null && command -v pulseaudio >/dev/null; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) \
-		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); } \
-		|| echo "could not install $(SYSTEM_PACKAGES): the TURN, Janus and browser tests will skip"; \
-	else echo "$(SYSTEM_PACKAGES) not installed (needs apt-get as root): the TURN, Janus and browser tests will skip"; fi
+	@bash scripts/install_system_packages.sh
 
 # Lint and type-check first: a finding fails `make test` before the suite runs.
 LINTED := adasr adasr_cli engines export realtime benchmarks tests
