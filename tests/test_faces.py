@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from adasr.faces import (
     FaceTracker,
     FaceTrackerConfig,
     crop_face,
+    landmarker_bundle,
     paste_back,
     pose_from_matrix,
     track_video,
@@ -95,6 +98,20 @@ def _noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 def test_missing_model_says_how_to_fetch(tmp_path: Path) -> None:
     with pytest.raises(FaceModelMissingError, match="fetch_face_model.sh|make models/face_landmarker.task"):
         FaceTracker(FaceTrackerConfig(model_path=tmp_path / "nope.task"))
+
+
+def test_a_file_that_is_no_bundle_says_how_to_fetch(tmp_path: Path) -> None:
+    (tmp_path / "bad.task").write_bytes(b"not a zip archive")
+    with pytest.raises(FaceModelMissingError, match="not a FaceLandmarker model bundle.*fetch_face_model.sh"):
+        FaceTracker(FaceTrackerConfig(model_path=tmp_path / "bad.task"))
+
+
+def test_the_bundle_runs_without_the_blendshapes_model_nothing_reads(model_path: Path) -> None:
+    """The trimmed bundle holds every other member byte for byte (the tracking tests below run on it)."""
+    with zipfile.ZipFile(model_path) as shipped, zipfile.ZipFile(io.BytesIO(landmarker_bundle(model_path))) as ours:
+        kept = [name for name in shipped.namelist() if name != "face_blendshapes.tflite"]
+        assert "face_blendshapes.tflite" in shipped.namelist() and ours.namelist() == kept
+        assert all(ours.read(name) == shipped.read(name) for name in kept)
 
 
 def test_model_path_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
