@@ -46,12 +46,23 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """HWC RGB image → [1, 3, size, size] float32 in [0, 1] (resized only when needed)."""
+    """HWC RGB image → [1, 3, size, size] float32 in [0, 1] (resized only when needed).
+
+    Converted by numpy, not torch: these run on every frame beside the graph runtimes, and torch's element-wise
+    ops on a frame wake its OpenMP pool, whose spinning threads took the cores from ONNX Runtime and mediapipe
+    (the same values: uint8 / 255 in float32)."""
     rgb = resize_square(as_rgb_uint8(image), size)
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    chw = np.empty((1, 3, size, size), np.float32)
+    np.divide(rgb.transpose(2, 0, 1)[None], np.float32(255), out=chw)
+    return torch.from_numpy(chw)
 
 
 def tensor_to_image(frame: torch.Tensor) -> np.ndarray:
-    """[1, 3, S, S] (or [3, S, S]) in [0, 1] → HWC RGB uint8."""
+    """[1, 3, S, S] (or [3, S, S]) in [0, 1] → HWC RGB uint8, rounded (numpy, as ``image_to_tensor``)."""
     t = frame[0] if frame.dim() == 4 else frame
-    return (t.detach().float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+    chw = t.detach().cpu().float().numpy()
+    hwc = np.empty((chw.shape[1], chw.shape[2], chw.shape[0]), np.float32)
+    np.clip(chw.transpose(1, 2, 0), 0, 1, out=hwc)
+    hwc *= np.float32(255)
+    hwc += np.float32(0.5)
+    return hwc.astype(np.uint8)

@@ -87,3 +87,19 @@ def test_unavailable_precision_or_device_is_refused(tiny_model) -> None:  # type
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="cuda"):
             TorchBackend(tiny_model, TorchOptions(device="cuda"))
+
+
+def test_frames_convert_exactly_both_ways(astronaut_face) -> None:  # type: ignore[no-untyped-def]
+    """A face crop becomes uint8 / 255 and comes back the same bytes; a frame outside [0, 1] is clipped and rounded
+    half up, from a batch of one or a bare image."""
+    from adasr.image_ops import image_to_tensor, tensor_to_image
+
+    tensor = image_to_tensor(astronaut_face, astronaut_face.shape[0])
+    assert tensor.shape == (1, 3, *astronaut_face.shape[:2]) and tensor.dtype == torch.float32
+    assert torch.equal(tensor[0], torch.from_numpy(astronaut_face).permute(2, 0, 1).float() / 255)
+    assert np.array_equal(tensor_to_image(tensor), astronaut_face)
+    frame = torch.tensor([-0.5, 0.0, 0.5 / 255, 1.49 / 255, 1.0, 7.0]).view(1, 3, 1, 2)
+    image = tensor_to_image(frame)
+    assert image.shape == (1, 2, 3) and image.flags.c_contiguous
+    assert image.transpose(2, 0, 1).ravel().tolist() == [0, 0, 1, 1, 255, 255]
+    assert np.array_equal(tensor_to_image(frame[0]), image)
