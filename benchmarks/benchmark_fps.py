@@ -23,9 +23,12 @@ Each measurement: warm-up calls, then timed iterations (CUDA synchronised); p50/
 Backends are timed in alternating blocks of ``--block`` calls, so that on a shared machine a
 change of load falls on all of them alike and their ratio stays meaningful.
 Machines of one kind differ (and a shared one drifts), so the run also measures the machine's own
-fp32 matmul throughput (1024² × 1024², same threads) before and after the networks, and each
-network's record carries its FLOPs per call, its achieved GFLOP/s and that as a fraction of the
-matmul reference: judge speed by FPS and by that fraction together.
+fp32 matmul throughput (1024² × 1024², same threads) beside every record: a few matmuls after each
+round of interleaved blocks, or just before and after a continuous run (the webcam, the tracking).
+Another tenant's burst on a shared machine lasts seconds, so a reference taken only at the start and
+the end of the run can miss the very seconds a record was timed in (the run's before/after mean is
+kept too). Each network's record carries its FLOPs per call, its achieved GFLOP/s and that as a
+fraction of its matmul reference: judge speed by FPS and by that fraction together.
 Without --checkpoint the shipped demo checkpoint is used when its preset matches, else the
 preset's networks with random weights: fine for timing (same graphs, same FLOPs), and said so in
 the output. ONNX Runtime runs the graphs the commands run: exported once per model into the cache
@@ -101,7 +104,10 @@ class Record:
     """FLOPs per call (2×MAC, torch FlopCounterMode; 0 for stages that are not a network)."""
     achieved_gflops_per_s: float = 0.0
     matmul_gflops_per_s: float = 0.0
-    """The machine's fp32 1024² matmul throughput in the same run (the mean of before and after)."""
+    """The machine's fp32 1024² matmul throughput beside this record (sampled between its timed blocks, or just
+    before and after its continuous run): what the goals are scaled by."""
+    run_matmul_gflops_per_s: float = 0.0
+    """The same throughput at the run's start and end (their mean)."""
     fraction_of_matmul: float = 0.0
     latency_ms_p50: float = 0.0
     """webcam: capture → shown, median (0 for the other stages)."""
@@ -155,12 +161,39 @@ def machine_description() -> str:
     return ", ".join(parts)
 
 
+#: Matmuls timed after each round of interleaved blocks, and before and after a continuous run.
+REFERENCE_CALLS_PER_ROUND = 2
+REFERENCE_CALLS_AROUND_RUN = 10
+
+
+class MatmulReference:
+    """The machine's fp32 1024² matmul throughput on the run's threads, sampled beside the measurements it scales."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._a, self._b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+        self._ms: list[float] = []
+        measure(self._matmul, 3, 0, cuda=False)
+
+    def _matmul(self) -> None:
+        torch.set_num_threads(self.threads)
+        torch.mm(self._a, self._b)
+
+    def sample(self, calls: int = REFERENCE_CALLS_PER_ROUND) -> None:
+        """Time ``calls`` matmuls into the current record's samples."""
+        self._ms += measure(self._matmul, 0, calls, cuda=False)
+
+    def take(self) -> float:
+        """GFLOP/s from the median of the samples since the last ``take`` (0 if none), and start afresh."""
+        samples, self._ms = self._ms, []
+        return 2 * 1024**3 / (statistics.median(samples) / 1000) / 1e9 if samples else 0.0
+
+
 def matmul_gflops_per_s(threads: int, repeats: int = 20) -> float:
-    """Median fp32 throughput of a 1024² matmul on ``threads`` CPU threads: this machine's reference."""
-    torch.set_num_threads(threads)
-    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
-    samples = measure(lambda: a @ b, 3, repeats, cuda=False)
-    return 2 * 1024**3 / (statistics.median(samples) / 1000) / 1e9
+    """Median fp32 throughput of a 1024² matmul on ``threads`` CPU threads, now: the run's start and end."""
+    reference = MatmulReference(threads)
+    reference.sample(repeats)
+    return reference.take()
 
 
 def network_gflops(model: LoadedModel) -> dict[str, float]:
@@ -173,14 +206,16 @@ def network_gflops(model: LoadedModel) -> dict[str, float]:
     return {stage: count_flops(calls[graph][0], *calls[graph][1]) / 1e9 for stage, graph in stages}
 
 
-def with_throughput(records: list[Record], flops: dict[str, float], reference: float) -> list[Record]:
-    """Every record gets the run's matmul ``reference``; each network record also its FLOPs, achieved GFLOP/s
-    (at p50) and their fraction of ``reference``."""
+def with_throughput(records: list[Record], flops: dict[str, float], run_reference: float) -> list[Record]:
+    """Every record gets the run's matmul reference (and keeps the one beside it, taking the run's where it has
+    none); each network record also its FLOPs, achieved GFLOP/s (at p50) and their fraction of its reference."""
     for r in records:
-        r.matmul_gflops_per_s = reference
+        r.run_matmul_gflops_per_s = run_reference
+        r.matmul_gflops_per_s = r.matmul_gflops_per_s or run_reference
         if r.stage in flops:
             r.gflops = flops[r.stage]
             r.achieved_gflops_per_s = r.gflops / (r.ms_p50 / 1000) if r.ms_p50 > 0 else 0.0
+            reference = r.matmul_gflops_per_s
             r.fraction_of_matmul = r.achieved_gflops_per_s / reference if reference > 0 else 0.0
     return records
 
@@ -248,7 +283,9 @@ def face_crops(size: int, count: int, tracking: bool) -> tuple[list[np.ndarray],
     return frames, [centre_crop(frame, size).crop for frame in frames], None
 
 
-def bench_face_tracking(frames: list[np.ndarray], size: int, st: Settings) -> list[float]:
+def bench_face_tracking(frames: list[np.ndarray], size: int, st: Settings, reference: MatmulReference,
+                        ) -> list[float]:
+    """Milliseconds per tracked frame, the matmul ``reference`` sampled before and after."""
     with FaceCropper.for_stream(size) as cropper:
         index = [0]
 
@@ -256,7 +293,11 @@ def bench_face_tracking(frames: list[np.ndarray], size: int, st: Settings) -> li
             cropper.crop(frames[index[0] % len(frames)])
             index[0] += 1
 
-        return measure(step, st.warmup, st.iterations, cuda=False)
+        measure(step, st.warmup, 0, cuda=False)
+        reference.sample(REFERENCE_CALLS_AROUND_RUN)
+        samples = measure(step, 0, st.iterations, cuda=False)
+        reference.sample(REFERENCE_CALLS_AROUND_RUN)
+        return samples
 
 
 @dataclass
@@ -312,8 +353,9 @@ def prepare_subject(backend: Backend, name: str, precision: str, preset: str, we
 
 
 def measure_interleaved(subjects: list[Subject], stage: str, warmup: int, iterations: int, block: int,
-                        ) -> list[list[float]]:
-    """Samples per subject, timed in alternating blocks of ``block`` calls.
+                        reference: MatmulReference) -> list[list[float]]:
+    """Samples per subject, timed in alternating blocks of ``block`` calls, the matmul ``reference`` sampled after
+    each round.
 
     Comparisons between backends are "same run": on a shared machine the load drifts, and timing
     one backend after the other would charge the drift to whichever ran second.
@@ -327,20 +369,23 @@ def measure_interleaved(subjects: list[Subject], stage: str, warmup: int, iterat
             n = min(block, iterations - len(samples[k]))
             if n > 0:
                 samples[k] += measure(s.calls[stage], 0, n, on_gpu)
+        reference.sample()
     return samples
 
 
-def bench_subjects(subjects: list[Subject], st: Settings) -> list[Record]:
-    """Every stage for every subject; the once-per-call source encoding gets a quarter of the calls."""
+def bench_subjects(subjects: list[Subject], st: Settings, reference: MatmulReference) -> list[Record]:
+    """Every stage for every subject, each stage's records with the matmul reference sampled between its blocks;
+    the once-per-call source encoding gets a quarter of the calls."""
     per_subject: list[list[Record]] = [[] for _ in subjects]
     for stage in ("source_encoding", "motion_extraction", "keypoint_transform", "render", "per_frame"):
         once = stage == "source_encoding"
         warmup, iterations = ((max(1, st.warmup // 2), max(3, st.iterations // 4)) if once
                               else (st.warmup, st.iterations))
-        samples = measure_interleaved(subjects, stage, warmup, iterations, st.block)
+        samples = measure_interleaved(subjects, stage, warmup, iterations, st.block, reference)
+        beside = reference.take()
         for k, (s, x) in enumerate(zip(subjects, samples)):
             note = "without face tracking (no face model)" if stage == "per_frame" and not st.tracking else ""
-            per_subject[k].append(make_record(x, stage=stage, notes=note, **s.context))
+            per_subject[k].append(make_record(x, stage=stage, notes=note, matmul_gflops_per_s=beside, **s.context))
     return [r for rows in per_subject for r in rows]
 
 
@@ -350,10 +395,11 @@ def _render_round(backend: Backend, inputs: list[tuple[torch.Tensor, ...]], coun
         backend.render(*inputs[(offset + i) % len(inputs)])
 
 
-def bench_concurrent_render(subjects: list[Subject], st: Settings) -> list[Record]:
+def bench_concurrent_render(subjects: list[Subject], st: Settings, reference: MatmulReference) -> list[Record]:
     """The ``render_concurrent`` record of each ONNX Runtime subject on a CPU: as many renders at once as there are
     cores, each from its own thread on a one-thread session of the same graphs, in rounds of ``st.block`` calls
-    per thread; a sample is a round's time over the frames it rendered."""
+    per thread (the matmul ``reference`` sampled after each); a sample is a round's time over the frames it
+    rendered."""
     cores = usable_cores()
     if cores < 2:
         return []
@@ -374,14 +420,18 @@ def bench_concurrent_render(subjects: list[Subject], st: Settings) -> list[Recor
                 for done in rounds:
                     done.result()
                 samples.append((time.perf_counter() - start) * 1000.0 / (cores * st.block))
+                reference.sample()
         note = f"{cores} renders at once, 1 thread each: ms per frame sustained (each render takes ~{cores}x that)"
-        records.append(make_record(samples, stage="render_concurrent", notes=note, **{**s.context, "threads": 1}))
+        records.append(make_record(samples, stage="render_concurrent", notes=note, matmul_gflops_per_s=reference.take(),
+                                   **{**s.context, "threads": 1}))
     return records
 
 
-def bench_webcam(subjects: list[Subject], measured: list[Record], st: Settings) -> list[Record]:
+def bench_webcam(subjects: list[Subject], measured: list[Record], st: Settings, reference: MatmulReference,
+                 ) -> list[Record]:
     """The ``webcam`` record of each subject: ``adasr cam``'s whole pipeline as a sustained rate, and its latency
-    against the same run's tracking + motion + render one after the other."""
+    against the same run's tracking + motion + render one after the other; the matmul ``reference`` sampled just
+    before and after its run."""
     from adasr.demo_media import astronaut_portrait, carphone_clip
 
     video = st.webcam_video or carphone_clip()
@@ -389,12 +439,15 @@ def bench_webcam(subjects: list[Subject], measured: list[Record], st: Settings) 
     tracking_ms = next((r.ms_p50 for r in measured if r.stage == "face_tracking"), 0.0)
     records = []
     for s in subjects:
+        reference.sample(REFERENCE_CALLS_AROUND_RUN)
         run = measure_webcam(TalkingHead(s.backend), video, astronaut_portrait(), st.webcam_frames,
                              warmup=max(2, st.warmup))
+        reference.sample(REFERENCE_CALLS_AROUND_RUN)
         serial = tracking_ms + sum(p50.get((s.name, s.precision, stage), 0.0)
                                    for stage in ("motion_extraction", "render"))
         notes = f"{latency_summary(run, serial)}; {cpu_summary(run, usable_cores())}"
-        record = make_record(run.interval_ms, stage="webcam", notes=notes, **s.context)
+        record = make_record(run.interval_ms, stage="webcam", notes=notes, matmul_gflops_per_s=reference.take(),
+                             **s.context)
         record.fps = run.fps  # the sustained rate (frames over the whole span), not the median interval's
         record.latency_ms_p50, record.serial_ms = statistics.median(run.latency_ms), serial
         record.wait_ms_p50 = run.stats.wait_ms_p50 or 0.0
@@ -434,12 +487,12 @@ def tensorrt_unavailable() -> str | None:
 def print_table(records: list[Record]) -> None:
     width = max([9] + [len(r.preset) for r in records])
     header = (f"{'backend':<12} {'prec':<5} {'preset':<{width}} {'res':>4} {'stage':<19} {'p50 ms':>8} {'p90 ms':>8} "
-              f"{'p99 ms':>8} {'FPS':>8} {'GFLOP':>7} {'GFLOP/s':>8} {'of mm':>6}")
+              f"{'p99 ms':>8} {'FPS':>8} {'mm GF/s':>8} {'GFLOP':>7} {'GFLOP/s':>8} {'of mm':>6}")
     print(header)
     print("-" * len(header))
     for r in records:
         print(f"{r.backend:<12} {r.precision:<5} {r.preset:<{width}} {r.resolution:>4} {r.stage:<19} "
-              f"{r.ms_p50:>8.2f} {r.ms_p90:>8.2f} {r.ms_p99:>8.2f} {r.fps:>8.1f}"
+              f"{r.ms_p50:>8.2f} {r.ms_p90:>8.2f} {r.ms_p99:>8.2f} {r.fps:>8.1f} {r.matmul_gflops_per_s:>8.1f}"
               + (f" {r.gflops:>7.2f} {r.achieved_gflops_per_s:>8.1f} {r.fraction_of_matmul:>6.1%}" if r.gflops else ""))
 
 
@@ -469,8 +522,8 @@ GOAL_MATMUL_GFLOPS = 155.0
 
 
 def print_goals(records: list[Record]) -> None:
-    """The webcam rate and the render time against the goals (30 FPS, 25 ms) scaled by this run's matmul
-    reference: a loaded machine gets a goal in proportion to the throughput it had."""
+    """The webcam rate and the render time against the goals (30 FPS, 25 ms) scaled by the matmul reference beside
+    each record: a loaded machine gets a goal in proportion to the throughput it had while the record was timed."""
     for r in records:
         if r.stage == "render_concurrent":
             print(f"render {r.backend} {r.precision}, {r.notes}: p50 {r.ms_p50:.2f} ms (not the goal's record: a "
@@ -478,15 +531,17 @@ def print_goals(records: list[Record]) -> None:
         if r.stage not in ("webcam", "render") or not r.matmul_gflops_per_s:
             continue
         scale = r.matmul_gflops_per_s / GOAL_MATMUL_GFLOPS
+        beside = (f"matmul {r.matmul_gflops_per_s:.1f} GFLOP/s beside it, {r.run_matmul_gflops_per_s:.1f} at the "
+                  "run's ends")
         if r.stage == "webcam":
             print(f"webcam {r.backend} {r.precision}: {r.fps:.1f} FPS sustained over {r.iterations} frames; goal "
                   f"30 x {r.matmul_gflops_per_s:.1f}/{GOAL_MATMUL_GFLOPS:.0f} = {30 * scale:.1f} FPS: "
                   f"{'met' if r.fps >= 30 * scale else 'NOT met'} ({r.fps / scale:.1f} FPS at the goal's "
-                  f"reference); {r.notes}")
+                  f"reference; {beside}); {r.notes}")
         else:
             print(f"render {r.backend} {r.precision}: p50 {r.ms_p50:.2f} ms; goal 25 x {GOAL_MATMUL_GFLOPS:.0f}/"
                   f"{r.matmul_gflops_per_s:.1f} = {25 / scale:.1f} ms: {'met' if r.ms_p50 <= 25 / scale else 'NOT met'}"
-                  f" ({r.ms_p50 * scale:.1f} ms at the goal's reference)")
+                  f" ({r.ms_p50 * scale:.1f} ms at the goal's reference; {beside})")
 
 
 def draw_chart(records: list[Record], path: Path, title: str) -> Path:
@@ -592,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     records: list[Record] = []
     print(f"machine: {machine}; {args.threads} thread(s); {args.warmup} warm-up + {args.iterations} timed calls")
     matmul_before = matmul_gflops_per_s(args.threads)
-    print(f"fp32 1024² matmul reference: {matmul_before:.1f} GFLOP/s")
+    print(f"fp32 1024² matmul reference: {matmul_before:.1f} GFLOP/s (and beside every record)")
+    reference = MatmulReference(args.threads)
     group_records: list[tuple[list[Record], dict[str, float]]] = []
     presets = args.presets or [shipped_preset()]
     if args.checkpoint is not None:
@@ -605,11 +661,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{preset} at {size}: {weights}"
                   + ("; random weights are fine for timing, not for looking at" if "random" in weights else ""))
             frames, crops, cropper = face_crops(size, args.frames, st.tracking)
+            measured: list[Record] = []
             if cropper is not None:
-                records.append(make_record(bench_face_tracking(frames, size, st), backend="mediapipe",
-                                           preset=preset, resolution=size, stage="face_tracking", precision="-",
-                                           device="cpu", threads=args.threads, weights="-",
-                                           runtime="mediapipe FaceLandmarker (video mode)", machine=machine))
+                tracked = bench_face_tracking(frames, size, st, reference)
+                measured.append(make_record(tracked, backend="mediapipe", matmul_gflops_per_s=reference.take(),
+                                            preset=preset, resolution=size, stage="face_tracking", precision="-",
+                                            device="cpu", threads=args.threads, weights="-",
+                                            runtime="mediapipe FaceLandmarker (video mode)", machine=machine))
             subjects: list[Subject] = []
             for backend_name in backends:
                 for precision in precisions:
@@ -627,18 +685,17 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {backend_name} {precision}: {backend.describe()}")
                     subjects.append(prepare_subject(backend, backend_name, precision, preset, weights, frames,
                                                     crops, cropper, st))
-            measured = bench_subjects(subjects, st) + bench_concurrent_render(subjects, st)
+            measured += bench_subjects(subjects, st, reference) + bench_concurrent_render(subjects, st, reference)
             if cropper is not None and st.webcam_frames > 0:
-                measured += bench_webcam(subjects, records + measured, st)
+                measured += bench_webcam(subjects, measured, st, reference)
             group_records.append((measured, network_gflops(model)))
             records += measured
             if cropper is not None:
                 cropper.close()
     matmul_after = matmul_gflops_per_s(args.threads)
-    reference = (matmul_before + matmul_after) / 2
     print(f"fp32 1024² matmul reference: {matmul_before:.1f} GFLOP/s before, {matmul_after:.1f} after")
     for measured, flops in group_records:
-        with_throughput(measured, flops, reference)
+        with_throughput(measured, flops, (matmul_before + matmul_after) / 2)
 
     print()
     print_table(records)

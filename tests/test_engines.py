@@ -192,6 +192,8 @@ def test_benchmark_quick_writes_records(tmp_path: Path) -> None:
         for stage in ("motion_extraction", "keypoint_transform", "render", "per_frame"):
             assert (backend, stage) in seen
     assert all(r["ms_p50"] > 0 and r["fps"] > 0 for r in records)
+    # every record has the matmul throughput measured beside it, and the run's at its ends
+    assert all(r["matmul_gflops_per_s"] > 0 and r["run_matmul_gflops_per_s"] > 0 for r in records)
     if usable_cores() >= 2:  # the renderer's frames with a render per core at once
         assert ("onnxruntime", "render_concurrent") in seen and ("torch", "render_concurrent") not in seen
     if ("mediapipe", "face_tracking") in seen:  # the whole `adasr cam` frame, with the run's matmul reference
