@@ -17,9 +17,9 @@ the same composition order as :func:`adasr.keypoints.rotation_matrix`.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
-import io
 import os
 import zipfile
 from collections.abc import Iterable
