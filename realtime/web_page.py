@@ -8,8 +8,8 @@ it runs come from this server alone, no CDN:
   ``web/package-lock.json``): onnxruntime-web's wasm build and mediapipe's tasks-vision with its wasm;
 * behind the bearer token, like ``/offer``: the call's facts (``/call/config.json``: model id, crop size,
   K, the feature volume's layout), the receiver's own face-tracker model (the ``.task`` file the Python
-  side uses) and the graphs the Python side exported: the motion extractor (the page's face) and the
-  renderer (the receiver's face, in a two-way call).
+  side uses, without the blendshapes model that nothing reads) and the graphs the Python side exported:
+  the motion extractor (the page's face) and the renderer (the receiver's face, in a two-way call).
 
 Every response is cross-origin isolated (COOP ``same-origin``, COEP ``require-corp``, CORP
 ``same-origin``), which wasm threads need (``SharedArrayBuffer``), and carries a content security
@@ -28,6 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from adasr.expression_rig import ANCHORS
+from adasr.faces import landmarker_bundle
 from realtime.errors import CallError
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def add_page_routes(app: web.Application, options: PageOptions, authorized: Auth
     private: dict[str, Callable[[], web.StreamResponse]] = {
         CONFIG_PATH: lambda: web.Response(body=config, content_type="application/json",
                                           headers={**SECURITY_HEADERS, "Cache-Control": "no-store"}),
-        FACE_MODEL_PATH: _file_response(options.face_model, private=True),
+        FACE_MODEL_PATH: _bytes_response(landmarker_bundle(options.face_model)),
         MOTION_GRAPH_PATH: _file_response(options.motion_graph, private=True),
         RENDERER_GRAPH_PATH: _file_response(options.renderer_graph, private=True),
     }
@@ -176,6 +177,12 @@ def _file_response(path: Path, private: bool = False) -> Callable[[], web.Stream
     headers = {**SECURITY_HEADERS, "Content-Type": _CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
                "Cache-Control": "no-store" if private else "no-cache"}
     return lambda: web.FileResponse(path, headers=headers)
+
+
+def _bytes_response(body: bytes) -> Callable[[], web.StreamResponse]:
+    """A private file made in memory (the tracker's bundle without the model nothing reads: see adasr.faces)."""
+    headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
+    return lambda: web.Response(body=body, content_type="application/octet-stream", headers=headers)
 
 
 def _file_handler(path: Path) -> Handler:

@@ -20,9 +20,11 @@ import pytest
 
 from adasr import resources
 from adasr.expression_rig import ANCHORS
+from adasr.faces import landmarker_bundle
 from engines.talking_head import TalkingHead
 from realtime.http_signaling import OfferServer, OfferServerOptions, generate_token
-from realtime.web_page import CONFIG_PATH, MOTION_GRAPH_PATH, PACKAGE_FILES, PageOptions, add_page_routes, page_link
+from realtime.web_page import (CONFIG_PATH, FACE_MODEL_PATH, MOTION_GRAPH_PATH, PACKAGE_FILES, PageOptions,
+                               add_page_routes, page_link)
 from tests.browser_call import Browser, BrowserCall, browser_call, peer_frame_psnr
 from tests.headless_chromium import SOFTWARE_WEBGPU_FLAGS, Chromium, FakeMedia, find_chromium, write_y4m
 from tests.headless_firefox import Firefox, find_firefox
@@ -77,6 +79,7 @@ def test_the_page_is_cross_origin_isolated_and_the_call_files_need_the_token(tmp
                         ("config", CONFIG_PATH, {"Authorization": f"Bearer {token}"}),
                         ("graph, wrong token", MOTION_GRAPH_PATH, {"Authorization": "Bearer wrong-token-123"}),
                         ("graph", MOTION_GRAPH_PATH, {"Authorization": f"Bearer {token}"}),
+                        ("face model", FACE_MODEL_PATH, {"Authorization": f"Bearer {token}"}),
                         ("elsewhere", "/app/../../../etc/passwd", {})):
                     async with session.get(f"{server.url}{path}", headers=headers) as reply:
                         replies[name] = (reply.status, dict(reply.headers), await reply.read())
@@ -95,6 +98,8 @@ def test_the_page_is_cross_origin_isolated_and_the_call_files_need_the_token(tmp
     assert replies["config"][0] == 200 and replies["config"][2].startswith(b'{"model_id": "000102')
     assert json.loads(replies["config"][2])["rig_anchors"] == list(ANCHORS)  # the page measures the rig's landmarks
     assert replies["graph"][0] == 200 and replies["graph"][2] == b"graph"
+    # the tracker's bundle as the Python side runs it: without the blendshapes model, which nothing reads
+    assert replies["face model"][0] == 200 and replies["face model"][2] == landmarker_bundle(resources.face_model())
     assert replies["elsewhere"][0] == 404
     assert page_link("https://10.0.0.2:8765", token) == f"https://10.0.0.2:8765/#token={token}"
 
