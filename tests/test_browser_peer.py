@@ -50,6 +50,9 @@ WATCHED = 30
 #: the face's own delay (a wasm render of a few hundred ms) swings by hundreds of ms when the CI machine is busy:
 #: the bound leaves room for one such swing, the hold itself is checked beside it.
 LIP_SYNC_BOUND_MS = 100.0
+#: The lip-sync call watches twice as many faces: its median covers every face since the voice's first hold, those
+#: shown while the hold settles included, and in a call of 30 on a busy CI machine it came out at 115 ms (31 faces).
+SYNC_WATCHED = 2 * WATCHED
 #: Frames of the receiver's face rendered with WebGPU on SwiftShader (seconds each) and in Firefox.
 WEBGPU_WATCHED, FIREFOX_WATCHED = 3, 10
 
@@ -306,15 +309,15 @@ def test_the_page_shows_the_receivers_face_and_plays_its_voice_in_sync(lite_grap
                                                                        fake_media: FakeMedia, tmp_path: Path) -> None:
     """Chromium without a GPU: the receiver's face rendered on wasm, its voice played and held for that face."""
     assert CHROMIUM is not None
-    call = two_way_call(Chromium(CHROMIUM), lite_head, lite_graphs, fake_media, tmp_path, WATCHED)
-    page = assert_both_faces_and_voices(call, lite_head, WATCHED)
+    call = two_way_call(Chromium(CHROMIUM), lite_head, lite_graphs, fake_media, tmp_path, SYNC_WATCHED)
+    page = assert_both_faces_and_voices(call, lite_head, SYNC_WATCHED)
     # no adapter without a GPU: wasm, and the page says why
     assert page["renderer"]["provider"] == "wasm" and "no WebGPU adapter" in page["renderer"]["reason"]
     # the voice was held for the face (rendered in wasm, it lags by its render time), and the faces shown since the
     # first hold show within LIP_SYNC_BOUND_MS of their voice at the median
     sync = page["lipSync"]
     assert sync["unsupported"] is None and any(d["targetMs"] for d in sync["decisions"]), sync
-    assert sync["facesSynced"] >= WATCHED // 2 and abs(sync["offsetMsP50"]) <= LIP_SYNC_BOUND_MS, sync
+    assert sync["facesSynced"] >= SYNC_WATCHED // 2 and abs(sync["offsetMsP50"]) <= LIP_SYNC_BOUND_MS, sync
 
 
 @pytest.mark.slow
