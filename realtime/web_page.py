@@ -163,9 +163,8 @@ def add_page_routes(app: web.Application, options: PageOptions, authorized: Auth
                          # the landmarks the renderer's expression rig takes, in its order: the page measures them
                          "rig_anchors": list(ANCHORS)}).encode()
     private: dict[str, Callable[[], web.StreamResponse]] = {
-        CONFIG_PATH: lambda: web.Response(body=config, content_type="application/json",
-                                          headers={**SECURITY_HEADERS, "Cache-Control": "no-store"}),
-        FACE_MODEL_PATH: _bytes_response(landmarker_bundle(options.face_model)),
+        CONFIG_PATH: _bytes_response(config, "application/json"),
+        FACE_MODEL_PATH: _bytes_response(landmarker_bundle(options.face_model), "application/octet-stream"),
         MOTION_GRAPH_PATH: _file_response(options.motion_graph, private=True),
         RENDERER_GRAPH_PATH: _file_response(options.renderer_graph, private=True),
     }
@@ -179,10 +178,11 @@ def _file_response(path: Path, private: bool = False) -> Callable[[], web.Stream
     return lambda: web.FileResponse(path, headers=headers)
 
 
-def _bytes_response(body: bytes) -> Callable[[], web.StreamResponse]:
-    """A private file made in memory (the tracker's bundle without the model nothing reads: see adasr.faces)."""
+def _bytes_response(body: bytes, content_type: str) -> Callable[[], web.StreamResponse]:
+    """A private file made in memory: the call's facts, or the tracker's bundle without the model nothing reads
+    (adasr.faces.landmarker_bundle)."""
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
-    return lambda: web.Response(body=body, content_type="application/octet-stream", headers=headers)
+    return lambda: web.Response(body=body, content_type=content_type, headers=headers)
 
 
 def _file_handler(path: Path) -> Handler:
